@@ -1,0 +1,43 @@
+"""gitckpt: LangGraph persistence (a checkpointer and a store) on a bare git repository."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    ConflictError,
+    CorruptObjectError,
+    GitckptError,
+    InvalidInputError,
+    NotFoundError,
+    RepositoryError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GitSaver",
+    "GitStore",
+    "GitckptError",
+    "RepositoryError",
+    "NotFoundError",
+    "CorruptObjectError",
+    "ConflictError",
+    "InvalidInputError",
+]
+
+if TYPE_CHECKING:
+    from .saver import GitSaver
+    from .store import GitStore
+
+
+def __getattr__(name: str) -> Any:  # import the heavy modules only when used
+    if name == "GitSaver":
+        from .saver import GitSaver
+
+        return GitSaver
+    if name == "GitStore":
+        from .store import GitStore
+
+        return GitStore
+    raise AttributeError(name)

@@ -1,0 +1,31 @@
+"""The one error hierarchy of gitckpt.
+
+Every error a user can see is a :class:`GitckptError`; its message says what
+was wrong and, where there is one, how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class GitckptError(Exception):
+    """Base class of every error raised by gitckpt."""
+
+
+class RepositoryError(GitckptError):
+    """The repository path is missing, not a bare git repository, or unusable."""
+
+
+class NotFoundError(GitckptError):
+    """A thread, checkpoint, namespace or store item that was asked for does not exist."""
+
+
+class CorruptObjectError(GitckptError):
+    """A git object a checkpoint or write needs is missing or cannot be decoded."""
+
+
+class ConflictError(GitckptError):
+    """A ref could not be updated after repeated compare-and-swap retries."""
+
+
+class InvalidInputError(GitckptError, ValueError):
+    """An argument is malformed (bad JSON, bad namespace, value that cannot be stored)."""

@@ -1,0 +1,407 @@
+"""The one module that talks to pygit2.
+
+Everything above this layer speaks in object ids, trees as ``{name: (oid,
+mode)}`` and refs updated by compare-and-swap; everything git-specific
+(opening and validating the repository, its config, durability, background
+packing) lives here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pygit2
+from pygit2.enums import FileMode
+
+from .errors import ConflictError, CorruptObjectError, RepositoryError
+
+BLOB = int(FileMode.BLOB)
+TREE = int(FileMode.TREE)
+
+DURABILITY_MODES = ("os", "fsync")
+
+#: Loose objects this process writes before it packs them in the background.
+PACK_EVERY = 400
+
+_SIG_NAME = "gitckpt"
+_SIG_EMAIL = "gitckpt@localhost"
+
+ATTRIBUTES = "* diff=gitckpt\n"
+
+
+def _libc_syncfs():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.syncfs
+        fn.argtypes = [ctypes.c_int]
+        return fn
+    except (OSError, AttributeError):
+        return None
+
+
+_SYNCFS = _libc_syncfs()
+
+
+def open_repository(path: str | os.PathLike, *, create: bool = True) -> pygit2.Repository:
+    """Open the bare repository at ``path``, creating it if allowed and absent.
+
+    Raises :class:`RepositoryError` naming the path and what is wrong with it.
+    """
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise RepositoryError(f"{p} is a file, not a git repository; pass a directory path")
+    if p.is_dir() and not os.access(p, os.R_OK | os.X_OK):
+        raise RepositoryError(f"{p} is not readable (permission denied)")
+    if p.is_dir() and (p / ".git").exists():
+        raise RepositoryError(
+            f"{p} is a non-bare git repository (it has a .git folder); "
+            "gitckpt needs a bare repository: give a new path, e.g. agent.git"
+        )
+    is_repo = p.is_dir() and (p / "HEAD").is_file() and (p / "objects").is_dir()
+    if not is_repo:
+        if p.is_dir() and any(p.iterdir()):
+            raise RepositoryError(f"{p} is a non-empty directory that is not a git repository")
+        if not create:
+            raise RepositoryError(f"{p} is not a gitckpt repository (run `gitckpt init` to create one)")
+        try:
+            repo = pygit2.init_repository(str(p), bare=True)
+        except (pygit2.GitError, OSError) as exc:
+            raise RepositoryError(f"cannot create a repository at {p}: {exc}") from exc
+    else:
+        try:
+            repo = pygit2.Repository(str(p))
+        except (pygit2.GitError, OSError) as exc:
+            raise RepositoryError(f"{p} is not a usable git repository: {exc}") from exc
+    if not repo.is_bare:
+        raise RepositoryError(f"{p} is a non-bare git repository; gitckpt needs a bare repository")
+    _configure(repo)
+    return repo
+
+
+def _configure(repo: pygit2.Repository) -> None:
+    """Register the textconv diff driver so ``git log -p`` shows decoded values."""
+    command = f'"{sys.executable}" -m gitckpt.textconv'
+    try:
+        cfg = repo.config
+        if cfg["diff.gitckpt.textconv"] != command:
+            cfg["diff.gitckpt.textconv"] = command
+    except KeyError:
+        try:
+            cfg["diff.gitckpt.textconv"] = command
+        except pygit2.GitError:  # read-only repository: reading still works
+            return
+    except pygit2.GitError:
+        return
+    attributes = Path(repo.path) / "info" / "attributes"
+    try:
+        if not attributes.exists() or "diff=gitckpt" not in attributes.read_text():
+            attributes.parent.mkdir(parents=True, exist_ok=True)
+            with attributes.open("a") as fh:
+                fh.write(ATTRIBUTES)
+    except OSError:
+        pass
+
+
+class GitRepo:
+    """A bare repository with the operations gitckpt needs, safe across threads.
+
+    Writes are append-only: objects are content-addressed and refs move only by
+    compare-and-swap. One re-entrant lock serialises use of the underlying
+    ``pygit2.Repository`` inside a process; other processes are handled by the
+    ref compare-and-swap.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, create: bool = True, durability: str = "os",
+                 auto_pack: bool = True) -> None:
+        if durability not in DURABILITY_MODES:
+            raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
+        self.path = Path(path).expanduser()
+        self.repo = open_repository(self.path, create=create)
+        self.durability = durability
+        self.lock = threading.RLock()
+        self.sig = pygit2.Signature(_SIG_NAME, _SIG_EMAIL)
+        self._maint = Maintenance(self.path) if auto_pack else None
+        self._packed_cache: tuple | None = None
+
+    # -- objects --------------------------------------------------------------
+
+    def blob(self, data: bytes) -> pygit2.Oid:
+        oid = self.repo.create_blob(data)
+        if self._maint:
+            self._maint.wrote(1)
+        return oid
+
+    def tree(self, entries: dict[str, tuple[pygit2.Oid, int]]) -> pygit2.Oid:
+        tb = self.repo.TreeBuilder()
+        for name, (oid, mode) in entries.items():
+            tb.insert(name, oid, mode)
+        oid = tb.write()
+        if self._maint:
+            self._maint.wrote(1)
+        return oid
+
+    def commit(self, tree: pygit2.Oid, parents: list[pygit2.Oid], message: str) -> pygit2.Oid:
+        sig = pygit2.Signature(_SIG_NAME, _SIG_EMAIL, int(time.time()), 0)
+        oid = self.repo.create_commit(None, sig, sig, message, tree, parents)
+        if self._maint:
+            self._maint.wrote(1)
+        return oid
+
+    def get(self, oid: pygit2.Oid, what: str = "object"):
+        try:
+            return self.repo[oid]
+        except (KeyError, ValueError, pygit2.GitError) as exc:
+            raise CorruptObjectError(f"{what}: git object {oid} is missing or unreadable ({exc})") from exc
+
+    def read_blob(self, oid: pygit2.Oid, what: str = "blob") -> bytes:
+        try:
+            return self.repo[oid].data
+        except (KeyError, ValueError, pygit2.GitError, AttributeError) as exc:
+            raise CorruptObjectError(f"{what}: git object {oid} is missing or unreadable ({exc})") from exc
+
+    def tree_entries(self, oid: pygit2.Oid) -> dict[str, tuple[pygit2.Oid, int]]:
+        return {e.name: (e.id, e.filemode) for e in self.get(oid, "tree")}
+
+    # -- refs -----------------------------------------------------------------
+
+    def ref(self, name: str) -> pygit2.Oid | None:
+        try:
+            return self.repo.references[name].target
+        except (KeyError, pygit2.InvalidSpecError):
+            return None
+
+    def refs(self, prefix: str) -> dict[str, pygit2.Oid]:
+        """Every ref whose name starts with ``prefix`` (a directory, ending in ``/``).
+
+        Reads the loose refs of that one directory and the cached packed-refs,
+        so the cost is the number of refs under ``prefix``, not in the repository.
+        """
+        out: dict[str, pygit2.Oid] = {}
+        for name, oid in self._packed_refs().items():
+            if name.startswith(prefix):
+                out[name] = oid
+        base = Path(self.repo.path) / prefix
+        try:
+            stack = [base]
+            while stack:
+                d = stack.pop()
+                with os.scandir(d) as it:
+                    for entry in it:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(Path(entry.path))
+                        elif not entry.name.endswith(".lock"):
+                            name = prefix + os.path.relpath(entry.path, base).replace(os.sep, "/")
+                            try:
+                                text = Path(entry.path).read_text().strip()
+                                out[name] = pygit2.Oid(hex=text)
+                            except (OSError, ValueError):
+                                continue  # being written or deleted right now
+        except FileNotFoundError:
+            pass
+        return out
+
+    def _packed_refs(self) -> dict[str, pygit2.Oid]:
+        path = Path(self.repo.path) / "packed-refs"
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return {}
+        key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if self._packed_cache is not None and self._packed_cache[0] == key:
+            return self._packed_cache[1]
+        refs: dict[str, pygit2.Oid] = {}
+        for line in path.read_text().splitlines():
+            if not line or line[0] in "#^":
+                continue
+            sha, _, name = line.partition(" ")
+            refs[name] = pygit2.Oid(hex=sha)
+        self._packed_cache = (key, refs)
+        return refs
+
+    def update_ref(self, name: str, old: pygit2.Oid | None, new: pygit2.Oid, message: str = "") -> bool:
+        """Compare-and-swap: point ``name`` at ``new`` if it still points at ``old``.
+
+        ``old=None`` means the ref must not exist yet. Returns False when another
+        writer got there first; the caller re-reads and retries.
+        """
+        self.barrier()  # objects are durable before a ref names them
+        try:
+            if old is None:
+                self.repo.references.create(name, new, force=False, message=message or None)
+            else:
+                ref = self.repo.references.get(name)
+                if ref is None or ref.target != old:
+                    return False
+                ref.set_target(new, message or None)
+        except pygit2.AlreadyExistsError:
+            return False
+        except pygit2.GitError as exc:
+            text = str(exc)
+            if "does not match" in text or "exists" in text or "lock" in text:
+                return False
+            raise
+        self.barrier()
+        return True
+
+    def delete_ref(self, name: str, old: pygit2.Oid | None = None) -> bool:
+        ref = self.repo.references.get(name)
+        if ref is None or (old is not None and ref.target != old):
+            return False
+        try:
+            ref.delete()
+        except pygit2.GitError:
+            return False
+        self.barrier()
+        return True
+
+    def barrier(self) -> None:
+        """In ``fsync`` mode, wait until everything written so far is on disk."""
+        if self.durability != "fsync":
+            return
+        if _SYNCFS is not None:
+            fd = os.open(str(self.path), os.O_RDONLY)
+            try:
+                if _SYNCFS(fd) == 0:
+                    return
+            finally:
+                os.close(fd)
+        os.sync()
+
+    # -- maintenance ----------------------------------------------------------
+
+    def close(self) -> None:
+        if self._maint:
+            self._maint.close()
+
+    def disk_usage(self) -> int:
+        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+
+
+def retry_cas(attempt, what: str, tries: int = 200):
+    """Run ``attempt()`` until it returns a non-None result (a won CAS)."""
+    delay = 0.0005
+    for _ in range(tries):
+        result = attempt()
+        if result is not None:
+            return result
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    raise ConflictError(f"{what}: gave up after {tries} concurrent updates; try again")
+
+
+class Maintenance:
+    """Keeps the repository packed without anyone running ``git gc``.
+
+    After every :data:`PACK_EVERY` objects a process writes, it starts
+    ``git repack -d --geometric=2`` in the background: loose objects go into a
+    pack (git's delta compression makes a growing message list cost little) and
+    packs are combined geometrically, so the work stays proportional to what is
+    new. Geometric repacking keeps every object it rolls up, reachable or not,
+    so it never races with a writer that has written objects but not yet moved
+    its ref. One maintenance run at a time per repository (a lock file).
+    Without a ``git`` executable it packs this process's loose objects with
+    libgit2's pack builder instead.
+    """
+
+    def __init__(self, path: Path, every: int = PACK_EVERY) -> None:
+        self.path = path
+        self.every = every
+        self.count = 0
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self.git = shutil.which("git")
+
+    def wrote(self, n: int) -> None:
+        self.count += n
+        if self.count >= self.every:
+            self.count = 0
+            self.start()
+
+    def _lockfile(self) -> Path:
+        return self.path / "gitckpt-maintenance.lock"
+
+    def start(self) -> bool:
+        with self._lock:
+            if self._proc is not None and self._proc.poll() is None:
+                return False
+            self._proc = None
+            lock = self._lockfile()
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:  # a crashed run leaves its lock behind; ten minutes is stale
+                    if time.time() - lock.stat().st_mtime > 600:
+                        lock.unlink()
+                except OSError:
+                    pass
+                return False
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            if self.git is None:
+                try:
+                    pack_loose_in_process(self.path)
+                finally:
+                    lock.unlink(missing_ok=True)
+                return True
+            self._proc = subprocess.Popen(
+                ["sh", "-c", f'"{self.git}" repack -d -q --geometric=2; rm -f "{lock}"'],
+                cwd=self.path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, env={**os.environ, "GIT_DIR": str(self.path)},
+            )
+            return True
+
+    def wait(self) -> None:
+        proc = self._proc
+        if proc is not None:
+            proc.wait()
+
+    def close(self) -> None:
+        """Wait for a running pack, then pack what this process left loose."""
+        self.wait()
+        if self.count:
+            self.count = 0
+            if self.start():
+                self.wait()
+
+
+def pack_loose_in_process(path: Path) -> None:
+    """Pack every loose object with libgit2 and remove the packed loose files."""
+    repo = pygit2.Repository(str(path))
+    objects = Path(repo.path) / "objects"
+    loose: list[tuple[Path, pygit2.Oid]] = []
+    for sub in objects.iterdir():
+        if len(sub.name) == 2 and sub.is_dir():
+            for f in sub.iterdir():
+                if len(f.name) == 38:
+                    loose.append((f, pygit2.Oid(hex=sub.name + f.name)))
+    if not loose:
+        return
+    pb = pygit2.PackBuilder(repo)
+    for _, oid in loose:
+        pb.add(oid)
+    pb.write(str(objects / "pack"))
+    for f, _ in loose:
+        f.unlink(missing_ok=True)
+
+
+def iter_commits(repo: GitRepo, tips: Iterable[pygit2.Oid], stop: set) -> Iterator[pygit2.Commit]:
+    """Commits reachable from ``tips`` (all parents), skipping ids in ``stop``."""
+    stack = list(tips)
+    seen = stop
+    while stack:
+        oid = stack.pop()
+        if oid in seen:
+            continue
+        seen.add(oid)
+        commit = repo.get(oid, "commit")
+        yield commit
+        stack.extend(commit.parent_ids)
