@@ -9,7 +9,7 @@ its own, without knowing where it sits in a tree:
 * ``<type>\\n<payload>`` — a value serialized by the saver's ``serde``
   (``dumps_typed`` gives ``(type, payload)``; ``type`` is e.g. ``msgpack``,
   ``json``, ``null``, ``bytes`` or ``msgpack+aes`` for encrypted values);
-* ``gitckpt-write\\n<msgpack [channel, task_path, type, payload]>`` — one
+* ``gitckpt-write\\n<msgpack [task_id, idx, channel, task_path, type, payload]>`` — one
   pending write;
 * ``gitckpt-item\\n<msgpack ...>`` — one store item (see ``store.py``).
 
@@ -58,16 +58,18 @@ def unpack_value(data: bytes) -> tuple[str, bytes]:
     return head.decode(), payload
 
 
-def pack_write(channel: str, task_path: str, typed: tuple[str, bytes]) -> bytes:
-    return WRITE_HEADER + b"\n" + msgpack.packb([channel, task_path, typed[0], typed[1]], use_bin_type=True)
+def pack_write(task_id: str, idx: int, channel: str, task_path: str, typed: tuple[str, bytes]) -> bytes:
+    body = msgpack.packb([task_id, idx, channel, task_path, typed[0], typed[1]], use_bin_type=True)
+    return WRITE_HEADER + b"\n" + body
 
 
-def unpack_write(data: bytes) -> tuple[str, str, tuple[str, bytes]]:
+def unpack_write(data: bytes) -> tuple[str, int, str, str, tuple[str, bytes]]:
+    """``(task_id, idx, channel, task_path, (type, payload))`` of a write blob."""
     head, _, body = data.partition(b"\n")
     if head != WRITE_HEADER:
         raise ValueError("blob is not a pending write")
-    channel, task_path, kind, payload = msgpack.unpackb(body, raw=False)
-    return channel, task_path, (kind, payload)
+    task_id, idx, channel, task_path, kind, payload = msgpack.unpackb(body, raw=False)
+    return task_id, idx, channel, task_path, (kind, payload)
 
 
 def esc(value: Any) -> str:

@@ -29,3 +29,10 @@ class ConflictError(GitckptError):
 
 class InvalidInputError(GitckptError, ValueError):
     """An argument is malformed (bad JSON, bad namespace, value that cannot be stored)."""
+
+
+class ConfigError(GitckptError, KeyError):
+    """A config lacks a key a checkpointer needs (``thread_id``), like LangGraph's savers' KeyError."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -30,7 +31,7 @@ TREE = int(FileMode.TREE)
 DURABILITY_MODES = ("os", "fsync")
 
 #: Loose objects this process writes before it packs them in the background.
-PACK_EVERY = 400
+PACK_EVERY = 2000
 
 _SIG_NAME = "gitckpt"
 _SIG_EMAIL = "gitckpt@localhost"
@@ -131,30 +132,49 @@ class GitRepo:
         self.sig = pygit2.Signature(_SIG_NAME, _SIG_EMAIL)
         self._maint = Maintenance(self.path) if auto_pack else None
         self._packed_cache: tuple | None = None
+        self.gitdir = self.repo.path
+        self._small: OrderedDict[bytes, pygit2.Oid] = OrderedDict()
 
     # -- objects --------------------------------------------------------------
 
-    def blob(self, data: bytes) -> pygit2.Oid:
-        oid = self.repo.create_blob(data)
+    def _write(self, make):
+        """Write one object. ``git repack -d`` (ours, in the background, or a
+        user's ``git gc``) deletes empty ``objects/xx`` folders; libgit2 does not
+        retry when the folder vanishes between its mkdir and its rename, so we do."""
+        for attempt in range(20):
+            try:
+                oid = make()
+                break
+            except OSError as exc:
+                if attempt == 19 or "No such file or directory" not in str(exc):
+                    raise
         if self._maint:
             self._maint.wrote(1)
+        return oid
+
+    def blob(self, data: bytes) -> pygit2.Oid:
+        if len(data) > 256:
+            return self._write(lambda: self.repo.create_blob(data))
+        # small values (a None, a branch marker) repeat at every step: write once
+        oid = self._small.get(data)
+        if oid is None:
+            oid = self._small[data] = self._write(lambda: self.repo.create_blob(data))
+            if len(self._small) > 4096:
+                self._small.popitem(last=False)
         return oid
 
     def tree(self, entries: dict[str, tuple[pygit2.Oid, int]]) -> pygit2.Oid:
-        tb = self.repo.TreeBuilder()
-        for name, (oid, mode) in entries.items():
-            tb.insert(name, oid, mode)
-        oid = tb.write()
-        if self._maint:
-            self._maint.wrote(1)
-        return oid
+        def make():
+            tb = self.repo.TreeBuilder()
+            for name, (oid, mode) in entries.items():
+                tb.insert(name, oid, mode)
+            return tb.write()
+
+        return self._write(make)
 
     def commit(self, tree: pygit2.Oid, parents: list[pygit2.Oid], message: str) -> pygit2.Oid:
         sig = pygit2.Signature(_SIG_NAME, _SIG_EMAIL, int(time.time()), 0)
-        oid = self.repo.create_commit(None, sig, sig, message, tree, parents)
-        if self._maint:
-            self._maint.wrote(1)
-        return oid
+        return self._write(lambda: self.repo.create_commit(None, sig, sig, message, tree, parents))
 
     def get(self, oid: pygit2.Oid, what: str = "object"):
         try:
@@ -174,9 +194,16 @@ class GitRepo:
     # -- refs -----------------------------------------------------------------
 
     def ref(self, name: str) -> pygit2.Oid | None:
+        """The object a ref points at (loose ref first, then packed-refs), or None."""
         try:
-            return self.repo.references[name].target
-        except (KeyError, pygit2.InvalidSpecError):
+            with open(os.path.join(self.gitdir, name), "rb") as fh:
+                text = fh.read().strip()
+            if text.startswith(b"ref: "):  # symbolic: let libgit2 resolve it
+                return self.repo.references[name].resolve().target
+            return pygit2.Oid(hex=text.decode())
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return self._packed_refs().get(name)
+        except (ValueError, KeyError):
             return None
 
     def refs(self, prefix: str) -> dict[str, pygit2.Oid]:
@@ -227,29 +254,54 @@ class GitRepo:
         self._packed_cache = (key, refs)
         return refs
 
-    def update_ref(self, name: str, old: pygit2.Oid | None, new: pygit2.Oid, message: str = "") -> bool:
+    def update_ref(self, name: str, old: pygit2.Oid | None, new: pygit2.Oid) -> bool:
         """Compare-and-swap: point ``name`` at ``new`` if it still points at ``old``.
 
         ``old=None`` means the ref must not exist yet. Returns False when another
-        writer got there first; the caller re-reads and retries.
+        writer got there first; the caller re-reads and retries. This is git's
+        own protocol (``<ref>.lock`` created exclusively, checked, renamed over
+        the ref), so git, libgit2 and other gitckpt processes all respect it.
         """
+        path = os.path.join(self.gitdir, name)
+        lock = path + ".lock"
         self.barrier()  # objects are durable before a ref names them
         try:
-            if old is None:
-                self.repo.references.create(name, new, force=False, message=message or None)
-            else:
-                ref = self.repo.references.get(name)
-                if ref is None or ref.target != old:
-                    return False
-                ref.set_target(new, message or None)
-        except pygit2.AlreadyExistsError:
+            try:
+                fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileNotFoundError:
+                try:
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                except (FileExistsError, NotADirectoryError) as exc:
+                    raise ConflictError(f"ref {name} collides with an existing ref ({exc})") from exc
+                fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            _clear_stale_lock(lock)
             return False
-        except pygit2.GitError as exc:
-            text = str(exc)
-            if "does not match" in text or "exists" in text or "lock" in text:
+        done = False
+        try:
+            if self.ref(name) != old:
                 return False
-            raise
-        self.barrier()
+            os.write(fd, str(new).encode() + b"\n")
+            if self.durability == "fsync":
+                os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            os.rename(lock, path)
+            done = True
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            if not done:
+                try:
+                    os.unlink(lock)
+                except FileNotFoundError:
+                    pass
+        if self.durability == "fsync":
+            dfd = os.open(os.path.dirname(path), os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
         return True
 
     def delete_ref(self, name: str, old: pygit2.Oid | None = None) -> bool:
@@ -284,6 +336,79 @@ class GitRepo:
 
     def disk_usage(self) -> int:
         return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+
+    # -- trees by difference (used by GitStore) --------------------------------
+
+    def update_tree(self, base: pygit2.Oid | None, changes: dict) -> pygit2.Oid | None:
+        """Write a copy of tree ``base`` (None: the empty tree) with ``changes`` applied.
+
+        ``changes`` maps an entry name to ``(oid, mode)`` (insert or replace),
+        ``None`` (remove) or a nested dict of changes (edit that subtree,
+        creating it if absent). Untouched entries keep their ids, so the cost
+        is the size of the trees on the edited paths, not of the whole tree.
+        Returns the new tree id, or None when the result is empty: an emptied
+        subtree is removed from its parent, as git keeps no empty directories.
+        """
+        tb = self.repo.TreeBuilder(self.get(base, "tree")) if base is not None else self.repo.TreeBuilder()
+        for name, change in changes.items():
+            if isinstance(change, dict):
+                entry = tb.get(name)
+                sub = entry.id if entry is not None and entry.filemode == TREE else None
+                new = self.update_tree(sub, change)
+                change = None if new is None else (new, TREE)
+            if change is None:
+                if tb.get(name) is not None:
+                    tb.remove(name)
+            else:
+                tb.insert(name, change[0], change[1])
+        if len(tb) == 0:
+            return None
+        return self._write(tb.write)
+
+    def diff_trees(
+        self, old: pygit2.Oid | None, new: pygit2.Oid | None
+    ) -> list[tuple[str, pygit2.Oid | None, pygit2.Oid | None]]:
+        """``(path, old blob id, new blob id)`` of every file that differs.
+
+        ``None`` stands for the empty tree and, in the result, for "absent on
+        that side". Subtrees with equal ids are skipped unread, so comparing
+        two versions of a large tree costs the size of what changed.
+        """
+        out: list[tuple[str, pygit2.Oid | None, pygit2.Oid | None]] = []
+
+        def entries(oid):
+            if oid is None:
+                return {}
+            return {e.name: (e.id, e.filemode) for e in self.get(oid, "tree")}
+
+        def walk(prefix: str, a, b) -> None:
+            ea, eb = entries(a), entries(b)
+            for name in ea.keys() | eb.keys():
+                x, y = ea.get(name), eb.get(name)
+                if x == y:
+                    continue
+                xt = x[0] if x is not None and x[1] == TREE else None
+                yt = y[0] if y is not None and y[1] == TREE else None
+                if xt != yt:
+                    walk(f"{prefix}{name}/", xt, yt)
+                xb = x[0] if x is not None and x[1] != TREE else None
+                yb = y[0] if y is not None and y[1] != TREE else None
+                if xb != yb:
+                    out.append((prefix + name, xb, yb))
+
+        if old != new:
+            walk("", old, new)
+        return out
+
+
+def _clear_stale_lock(lock: str, max_age: float = 30.0) -> None:
+    """A ref update takes microseconds: a lock older than ``max_age`` seconds was
+    left by a process that died in the middle of one, and is removed."""
+    try:
+        if time.time() - os.stat(lock).st_mtime > max_age:
+            os.unlink(lock)
+    except FileNotFoundError:
+        pass
 
 
 def retry_cas(attempt, what: str, tries: int = 200):
@@ -353,7 +478,7 @@ class Maintenance:
                     lock.unlink(missing_ok=True)
                 return True
             self._proc = subprocess.Popen(
-                ["sh", "-c", f'"{self.git}" repack -d -q --geometric=2; rm -f "{lock}"'],
+                ["sh", "-c", f'nice -n 10 "{self.git}" -c pack.threads=1 repack -d -q --geometric=2; rm -f "{lock}"'],
                 cwd=self.path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, env={**os.environ, "GIT_DIR": str(self.path)},
             )

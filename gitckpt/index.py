@@ -1,0 +1,135 @@
+"""The in-memory index of one thread: where each checkpoint and write lives.
+
+Git is the source of truth; this index is derived from it and can always be
+rebuilt. It is built once per thread per process by walking the thread's
+lines (commit reading is libgit2's, the walk visits each commit once), then
+kept current incrementally: before each use the thread's ref tips are read
+(one directory listing), and only commits that are new since the last look are
+walked. A ref that moved anywhere but forward (a prune or a delete by another
+process) makes the index rebuild from scratch.
+
+With it, the latest checkpoint is the last element of a sorted list, a
+checkpoint id maps straight to its commit, and ``list(before=..., limit=...)``
+is a bisect and a slice: no lookup walks the history.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+import pygit2
+
+from . import codec
+
+
+def is_main_line(ref: str) -> bool:
+    """True for ``threads/<T>`` and ``subgraphs/<T>/<NS>``; False for forks."""
+    if ref.startswith("refs/heads/threads/"):
+        return True
+    return ref.startswith("refs/heads/subgraphs/") and "@" not in ref.rsplit("/", 1)[-1]
+
+
+@dataclass(slots=True)
+class Entry:
+    """What the index knows of one checkpoint without reading its blobs."""
+
+    commit: pygit2.Oid
+    parent: str | None
+    step: int | None
+    source: str | None
+    run_id: str | None
+    line: str
+
+
+@dataclass
+class ThreadIndex:
+    tips: dict[str, pygit2.Oid] = field(default_factory=dict)  # line ref -> tip seen
+    heads: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # ref -> (ns, head cid)
+    ckpt: dict[tuple[str, str], Entry] = field(default_factory=dict)
+    writes: dict[tuple[str, str], list[pygit2.Oid]] = field(default_factory=dict)
+    deleted: set[tuple[str, str]] = field(default_factory=set)
+    order: dict[str, list[str]] = field(default_factory=dict)  # ns -> sorted checkpoint ids
+    seen: set[pygit2.Oid] = field(default_factory=set)
+    # in-process knowledge, for commit subjects: (ns, cid) -> {node: channels}
+    wrote: dict[tuple[str, str], dict[str, set[str]]] = field(default_factory=dict)
+    last_line: dict[str, str] = field(default_factory=dict)  # ns -> line last appended here
+
+    # -- queries --------------------------------------------------------------
+
+    def latest(self, ns: str) -> str | None:
+        ids = self.order.get(ns)
+        return ids[-1] if ids else None
+
+    def namespaces(self) -> list[str]:
+        return [ns for ns, ids in self.order.items() if ids]
+
+    def ids_desc(self, ns: str, before: str | None = None) -> list[str]:
+        ids = self.order.get(ns, [])
+        end = bisect.bisect_left(ids, before) if before is not None else len(ids)
+        return ids[:end][::-1]
+
+    def line_with_head(self, ns: str, cid: str | None) -> str | None:
+        """A line of ``ns`` whose newest checkpoint is ``cid`` (the main one first)."""
+        found = None
+        for ref, (line_ns, head) in self.heads.items():
+            if line_ns == ns and head == cid:
+                if is_main_line(ref):
+                    return ref
+                found = found or ref
+        return found
+
+    def lines_of(self, ns: str) -> list[str]:
+        return [ref for ref, (line_ns, _) in self.heads.items() if line_ns == ns]
+
+    # -- updates --------------------------------------------------------------
+
+    def add_checkpoint(self, ns: str, cid: str, entry: Entry) -> None:
+        key = (ns, cid)
+        if key not in self.ckpt:
+            bisect.insort(self.order.setdefault(ns, []), cid)
+        self.ckpt[key] = entry
+        self.deleted.discard(key)
+
+    def add_writes(self, ns: str, cid: str, commit: pygit2.Oid) -> None:
+        lst = self.writes.setdefault((ns, cid), [])
+        if commit not in lst:
+            lst.append(commit)
+
+    def delete(self, ns: str, cid: str) -> None:
+        key = (ns, cid)
+        self.deleted.add(key)
+        if self.ckpt.pop(key, None) is not None:
+            ids = self.order.get(ns, [])
+            i = bisect.bisect_left(ids, cid)
+            if i < len(ids) and ids[i] == cid:
+                del ids[i]
+        self.writes.pop(key, None)
+
+    def apply(self, commit: pygit2.Commit, line: str) -> None:
+        """Record one commit found by a walk (called oldest first)."""
+        t = codec.parse_trailers(commit.message)
+        kind = t.get(codec.KIND)
+        ns = t.get(codec.NS, "")
+        if kind == "checkpoint":
+            cid = t[codec.CHECKPOINT]
+            step = t.get(codec.STEP)
+            self.add_checkpoint(
+                ns,
+                cid,
+                Entry(
+                    commit=commit.id,
+                    parent=t.get(codec.PARENT),
+                    step=int(step) if step not in (None, "") else None,
+                    source=t.get(codec.SOURCE),
+                    run_id=t.get(codec.RUN),
+                    line=line,
+                ),
+            )
+        elif kind == "writes":
+            self.add_writes(ns, t[codec.WRITES_FOR], commit.id)
+        elif kind == "delete":
+            for item in t.get(codec.DELETED, "").split("\n"):
+                if item:
+                    d_ns, _, d_cid = item.rpartition(" ")
+                    self.delete(d_ns, d_cid)

@@ -1,0 +1,999 @@
+"""GitSaver: a LangGraph checkpointer whose storage is a bare git repository.
+
+Where a checkpoint becomes a commit: :meth:`GitSaver.put`. Where a pending
+write becomes a commit: :meth:`GitSaver.put_writes`. The format is described
+in ``docs/format.md``; in short:
+
+* each thread is a branch (``threads/<T>``), each checkpoint a commit whose
+  tree holds ``checkpoint``, ``metadata`` and ``channels/<name>``; the parent
+  checkpoint's commit is its parent; a fork is another branch
+  (``forks/<T>/<id>``); a subgraph namespace is its own line
+  (``subgraphs/<T>/<NS>``);
+* a branch is an append-only log: pending writes arrive as commits on it
+  (``writes/<checkpoint-id>/...`` added to the tree), whenever they arrive —
+  before their checkpoint is stored, or after it has children;
+* only the channels in ``new_versions`` are written; the others keep their
+  blob ids. A long list (a chat's messages) is stored as a tree of chunks, so a
+  put writes only the chunk that grew.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import pygit2
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    DeltaChannelHistory,
+    PendingWrite,
+    SerializerProtocol,
+    get_checkpoint_id,
+    get_checkpoint_metadata,
+    writes_sort_key,
+)
+
+from . import codec, naming
+from .errors import ConfigError, CorruptObjectError, GitckptError, InvalidInputError, NotFoundError
+from .index import Entry, ThreadIndex, is_main_line
+from .repo import BLOB, TREE, GitRepo, iter_commits, retry_cas
+
+#: Items per chunk blob of a long list, and chunks per group tree.
+CHUNK = 32
+GROUP = 64
+#: Lists shorter than this are one blob.
+CHUNK_MIN = 2 * CHUNK
+
+_CACHE_THREADS = 256
+
+
+def _internal(channel: str) -> bool:
+    return channel.startswith(("branch:", "__")) or ":" in channel
+
+
+def _node_of(task_path: str) -> str:
+    # task paths look like "~__pregel_pull, nodeA" or "~__pregel_push, 0, ..."
+    parts = [p.strip() for p in task_path.split(",")]
+    if len(parts) >= 2 and parts[0].endswith("pull"):
+        return parts[1]
+    return parts[-1] if parts else "?"
+
+
+class GitSaver(BaseCheckpointSaver[str]):
+    """A drop-in ``BaseCheckpointSaver`` on a bare git repository, sync and async.
+
+    Args:
+        path: the bare repository; created if it does not exist.
+        serde: the serializer (default LangGraph's ``JsonPlusSerializer``);
+            ``EncryptedSerializer`` and the msgpack allowlist work as usual.
+        durability: ``"os"`` (default) — every put is written with write+rename
+            and survives a crash of the process; ``"fsync"`` — every put is also
+            flushed to disk before it returns, so it survives a power loss.
+        auto_pack: pack loose objects in the background (see ``docs/format.md``).
+
+    Example:
+        >>> saver = GitSaver("agent.git")
+        >>> graph = builder.compile(checkpointer=saver)
+        >>> graph.invoke(inputs, {"configurable": {"thread_id": "1"}})
+    """
+
+    def __init__(
+        self,
+        path: str | Any,
+        *,
+        serde: SerializerProtocol | None = None,
+        durability: str = "os",
+        auto_pack: bool = True,
+    ) -> None:
+        super().__init__(serde=serde)
+        self.repo = path if isinstance(path, GitRepo) else GitRepo(path, durability=durability, auto_pack=auto_pack)
+        self.lock = self.repo.lock
+        self._indexes: OrderedDict[str, ThreadIndex] = OrderedDict()
+        # (thread, ns, cid) -> (channel entries, channel versions, versions_seen)
+        self._bases: OrderedDict[tuple, tuple] = OrderedDict()
+        # (thread, ns, channel) -> (items of the full chunks, chunk oids, group oids)
+        self._chunks: OrderedDict[tuple, tuple] = OrderedDict()
+
+    # -- construction ---------------------------------------------------------
+
+    @classmethod
+    @contextmanager
+    def from_conn_string(cls, path: str, **kwargs: Any) -> Iterator[GitSaver]:
+        """Open (or create) the repository at ``path`` for the duration of a block."""
+        saver = cls(path, **kwargs)
+        try:
+            yield saver
+        finally:
+            saver.close()
+
+    def setup(self) -> None:
+        """Nothing to set up: the repository is created on open. Safe to call twice."""
+
+    def close(self) -> None:
+        """Finish background packing of what this saver wrote."""
+        self.repo.close()
+
+    def __enter__(self) -> GitSaver:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    async def __aenter__(self) -> GitSaver:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await asyncio.to_thread(self.close)
+
+    # -- the index ------------------------------------------------------------
+
+    def _thread_refs(self, thread_id: str) -> dict[str, pygit2.Oid]:
+        main, forks, subs = naming.thread_ref_globs(thread_id)
+        refs = self.repo.refs(forks[:-1])
+        refs.update(self.repo.refs(subs[:-1]))
+        tip = self.repo.ref(main)
+        if tip is not None:
+            refs[main] = tip
+        return refs
+
+    def _index(self, thread_id: str, refresh: bool = True) -> ThreadIndex:
+        """The thread's index, brought up to date with its refs. Hold ``self.lock``.
+
+        Writers pass ``refresh=False``: a stale index cannot make them lose
+        anything, because their ref update is a compare-and-swap that fails on a
+        moved ref, and they refresh then (and whenever a lookup misses).
+        """
+        idx = self._indexes.get(thread_id)
+        if idx is not None and not refresh:
+            self._indexes.move_to_end(thread_id)
+            return idx
+        refs = self._thread_refs(thread_id)
+        if idx is not None:
+            self._indexes.move_to_end(thread_id)
+            if refs == idx.tips:
+                return idx
+            stale = any(
+                ref not in refs
+                or (refs[ref] != old and not self.repo.repo.descendant_of(refs[ref], old))
+                for ref, old in idx.tips.items()
+            )
+            if not stale:
+                for ref, tip in refs.items():
+                    if idx.tips.get(ref) != tip:
+                        self._walk(idx, ref, tip)
+                return idx
+        idx = ThreadIndex()
+        for ref, tip in sorted(refs.items(), key=lambda kv: not is_main_line(kv[0])):
+            self._walk(idx, ref, tip)
+        self._indexes[thread_id] = idx
+        if len(self._indexes) > _CACHE_THREADS:
+            self._indexes.popitem(last=False)
+        return idx
+
+    def _walk(self, idx: ThreadIndex, ref: str, tip: pygit2.Oid) -> None:
+        found = list(iter_commits(self.repo, [tip], idx.seen))
+        for commit in reversed(found):
+            idx.apply(commit, ref)
+        idx.tips[ref] = tip
+        idx.heads[ref] = self._line_head(tip)
+
+    def _line_head(self, tip: pygit2.Oid) -> tuple[str, str | None]:
+        """(namespace, newest checkpoint id) of the line whose tip is ``tip``."""
+        oid: pygit2.Oid | None = tip
+        ns = None
+        while oid is not None:
+            commit = self.repo.get(oid, "commit")
+            t = codec.parse_trailers(commit.message)
+            if ns is None and codec.NS in t or ns is None and t.get(codec.KIND) in ("checkpoint", "writes"):
+                ns = t.get(codec.NS, "")
+            if t.get(codec.KIND) == "checkpoint":
+                return t.get(codec.NS, ""), t[codec.CHECKPOINT]
+            oid = commit.parent_ids[0] if commit.parent_ids else None
+        return ns or "", None
+
+    def _forget(self, thread_id: str) -> None:
+        self._indexes.pop(thread_id, None)
+        for cache in (self._bases, self._chunks):
+            for key in [k for k in cache if k[0] == thread_id]:
+                del cache[key]
+
+    # -- reading --------------------------------------------------------------
+
+    def _load(self, data: bytes, what: str) -> Any:
+        try:
+            return self.serde.loads_typed(codec.unpack_value(data))
+        except Exception as exc:
+            raise CorruptObjectError(f"{what}: cannot decode the stored value ({exc})") from exc
+
+    def _tree_of(self, entry: Entry, what: str) -> dict[str, tuple[pygit2.Oid, int]]:
+        commit = self.repo.get(entry.commit, what)
+        return self.repo.tree_entries(commit.tree_id)
+
+    def _read_list(self, key: tuple, oid: pygit2.Oid, what: str) -> list:
+        items: list = []
+        chunk_oids: list[pygit2.Oid] = []
+        group_oids: list[pygit2.Oid] = []
+        for gname, (goid, _) in sorted(self.repo.tree_entries(oid).items()):
+            group_oids.append(goid)
+            for cname, (coid, _) in sorted(self.repo.tree_entries(goid).items()):
+                part = self._load(self.repo.read_blob(coid, what), what)
+                if not isinstance(part, list):
+                    raise CorruptObjectError(f"{what}: chunk {gname}/{cname} is not a list")
+                items.extend(part)
+                chunk_oids.append(coid)
+        full = len(items) // CHUNK
+        self._remember_chunks(key, items[: full * CHUNK], chunk_oids[:full], group_oids)
+        return items
+
+    def _read_checkpoint(self, thread_id: str, ns: str, cid: str, entry: Entry) -> tuple[Checkpoint, CheckpointMetadata]:
+        what = f"thread {thread_id!r} checkpoint {cid}"
+        tree = self._tree_of(entry, what)
+        try:
+            cp_oid, md_oid = tree["checkpoint"][0], tree["metadata"][0]
+        except KeyError as exc:
+            raise CorruptObjectError(f"{what}: commit {entry.commit} has no {exc} file") from exc
+        checkpoint = self._load(self.repo.read_blob(cp_oid, what), what)
+        metadata = self._load(self.repo.read_blob(md_oid, what), what)
+        values: dict[str, Any] = {}
+        if "channels" in tree:
+            entries = self.repo.tree_entries(tree["channels"][0])
+            names = {naming.encode_tree_name(ch): ch for ch in checkpoint.get("channel_versions", {})}
+            for name, (oid, mode) in entries.items():
+                ch = names.get(name) or naming.decode(name)
+                if ch is None:
+                    continue
+                if mode == TREE:
+                    values[ch] = self._read_list((thread_id, ns, ch), oid, f"{what} channel {ch!r}")
+                else:
+                    values[ch] = self._load(self.repo.read_blob(oid, what), f"{what} channel {ch!r}")
+            self._remember_base(
+                (thread_id, ns, cid), entries, checkpoint.get("channel_versions", {}), checkpoint.get("versions_seen", {})
+            )
+        checkpoint["channel_values"] = values
+        return checkpoint, metadata
+
+    def _write_blobs(self, idx: ThreadIndex, ns: str, cid: str) -> dict[tuple[str, int], pygit2.Oid]:
+        """``(task_id, idx) -> blob`` of every pending write recorded for a checkpoint."""
+        out: dict[tuple[str, int], pygit2.Oid] = {}
+        name = naming.encode_tree_name(cid)
+        for commit_oid in idx.writes.get((ns, cid), ()):
+            commit = self.repo.get(commit_oid, f"writes of checkpoint {cid}")
+            try:
+                sub = commit.tree["writes"][name]
+            except KeyError:
+                continue
+            for e in sub:
+                task, _, widx = e.name.rpartition(".")
+                out[(task, int(widx))] = e.id
+        return out
+
+    def _pending_writes(self, thread_id: str, idx: ThreadIndex, ns: str, cid: str) -> list[PendingWrite]:
+        what = f"thread {thread_id!r} checkpoint {cid} pending write"
+        rows = []
+        for oid in self._write_blobs(idx, ns, cid).values():
+            try:
+                task_id, widx, channel, task_path, typed = codec.unpack_write(self.repo.read_blob(oid, what))
+                value = self.serde.loads_typed(typed)
+            except CorruptObjectError:
+                raise
+            except Exception as exc:
+                raise CorruptObjectError(f"{what}: cannot decode blob {oid} ({exc})") from exc
+            rows.append((writes_sort_key(task_path, task_id, widx), (task_id, channel, value)))
+        rows.sort(key=lambda r: r[0])
+        return [w for _, w in rows]
+
+    def _tuple(self, thread_id: str, idx: ThreadIndex, ns: str, cid: str, entry: Entry) -> CheckpointTuple:
+        checkpoint, metadata = self._read_checkpoint(thread_id, ns, cid, entry)
+        return CheckpointTuple(
+            config={"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid}},
+            checkpoint=checkpoint,
+            metadata=metadata,
+            parent_config=(
+                {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": entry.parent}}
+                if entry.parent
+                else None
+            ),
+            pending_writes=self._pending_writes(thread_id, idx, ns, cid),
+        )
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The checkpoint named by ``config``, or the thread's latest one."""
+        thread_id, ns = _thread_and_ns(config)
+        cid = get_checkpoint_id(config)
+        with self.lock:
+            idx = self._index(thread_id)
+            if cid is None:
+                cid = idx.latest(ns)
+                if cid is None:
+                    return None
+            entry = idx.ckpt.get((ns, cid))
+            if entry is None:
+                return None
+            return self._tuple(thread_id, idx, ns, cid, entry)
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        """Checkpoints newest first (greatest checkpoint id first)."""
+        if config is None:
+            threads = self.threads()
+            ns_filter = None
+            only = None
+        else:
+            threads = [_thread_and_ns(config)[0]]
+            ns_filter = config["configurable"].get("checkpoint_ns")
+            only = get_checkpoint_id(config)
+        before_id = get_checkpoint_id(before) if before else None
+        remaining = limit
+        cheap = {"step", "source", "run_id"}
+        rows: list[tuple[str, str, str]] = []
+        with self.lock:
+            for thread_id in threads:
+                idx = self._index(thread_id)
+                nss = [ns_filter] if ns_filter is not None else idx.namespaces()
+                for ns in nss:
+                    rows.extend((cid, thread_id, ns) for cid in idx.ids_desc(ns, before_id))
+        rows.sort(reverse=True)
+        for cid, thread_id, ns in rows:
+            if remaining is not None and remaining <= 0:
+                return
+            if only is not None and cid != only:
+                continue
+            with self.lock:
+                idx = self._index(thread_id)
+                entry = idx.ckpt.get((ns, cid))
+                if entry is None:
+                    continue
+                if filter and set(filter) <= cheap:
+                    fields = {"step": entry.step, "source": entry.source, "run_id": entry.run_id}
+                    if not all(fields[k] == v for k, v in filter.items()):
+                        continue
+                tup = self._tuple(thread_id, idx, ns, cid, entry)
+            if filter and not all(tup.metadata.get(k) == v for k, v in filter.items()):
+                continue
+            if remaining is not None:
+                remaining -= 1
+            yield tup
+
+    def threads(self) -> list[str]:
+        """Every thread id in the repository, sorted."""
+        found: set[str] = set()
+        with self.lock:
+            for prefix in ("refs/heads/threads/", "refs/heads/forks/", "refs/heads/subgraphs/"):
+                for ref, tip in self.repo.refs(prefix).items():
+                    parsed = naming.parse_line_ref(ref)
+                    if parsed is None:
+                        continue
+                    tid = naming.decode(parsed[0])
+                    if tid is None:  # a shortened name: the commit knows the real id
+                        tid = self._thread_of_commit(tip)
+                    if tid is not None:
+                        found.add(tid)
+        return sorted(found)
+
+    def _thread_of_commit(self, oid: pygit2.Oid) -> str | None:
+        t = codec.parse_trailers(self.repo.get(oid, "commit").message)
+        return t.get(codec.THREAD)
+
+    # -- writing: checkpoints -------------------------------------------------
+
+    def _remember_base(self, key: tuple, entries: dict, versions: Mapping, seen: Mapping) -> None:
+        self._bases[key] = (entries, dict(versions), seen)
+        if len(self._bases) > 4 * _CACHE_THREADS:
+            self._bases.popitem(last=False)
+
+    def _remember_chunks(self, key: tuple, items: list, chunk_oids: list, group_oids: list) -> None:
+        self._chunks[key] = (items, chunk_oids, group_oids)
+        self._chunks.move_to_end(key)
+        if len(self._chunks) > 4 * _CACHE_THREADS:
+            self._chunks.popitem(last=False)
+
+    def _base(self, thread_id: str, ns: str, cid: str, entry: Entry) -> tuple:
+        key = (thread_id, ns, cid)
+        base = self._bases.get(key)
+        if base is None:
+            what = f"thread {thread_id!r} checkpoint {cid}"
+            tree = self._tree_of(entry, what)
+            cp = self._load(self.repo.read_blob(tree["checkpoint"][0], what), what)
+            entries = self.repo.tree_entries(tree["channels"][0]) if "channels" in tree else {}
+            self._remember_base(key, entries, cp.get("channel_versions", {}), cp.get("versions_seen", {}))
+            base = self._bases[key]
+        return base
+
+    def _dumps(self, value: Any) -> tuple[str, bytes]:
+        try:
+            return self.serde.dumps_typed(value)
+        except Exception as exc:
+            raise InvalidInputError(f"a value of type {type(value).__name__} cannot be serialized ({exc})") from exc
+
+    def _encode_value(self, value: Any) -> pygit2.Oid:
+        return self.repo.blob(codec.pack_value(self._dumps(value)))
+
+    def _encode_list(self, key: tuple, value: list) -> pygit2.Oid:
+        """Store a long list as groups of chunks, re-using every unchanged full chunk.
+
+        A full chunk is unchanged when its items are the very objects (or equal
+        ones) of the chunk stored last time for this channel: LangGraph's
+        reducers (``add_messages``, ``operator.add``) copy the list but keep its
+        items, so a chat that grows by one message writes one chunk.
+        """
+        prev_items, prev_chunks, prev_groups = self._chunks.get(key, ([], [], []))
+        n = len(value)
+        nfull = n // CHUNK
+        # how many leading full chunks are the same as last time (C-speed compare)
+        same = min(len(prev_chunks), nfull)
+        if same and value[: same * CHUNK] != prev_items[: same * CHUNK]:
+            same = 0
+            for i in range(min(len(prev_chunks), nfull)):
+                if value[i * CHUNK : (i + 1) * CHUNK] != prev_items[i * CHUNK : (i + 1) * CHUNK]:
+                    break
+                same = i + 1
+        chunk_oids = list(prev_chunks[:same])
+        for i in range(same, (n + CHUNK - 1) // CHUNK):
+            chunk_oids.append(self._encode_value(value[i * CHUNK : (i + 1) * CHUNK]))
+        groups: dict[str, tuple[pygit2.Oid, int]] = {}
+        group_oids: list[pygit2.Oid] = []
+        for g in range(0, len(chunk_oids), GROUP):
+            gi = g // GROUP
+            members = chunk_oids[g : g + GROUP]
+            if (g + GROUP) <= same and gi < len(prev_groups) and len(members) == GROUP:
+                goid = prev_groups[gi]
+            else:
+                goid = self.repo.tree({f"{j:02d}": (o, BLOB) for j, o in enumerate(members)})
+            groups[f"{gi:04d}"] = (goid, TREE)
+            group_oids.append(goid)
+        self._remember_chunks(key, list(value[: nfull * CHUNK]), chunk_oids[:nfull], group_oids[: nfull // GROUP])
+        return self.repo.tree(groups)
+
+    def _encode_channel(self, key: tuple, value: Any) -> tuple[pygit2.Oid, int]:
+        if type(value) is list and len(value) >= CHUNK_MIN:
+            return self._encode_list(key, value), TREE
+        return self._encode_value(value), BLOB
+
+    def _subject(self, idx: ThreadIndex, ns: str, parent: str | None, checkpoint: Checkpoint,
+                 metadata: CheckpointMetadata, new_versions: ChannelVersions, parent_seen: Mapping) -> str:
+        step = metadata.get("step")
+        source = metadata.get("source", "?")
+        head = f"step {step} · {source}"
+        wrote = idx.wrote.get((ns, parent)) if parent else None
+        if wrote:
+            parts = []
+            for node, chans in sorted(wrote.items()):
+                shown = sorted(c for c in chans if not _internal(c)) or sorted(chans)
+                parts.append(f"{node} wrote {', '.join(shown)}")
+            return f"{head} · {'; '.join(parts)}"
+        changed = list(checkpoint.get("updated_channels") or new_versions)
+        shown = [c for c in changed if not _internal(c)] or changed
+        ran = [
+            n for n, seen in checkpoint.get("versions_seen", {}).items()
+            if seen != parent_seen.get(n) and not n.startswith("__")
+        ]
+        if source == "input":
+            return f"{head} · input" + (f" → {', '.join(shown)}" if shown else "")
+        if ran and shown:
+            return f"{head} · {', '.join(ran)} wrote {', '.join(shown)}"
+        if shown:
+            return f"{head} · updated {', '.join(shown)}"
+        return head
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Store a checkpoint as a commit on its thread's branch."""
+        thread_id, ns = _thread_and_ns(config)
+        parent = config["configurable"].get("checkpoint_id")
+        cid = checkpoint["id"]
+        values = checkpoint.get("channel_values", {})
+        versions = checkpoint.get("channel_versions", {})
+        md = get_checkpoint_metadata(config, metadata)
+        cp = {k: v for k, v in checkpoint.items() if k != "channel_values"}
+        with self.lock:
+            idx = self._index(thread_id, refresh=False)
+            parent_entry = idx.ckpt.get((ns, parent)) if parent else None
+            if parent and parent_entry is None:
+                idx = self._index(thread_id)
+                parent_entry = idx.ckpt.get((ns, parent))
+            if parent_entry is not None:
+                base_entries, base_versions, base_seen = self._base(thread_id, ns, parent, parent_entry)
+            else:
+                base_entries, base_versions, base_seen = {}, {}, {}
+            entries: dict[str, tuple[pygit2.Oid, int]] = {}
+            try:
+                for ch, ver in versions.items():
+                    if ch not in values:
+                        continue
+                    name = naming.encode_tree_name(ch)
+                    if ch not in new_versions and base_versions.get(ch) == ver and name in base_entries:
+                        entries[name] = base_entries[name]
+                    else:
+                        entries[name] = self._encode_channel((thread_id, ns, ch), values[ch])
+                cp_blob = self._encode_value(cp)
+                md_blob = self._encode_value(md)
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"thread {thread_id!r} checkpoint {cid}: {exc}") from exc
+            root = {"checkpoint": (cp_blob, BLOB), "metadata": (md_blob, BLOB)}
+            if entries:
+                root["channels"] = (self.repo.tree(entries), TREE)
+            tree = self.repo.tree(root)
+            subject = self._subject(idx, ns, parent, checkpoint, md, new_versions, base_seen)
+            message = codec.build_message(
+                subject,
+                [
+                    (codec.KIND, "checkpoint"),
+                    (codec.THREAD, thread_id),
+                    (codec.NS, ns or None),
+                    (codec.CHECKPOINT, cid),
+                    (codec.PARENT, parent),
+                    (codec.STEP, md.get("step")),
+                    (codec.SOURCE, md.get("source")),
+                    (codec.RUN, md.get("run_id")),
+                ],
+            )
+
+            def attempt() -> tuple[str, pygit2.Oid] | None:
+                nonlocal idx
+                line = idx.line_with_head(ns, parent) if parent is not None else None
+                pentry = idx.ckpt.get((ns, parent)) if parent else None
+                if line is not None:
+                    old = idx.tips[line]
+                    parents = [old]
+                else:
+                    has_line = bool(idx.lines_of(ns))
+                    line = naming.line_ref(thread_id, ns, cid if has_line else None)
+                    old = None
+                    parents = [pentry.commit] if pentry is not None else []
+                commit = self.repo.commit(tree, parents, message)
+                if self.repo.update_ref(line, old, commit):
+                    return line, commit
+                idx = self._index(thread_id)
+                return None
+
+            line, commit = retry_cas(attempt, f"put on thread {thread_id!r}")
+            idx.tips[line] = commit
+            idx.seen.add(commit)
+            idx.heads[line] = (ns, cid)
+            idx.last_line[ns] = line
+            step = md.get("step")
+            idx.add_checkpoint(
+                ns,
+                cid,
+                Entry(commit, parent, step if isinstance(step, int) else None, md.get("source"), md.get("run_id"), line),
+            )
+            self._remember_base((thread_id, ns, cid), entries, versions, cp.get("versions_seen", {}))
+        return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid}}
+
+    # -- writing: pending writes ----------------------------------------------
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Store a task's writes for a checkpoint, as one commit."""
+        thread_id, ns = _thread_and_ns(config)
+        cid = config["configurable"].get("checkpoint_id")
+        if not cid:
+            raise InvalidInputError("put_writes needs a config with a checkpoint_id")
+        if not writes:
+            return
+        with self.lock:
+            idx = self._index(thread_id, refresh=False)
+            if (ns, cid) not in idx.ckpt:
+                idx = self._index(thread_id)
+            existing = self._write_blobs(idx, ns, cid)
+            channels: set[str] = set()
+            blobs: dict[str, bytes] = {}
+            for i, (channel, value) in enumerate(writes):
+                widx = WRITES_IDX_MAP.get(channel, i)
+                if widx >= 0 and (task_id, widx) in existing:
+                    continue
+                try:
+                    typed = self._dumps(value)
+                except InvalidInputError as exc:
+                    raise InvalidInputError(
+                        f"thread {thread_id!r} checkpoint {cid}: the write to {channel!r}: {exc}"
+                    ) from exc
+                blobs[f"{naming.encode_tree_name(task_id)}.{widx}"] = codec.pack_write(
+                    task_id, widx, channel, task_path, typed
+                )
+                channels.add(channel)
+            new = {name: (self.repo.blob(data), BLOB) for name, data in blobs.items()}
+            if not new:
+                return
+            node = _node_of(task_path) if task_path else task_id
+            shown = sorted(c for c in channels if not _internal(c)) or sorted(channels)
+            entry = idx.ckpt.get((ns, cid))
+            step = f"step {entry.step} · " if entry is not None and entry.step is not None else ""
+            message = codec.build_message(
+                f"{step}writes · {node} → {', '.join(shown)}",
+                [
+                    (codec.KIND, "writes"),
+                    (codec.THREAD, thread_id),
+                    (codec.NS, ns or None),
+                    (codec.WRITES_FOR, cid),
+                    (codec.TASK, task_id),
+                ],
+            )
+            cname = naming.encode_tree_name(cid)
+
+            def attempt() -> tuple[str, pygit2.Oid] | None:
+                nonlocal idx
+                entry = idx.ckpt.get((ns, cid))
+                line = None
+                if entry is not None and entry.line in idx.tips:
+                    line = entry.line
+                if line is None and entry is not None:
+                    line = idx.line_with_head(ns, cid)
+                if line is None:
+                    line = idx.last_line.get(ns)
+                    if line not in idx.tips:
+                        line = next(iter(idx.lines_of(ns)), None)
+                if line is None:  # writes before any checkpoint of this namespace
+                    line = naming.line_ref(thread_id, ns, None)
+                old = idx.tips.get(line)
+                if old is not None:
+                    root = self.repo.tree_entries(self.repo.get(old, "commit").tree_id)
+                else:
+                    root = {}
+                wtree = self.repo.tree_entries(root["writes"][0]) if "writes" in root else {}
+                sub = self.repo.tree_entries(wtree[cname][0]) if cname in wtree else {}
+                sub.update(new)
+                wtree[cname] = (self.repo.tree(sub), TREE)
+                root["writes"] = (self.repo.tree(wtree), TREE)
+                commit = self.repo.commit(self.repo.tree(root), [old] if old is not None else [], message)
+                if self.repo.update_ref(line, old, commit):
+                    return line, commit
+                idx = self._index(thread_id)
+                return None
+
+            line, commit = retry_cas(attempt, f"put_writes on thread {thread_id!r}")
+            idx.tips[line] = commit
+            idx.seen.add(commit)
+            idx.add_writes(ns, cid, commit)
+            if line not in idx.heads:
+                idx.heads[line] = (ns, None)
+            wrote = idx.wrote.setdefault((ns, cid), {})
+            wrote.setdefault(node, set()).update(channels)
+
+    # -- deleting, copying, pruning --------------------------------------------
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Delete every line of a thread (its refs); ``git gc`` reclaims the objects."""
+        with self.lock:
+            for _ in range(100):
+                refs = self._thread_refs(thread_id)
+                if not refs:
+                    break
+                for ref, tip in refs.items():
+                    self.repo.delete_ref(ref, tip)
+            self._forget(thread_id)
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete the checkpoints (and their writes) that the given runs created.
+
+        A thread whose every checkpoint belongs to those runs is deleted whole.
+        Otherwise a ``delete`` commit on each line that holds one of them records
+        which checkpoints are gone: nothing is rewritten, the data stays in the
+        history until the thread itself is deleted or pruned.
+        """
+        runs = set(run_ids)
+        if not runs:
+            return
+        for thread_id in self.threads():
+            with self.lock:
+                idx = self._index(thread_id)
+                doomed = [(ns, cid) for (ns, cid), e in idx.ckpt.items() if e.run_id in runs]
+                if not doomed:
+                    continue
+                if len(doomed) == len(idx.ckpt):
+                    self.delete_thread(thread_id)
+                    continue
+                message = codec.build_message(
+                    f"delete {len(doomed)} checkpoint(s) of run(s) {', '.join(sorted(runs))}",
+                    [(codec.KIND, "delete"), (codec.THREAD, thread_id)]
+                    + [(codec.DELETED, f"{ns} {cid}") for ns, cid in doomed],
+                )
+                for ref in list(idx.tips):
+                    tip = idx.tips[ref]
+                    holds = any(
+                        idx.ckpt[key].commit == tip or self.repo.repo.descendant_of(tip, idx.ckpt[key].commit)
+                        for key in doomed
+                    )
+                    if not holds:
+                        continue
+
+                    def attempt(ref=ref) -> pygit2.Oid | None:
+                        old = self.repo.ref(ref)
+                        if old is None:
+                            return pygit2.Oid(hex="0" * 40)
+                        commit = self.repo.commit(self.repo.get(old, "commit").tree_id, [old], message)
+                        return commit if self.repo.update_ref(ref, old, commit) else None
+
+                    retry_cas(attempt, f"delete_for_runs on thread {thread_id!r}")
+                for ns, cid in doomed:
+                    idx.delete(ns, cid)
+                self._forget(thread_id)
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Make ``target`` a copy of ``source``: new refs, no data copied."""
+        if source_thread_id == target_thread_id:
+            return
+        with self.lock:
+            refs = self._thread_refs(source_thread_id)
+            if not refs:
+                return
+            if self._thread_refs(target_thread_id):
+                raise InvalidInputError(
+                    f"cannot copy thread {source_thread_id!r} to {target_thread_id!r}: the target exists; delete it first"
+                )
+            message = codec.build_message(
+                f"copy of thread {source_thread_id} as {target_thread_id}",
+                [(codec.KIND, "copy"), (codec.THREAD, target_thread_id)],
+            )
+            src_main, src_forks, src_subs = naming.thread_ref_globs(source_thread_id)
+            dst_main, dst_forks, dst_subs = naming.thread_ref_globs(target_thread_id)
+            for ref, tip in refs.items():
+                if ref == src_main:
+                    new_ref = dst_main
+                elif ref.startswith(src_forks[:-1]):
+                    new_ref = dst_forks[:-1] + ref[len(src_forks) - 1 :]
+                else:
+                    new_ref = dst_subs[:-1] + ref[len(src_subs) - 1 :]
+                commit = self.repo.commit(self.repo.get(tip, "commit").tree_id, [tip], message)
+                if not self.repo.update_ref(new_ref, None, commit):
+                    raise InvalidInputError(f"cannot copy to {target_thread_id!r}: it was created concurrently")
+            self._forget(target_thread_id)
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """``keep_latest``: keep only each namespace's latest checkpoint (and its
+        writes) as a new root commit, so older history becomes unreachable and
+        ``git gc`` reclaims it. ``delete``: delete the threads."""
+        if strategy not in ("keep_latest", "delete"):
+            raise InvalidInputError(f"unknown prune strategy {strategy!r}: use 'keep_latest' or 'delete'")
+        for thread_id in thread_ids:
+            if strategy == "delete":
+                self.delete_thread(thread_id)
+                continue
+            with self.lock:
+                retry_cas(lambda: self._prune_one(thread_id), f"prune of thread {thread_id!r}")
+                self._forget(thread_id)
+
+    def _prune_one(self, thread_id: str) -> bool | None:
+        idx = self._index(thread_id)
+        if not idx.tips:
+            return True
+        new_tips: dict[str, pygit2.Oid] = {}
+        for ns in idx.namespaces():
+            cid = idx.latest(ns)
+            entry = idx.ckpt[(ns, cid)]
+            commit = self.repo.get(entry.commit, "commit")
+            kept = self.repo.commit(commit.tree_id, [], commit.message)
+            blobs = self._write_blobs(idx, ns, cid)
+            if blobs:
+                wtree = self.repo.tree({f"{t}.{i}" if "." not in t else f"{t}.{i}": (o, BLOB) for (t, i), o in blobs.items()})
+                root = self.repo.tree_entries(commit.tree_id)
+                root["writes"] = (self.repo.tree({naming.encode_tree_name(cid): (wtree, TREE)}), TREE)
+                kept = self.repo.commit(
+                    self.repo.tree(root),
+                    [kept],
+                    codec.build_message(
+                        f"writes kept by prune of step {entry.step}",
+                        [(codec.KIND, "writes"), (codec.THREAD, thread_id), (codec.NS, ns or None),
+                         (codec.WRITES_FOR, cid)],
+                    ),
+                )
+            new_tips[naming.line_ref(thread_id, ns, None)] = kept
+        for ref, old in idx.tips.items():
+            if ref in new_tips:
+                if not self.repo.update_ref(ref, old, new_tips.pop(ref)):
+                    return None
+            elif not self.repo.delete_ref(ref, old):
+                return None
+        for ref, new in new_tips.items():
+            if not self.repo.update_ref(ref, None, new):
+                return None
+        return True
+
+    # -- operations for people (the CLI) ----------------------------------------
+
+    def fork(self, thread_id: str, checkpoint_id: str, new_thread_id: str, checkpoint_ns: str = "") -> RunnableConfig:
+        """Start thread ``new_thread_id`` at a checkpoint of ``thread_id``.
+
+        One commit on a new branch, whose parent is the checkpoint's commit: no
+        data is copied and the source thread is not touched. The new thread's
+        history is the checkpoint and its ancestors; the checkpoint's pending
+        writes come along, so an interrupted step can be resumed on the fork.
+        """
+        with self.lock:
+            if self._thread_refs(new_thread_id):
+                raise InvalidInputError(f"thread {new_thread_id!r} already exists; pick another name or delete it")
+            idx = self._index(thread_id)
+            entry = idx.ckpt.get((checkpoint_ns, checkpoint_id))
+            if entry is None:
+                raise NotFoundError(f"thread {thread_id!r} has no checkpoint {checkpoint_id!r}")
+            root = self.repo.tree_entries(self.repo.get(entry.commit, "commit").tree_id)
+            blobs = self._write_blobs(idx, checkpoint_ns, checkpoint_id)
+            if blobs:
+                sub = {f"{naming.encode_tree_name(t)}.{i}": (o, BLOB) for (t, i), o in blobs.items()}
+                wtree = {naming.encode_tree_name(checkpoint_id): (self.repo.tree(sub), TREE)}
+                root["writes"] = (self.repo.tree(wtree), TREE)
+            message = codec.build_message(
+                f"fork of thread {thread_id} at step {entry.step} ({checkpoint_id})",
+                [(codec.KIND, "writes" if blobs else "fork"), (codec.THREAD, new_thread_id),
+                 (codec.NS, checkpoint_ns or None), (codec.WRITES_FOR, checkpoint_id if blobs else None)],
+            )
+            commit = self.repo.commit(self.repo.tree(root), [entry.commit], message)
+            if not self.repo.update_ref(naming.line_ref(new_thread_id, checkpoint_ns, None), None, commit):
+                raise InvalidInputError(f"thread {new_thread_id!r} was created concurrently")
+            self._forget(new_thread_id)
+        return {"configurable": {"thread_id": new_thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint_id}}
+
+    def thread_info(self, thread_id: str) -> dict[str, Any] | None:
+        """Summary of a thread: checkpoint count, lines (branches), latest checkpoint."""
+        with self.lock:
+            idx = self._index(thread_id)
+            if not idx.tips:
+                return None
+            latest = idx.latest("")
+            entry = idx.ckpt.get(("", latest)) if latest else None
+            when = self.repo.get(entry.commit, "commit").commit_time if entry else None
+            return {
+                "thread_id": thread_id,
+                "checkpoints": sum(len(v) for v in idx.order.values()),
+                "namespaces": sorted(idx.namespaces()),
+                "lines": sorted(idx.tips),
+                "forks": sum(1 for ref in idx.tips if not is_main_line(ref)),
+                "latest_checkpoint_id": latest,
+                "last_step": entry.step if entry else None,
+                "last_update": when,
+            }
+
+    # -- versions and delta channels --------------------------------------------
+
+    def get_next_version(self, current: str | None, channel: None) -> str:
+        if current is None:
+            current_v = 0
+        elif isinstance(current, int):
+            current_v = current
+        else:
+            current_v = int(current.split(".")[0])
+        return f"{current_v + 1:032}.{random.random():016}"
+
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """Walk the parent chain in the index, reading only the blobs needed."""
+        if not channels:
+            return {}
+        thread_id, ns = _thread_and_ns(config)
+        collected: dict[str, list[PendingWrite]] = {c: [] for c in channels}
+        seeds: dict[str, Any] = {}
+        remaining = set(channels)
+        with self.lock:
+            idx = self._index(thread_id)
+            cid = get_checkpoint_id(config) or idx.latest(ns)
+            target = idx.ckpt.get((ns, cid)) if cid else None
+            cursor = target.parent if target is not None else None
+            while cursor is not None and remaining:
+                entry = idx.ckpt.get((ns, cursor))
+                if entry is None:
+                    break
+                what = f"thread {thread_id!r} checkpoint {cursor}"
+                tree = self._tree_of(entry, what)
+                stored = self.repo.tree_entries(tree["channels"][0]) if "channels" in tree else {}
+                found: dict[str, Any] = {}
+                for ch in remaining:
+                    name = naming.encode_tree_name(ch)
+                    if name in stored:
+                        oid, mode = stored[name]
+                        found[ch] = (
+                            self._read_list((thread_id, ns, ch), oid, what)
+                            if mode == TREE
+                            else self._load(self.repo.read_blob(oid, what), what)
+                        )
+                for write in reversed(self._pending_writes(thread_id, idx, ns, cursor)):
+                    if write[1] in remaining:
+                        collected[write[1]].append(write)
+                for ch, value in found.items():
+                    seeds[ch] = value
+                    remaining.discard(ch)
+                cursor = entry.parent
+        result: dict[str, DeltaChannelHistory] = {}
+        for ch in channels:
+            item: DeltaChannelHistory = {"writes": list(reversed(collected[ch]))}
+            if ch in seeds:
+                item["seed"] = seeds[ch]
+            result[ch] = item
+        return result
+
+    # -- async: the same work, off the event loop -------------------------------
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await asyncio.to_thread(self.get_tuple, config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        it = self.list(config, filter=filter, before=before, limit=limit)
+        done = object()
+        while True:
+            item = await asyncio.to_thread(next, it, done)
+            if item is done:
+                return
+            yield item
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await asyncio.to_thread(self.delete_thread, thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await asyncio.to_thread(self.delete_for_runs, run_ids)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await asyncio.to_thread(self.prune, thread_ids, strategy=strategy)
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return await asyncio.to_thread(lambda: self.get_delta_channel_history(config=config, channels=channels))
+
+
+def _thread_and_ns(config: RunnableConfig) -> tuple[str, str]:
+    try:
+        configurable = config["configurable"]
+        thread_id = configurable["thread_id"]
+    except (KeyError, TypeError):
+        raise ConfigError(
+            "config has no configurable.thread_id: pass {'configurable': {'thread_id': ...}}"
+        ) from None
+    return str(thread_id), configurable.get("checkpoint_ns") or ""
+
+
+__all__ = ["GitSaver", "NotFoundError"]
