@@ -90,7 +90,11 @@ def open_repository(path: str | os.PathLike, *, create: bool = True) -> pygit2.R
 
 def _configure(repo: pygit2.Repository) -> None:
     """Register the textconv diff driver so ``git log -p`` shows decoded values."""
-    command = f'"{sys.executable}" -m gitckpt.textconv'
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    command = (
+        f'"{sys.executable}" -c "import sys; sys.path.insert(0, {package_parent!r}); '
+        f'from gitckpt.textconv import main; sys.exit(main())"'
+    )
     try:
         cfg = repo.config
         if cfg["diff.gitckpt.textconv"] != command:

@@ -468,24 +468,27 @@ class GitSaver(BaseCheckpointSaver[str]):
 
     def _subject(self, idx: ThreadIndex, ns: str, parent: str | None, checkpoint: Checkpoint,
                  metadata: CheckpointMetadata, new_versions: ChannelVersions, parent_seen: Mapping) -> str:
+        """One line for people: step, source, which nodes wrote which channels."""
         step = metadata.get("step")
         source = metadata.get("source", "?")
         head = f"step {step} · {source}"
-        wrote = idx.wrote.get((ns, parent)) if parent else None
+        changed = list(checkpoint.get("updated_channels") or new_versions)
+        shown = [c for c in changed if not _internal(c)] or changed
+        if source == "input":
+            return head
+        if source == "fork":
+            return f"{head} of {parent}" if parent else head
+        wrote = idx.wrote.get((ns, parent)) if parent and source == "loop" else None
         if wrote:
             parts = []
             for node, chans in sorted(wrote.items()):
-                shown = sorted(c for c in chans if not _internal(c)) or sorted(chans)
-                parts.append(f"{node} wrote {', '.join(shown)}")
+                chans_shown = sorted(c for c in chans if not _internal(c)) or sorted(chans)
+                parts.append(f"{node} wrote {', '.join(chans_shown)}")
             return f"{head} · {'; '.join(parts)}"
-        changed = list(checkpoint.get("updated_channels") or new_versions)
-        shown = [c for c in changed if not _internal(c)] or changed
-        ran = [
-            n for n, seen in checkpoint.get("versions_seen", {}).items()
-            if seen != parent_seen.get(n) and not n.startswith("__")
-        ]
-        if source == "input":
-            return f"{head} · input" + (f" → {', '.join(shown)}" if shown else "")
+        ran = [n for n, seen in checkpoint.get("versions_seen", {}).items() if seen != parent_seen.get(n)]
+        ran = [n for n in ran if not n.startswith("__")] or ran
+        if source == "update" and ran:
+            return f"{head} · as {', '.join(ran)}: {', '.join(shown)}"
         if ran and shown:
             return f"{head} · {', '.join(ran)} wrote {', '.join(shown)}"
         if shown:
@@ -625,9 +628,12 @@ class GitSaver(BaseCheckpointSaver[str]):
             node = _node_of(task_path) if task_path else task_id
             shown = sorted(c for c in channels if not _internal(c)) or sorted(channels)
             entry = idx.ckpt.get((ns, cid))
-            step = f"step {entry.step} · " if entry is not None and entry.step is not None else ""
+            if entry is not None:
+                what = f"step {entry.step} · writes" if entry.step is not None else "writes"
+            else:  # LangGraph may send a step's writes before its checkpoint's put
+                what = f"writes for {cid}"
             message = codec.build_message(
-                f"{step}writes · {node} → {', '.join(shown)}",
+                f"{what} · {node} → {', '.join(shown)}",
                 [
                     (codec.KIND, "writes"),
                     (codec.THREAD, thread_id),
