@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
+import sys
 from array import array
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -227,53 +227,46 @@ def with_expiry(data: bytes, expires_us: int | None) -> bytes:
     return _HEADER + msgpack.packb(body, use_bin_type=True)
 
 
-def decode_item_blob(data: bytes) -> dict:
+def decode_item_blob(data: bytes, *, full_vectors: bool = False) -> dict:
     """Decode an item blob into plain data, for people (``git log -p``).
 
-    Returns ``{"namespace": [...], "key", "value", "created_at", "updated_at",
-    "ttl", "expires_at", "index", "vectors": [{"field", "dims", "text_digest",
-    "vector"}]}``; vectors as lists of floats. Raises ``ValueError`` (a
-    :class:`CorruptObjectError`) if ``data`` is not an item blob.
+    Returns ``{"namespace": [...], "key", "value", "created_at", "updated_at"}``
+    plus, when set, ``"ttl"`` and ``"expires_at"``, ``"index"`` (the put's
+    argument) and ``"vectors": [{"field", "dims", "text_digest", "head"}]``:
+    each embedding summarized by its first four numbers (a string, so a diff
+    shows it on one line), or given whole as
+    ``"vector"`` with ``full_vectors=True``. Raises ``ValueError`` (a
+    :class:`CorruptObjectError`) if ``data`` is not an item blob. Imports
+    nothing heavy, and never runs code from the data (plain msgpack).
     """
     body = unpack_item(data)
     vectors = []
     for field, digest, raw in body.get("vectors") or []:
         vec = array("f")
         vec.frombytes(raw)
-        vectors.append({"field": field, "dims": len(vec), "text_digest": digest.hex(), "vector": vec.tolist()})
-    return {
+        if sys.byteorder != "little":  # pragma: no cover
+            vec.byteswap()
+        entry: dict[str, Any] = {"field": field, "dims": len(vec), "text_digest": digest.hex()}
+        if full_vectors:
+            entry["vector"] = vec.tolist()
+        else:
+            entry["head"] = ", ".join(f"{x:.4g}" for x in vec[:4]) + (", …" if len(vec) > 4 else "")
+        vectors.append(entry)
+    out = {
         "namespace": list(body["namespace"]),
         "key": body["key"],
         "value": load_value(body["value"]),
         "created_at": body["created_at"],
         "updated_at": body["updated_at"],
-        "ttl": body.get("ttl"),
-        "expires_at": body.get("expires_at"),
-        "index": body.get("index"),
-        "vectors": vectors,
     }
-
-
-def item_blob_text(data: bytes) -> str:
-    """A stable, line-oriented rendering of an item blob for diffs: the value as
-    indented JSON, then one line per timestamp, TTL and embedded field."""
-    item = decode_item_blob(data)
-    lines = [
-        f"namespace: {json.dumps(item['namespace'], ensure_ascii=False)}",
-        f"key: {json.dumps(item['key'], ensure_ascii=False)}",
-        "value: " + json.dumps(item["value"], indent=2, sort_keys=True, ensure_ascii=False, default=repr),
-        f"created_at: {item['created_at']}",
-        f"updated_at: {item['updated_at']}",
-    ]
-    if item["ttl"] is not None:
-        lines.append(f"ttl: {item['ttl']} min, expires_at: {item['expires_at']}")
-    if item["index"] is not None:
-        lines.append(f"index: {json.dumps(item['index'])}")
-    for v in item["vectors"]:
-        head = ", ".join(f"{x:.4g}" if math.isfinite(x) else str(x) for x in v["vector"][:4])
-        more = ", …" if v["dims"] > 4 else ""
-        lines.append(f"embedding {v['field']}: {v['dims']} dims [{head}{more}] text {v['text_digest'][:12]}")
-    return "\n".join(lines) + "\n"
+    if body.get("ttl") is not None:
+        out["ttl"] = body["ttl"]
+        out["expires_at"] = body.get("expires_at")
+    if body.get("index") is not None:
+        out["index"] = body["index"]
+    if vectors:
+        out["vectors"] = vectors
+    return out
 
 
 # -- commit messages ----------------------------------------------------------

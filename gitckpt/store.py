@@ -62,7 +62,6 @@ from ._store_format import (
     decode_item_blob,
     dump_value,
     is_item_path,
-    item_blob_text,
     item_path,
     load_value,
     pack_item,
@@ -76,7 +75,7 @@ from ._store_index import Rec, StoreIndex, compile_filter
 from .errors import CorruptObjectError, GitckptError, InvalidInputError
 from .repo import BLOB, GitRepo, retry_cas
 
-__all__ = ["GitStore", "decode_item_blob", "item_blob_text", "STORE_REF"]
+__all__ = ["GitStore", "decode_item_blob", "STORE_REF"]
 
 logger = logging.getLogger(__name__)
 
