@@ -39,6 +39,8 @@ def _escape(value: str, keep) -> str:
 
 
 def _fix_edges(enc: str) -> str:
+    while ".." in enc:  # git refuses ".." anywhere in a ref name
+        enc = enc.replace("..", ".%2E")
     if enc.startswith("."):
         enc = "%2E" + enc[1:]
     if enc.endswith("."):
@@ -120,7 +122,7 @@ def line_ref(thread_id: str, checkpoint_ns: str, fork_of: str | None) -> str:
         if fork_of is None:
             return f"{HEADS}threads/{t}"
         return f"{HEADS}forks/{t}/{encode_ref_component(fork_of)}"
-    ns = encode_ref_component(checkpoint_ns).replace("@", "%40")
+    ns = encode_ref_component(checkpoint_ns)  # escapes "@", our separator
     if fork_of is None:
         return f"{HEADS}subgraphs/{t}/{ns}"
     return f"{HEADS}subgraphs/{t}/{ns}@{encode_ref_component(fork_of)}"

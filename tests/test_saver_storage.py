@@ -1,0 +1,292 @@
+"""GitSaver's storage contract: names, git integrity, errors, several processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.base.id import uuid6
+
+from gitckpt import CorruptObjectError, GitSaver, RepositoryError, naming
+from gitckpt.errors import ConfigError
+from gitckpt.errors import InvalidInputError
+
+
+def git(repo, *args, check=True) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "--git-dir", str(repo), *args], check=check, capture_output=True, text=True)
+
+
+def put(saver, thread_id, parent=None, ns="", values=None, metadata=None):
+    cp = empty_checkpoint()
+    cp["id"] = str(uuid6(clock_seq=1))
+    values = values or {}
+    cp["channel_values"] = values
+    cp["channel_versions"] = {k: saver.get_next_version(None, None) for k in values}
+    config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns}}
+    if parent:
+        config["configurable"]["checkpoint_id"] = parent
+    saver.put(config, cp, metadata or {"source": "loop", "step": 0}, dict(cp["channel_versions"]))
+    return cp["id"]
+
+
+AWKWARD_IDS = [
+    "1",
+    "user-42",
+    "3f8e1a2c-9d4b-4c1e-8f00-123456789abc",
+    "with space",
+    "a/b/c",
+    "..",
+    "../../etc/passwd",
+    "~tilde~",
+    "colon:separated:id",
+    "ünïcødé 🧠 线程",
+    "name.lock",
+    ".hidden",
+    "trailing.",
+    "@",
+    "x@{y}",
+    "back\\slash",
+    "new\nline",
+    "",
+    "%41",
+    "x" * 200,
+    "ü" * 200,
+]
+
+
+@pytest.mark.parametrize("thread_id", AWKWARD_IDS, ids=range(len(AWKWARD_IDS)))
+def test_any_thread_id_round_trips(saver, repo_path, thread_id):
+    a = put(saver, thread_id, values={"v": thread_id})
+    b = put(saver, thread_id, parent=a, ns="child:1|x/y ü", values={"v": 2})
+    assert thread_id in saver.threads()
+    tup = saver.get_tuple({"configurable": {"thread_id": thread_id}})
+    assert tup.checkpoint["id"] == a and tup.checkpoint["channel_values"] == {"v": thread_id}
+    assert tup.config["configurable"]["thread_id"] == thread_id
+    sub = saver.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": "child:1|x/y ü"}})
+    assert sub.checkpoint["id"] == b
+    # a fresh process-like saver (no caches) finds it by the ref name alone
+    fresh = GitSaver(repo_path)
+    assert thread_id in fresh.threads()
+    assert fresh.get_tuple({"configurable": {"thread_id": thread_id}}).checkpoint["id"] == a
+    assert git(repo_path, "fsck", "--strict").returncode == 0
+
+
+@given(st.text(min_size=0, max_size=80))
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_names_encode_to_valid_git_names_and_decode_back(value):
+    ref = naming.encode_ref_component(value)
+    assert "/" not in ref and ".." not in ref and not ref.startswith(".") and not ref.endswith((".", ".lock"))
+    assert not any(c in ref for c in " ~^:?*[\\\x7f") and all(ord(c) > 32 for c in ref)
+    assert "@{" not in ref and ref != "@"
+    assert naming.decode(ref) == value or "%h" in ref
+    tree = naming.encode_tree_name(value)
+    assert "/" not in tree and "\x00" not in tree and tree not in (".", "..", ".git")
+    assert naming.decode(tree) == value or "%h" in tree
+    assert len(ref.encode()) <= naming.MAX_COMPONENT + 42
+
+
+def test_ordinary_ids_stay_readable():
+    assert naming.thread_ref("1") == "refs/heads/threads/1"
+    assert naming.thread_ref("user-42") == "refs/heads/threads/user-42"
+    assert naming.encode_tree_name("branch:to:node") == "branch:to:node"
+
+
+def test_fsck_strict_and_gc_prune_now_lose_nothing(saver, repo_path):
+    from test_graphs import CFG, seed_graph
+
+    graph = seed_graph(saver)
+    graph.invoke({"foo": ""}, CFG)
+    graph.invoke(None, list(graph.get_state_history(CFG))[2].config)  # a fork
+    before = [(t.checkpoint["id"], t.pending_writes) for t in saver.list(None)]
+    saver.close()
+    assert git(repo_path, "fsck", "--strict").returncode == 0
+    git(repo_path, "gc", "--prune=now", "--quiet")
+    assert git(repo_path, "count-objects", "-v").stdout.splitlines()[0] == "count: 0"
+    after = [(t.checkpoint["id"], t.pending_writes) for t in GitSaver(repo_path).list(None)]
+    assert after == before and len(after) == 7
+    assert git(repo_path, "fsck", "--strict").returncode == 0
+
+
+def test_late_and_early_writes_are_kept(saver):
+    a = put(saver, "t", values={"x": 1})
+    b = put(saver, "t", parent=a, values={"x": 2})
+    cfg_a = {"configurable": {"thread_id": "t", "checkpoint_ns": "", "checkpoint_id": a}}
+    saver.put_writes(cfg_a, [("x", 5)], "task-late")  # a already has a child
+    early = str(uuid6(clock_seq=9))
+    cfg_e = {"configurable": {"thread_id": "t", "checkpoint_ns": "", "checkpoint_id": early}}
+    saver.put_writes(cfg_e, [("x", 7)], "task-early", "~__pregel_pull, node")  # before its put
+    cp = empty_checkpoint()
+    cp["id"] = early
+    saver.put({"configurable": {"thread_id": "t", "checkpoint_ns": "", "checkpoint_id": b}}, cp, {"step": 3}, {})
+    fresh = GitSaver(saver.repo.path)
+    for s in (saver, fresh):
+        assert s.get_tuple(cfg_a).pending_writes == [("task-late", "x", 5)]
+        assert s.get_tuple(cfg_e).pending_writes == [("task-early", "x", 7)]
+        assert s.get_tuple({"configurable": {"thread_id": "t", "checkpoint_id": b}}).pending_writes == []
+
+
+def test_missing_thread_id_raises_like_langgraph_savers(saver):
+    with pytest.raises(KeyError):
+        saver.get_tuple({"configurable": {}})
+    with pytest.raises(ConfigError, match="thread_id"):
+        saver.put({"configurable": {}}, empty_checkpoint(), {}, {})
+
+
+def test_bad_paths_name_the_path(tmp_path):
+    f = tmp_path / "file.git"
+    f.write_text("x")
+    with pytest.raises(RepositoryError, match=f"{f} is a file"):
+        GitSaver(f)
+    work = tmp_path / "work"
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    with pytest.raises(RepositoryError, match=f"{work} is a non-bare git repository"):
+        GitSaver(work)
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "notes.txt").write_text("x")
+    with pytest.raises(RepositoryError, match="non-empty directory that is not a git repository"):
+        GitSaver(full)
+    if os.geteuid() != 0:  # root reads anything
+        locked = tmp_path / "locked.git"
+        locked.mkdir(mode=0)
+        with pytest.raises(RepositoryError, match="not readable"):
+            GitSaver(locked)
+
+
+def test_missing_object_names_thread_and_checkpoint(repo_path):
+    saver = GitSaver(repo_path, auto_pack=False)  # keep the objects loose, to delete one
+    a = put(saver, "t1", values={"big": "v" * 1000})
+    blob = git(repo_path, "rev-parse", "threads/t1:channels/big").stdout.strip()
+    (repo_path / "objects" / blob[:2] / blob[2:]).unlink()
+    with pytest.raises(CorruptObjectError, match=rf"thread 't1' checkpoint {a}"):
+        GitSaver(repo_path).get_tuple({"configurable": {"thread_id": "t1"}})
+
+
+def test_unserializable_value_fails_clearly_and_writes_nothing(saver, repo_path):
+    a = put(saver, "t", values={"x": 1})
+    refs_before = git(repo_path, "for-each-ref").stdout
+
+    class Opaque:
+        __slots__ = ()
+
+    with pytest.raises(InvalidInputError, match="cannot be serialized"):
+        put(saver, "t", parent=a, values={"x": Opaque()})
+    with pytest.raises(InvalidInputError, match="the write to 'x'"):
+        saver.put_writes({"configurable": {"thread_id": "t", "checkpoint_id": a}}, [("x", Opaque())], "task")
+    assert git(repo_path, "for-each-ref").stdout == refs_before
+
+
+def test_durable_mode_round_trips(repo_path):
+    saver = GitSaver(repo_path, durability="fsync")
+    a = put(saver, "t", values={"x": 1})
+    assert saver.get_tuple({"configurable": {"thread_id": "t"}}).checkpoint["id"] == a
+    with pytest.raises(ValueError, match="durability"):
+        GitSaver(repo_path, durability="maybe")
+
+
+def test_copy_and_fork_are_refs_not_copies(saver, repo_path):
+    a = put(saver, "src", values={"x": 1})
+    b = put(saver, "src", parent=a, values={"x": 2})
+    saver.put_writes({"configurable": {"thread_id": "src", "checkpoint_id": b}}, [("x", 3)], "task")
+    objects_before = int(git(repo_path, "count-objects").stdout.split()[0])
+    saver.copy_thread("src", "dst")
+    saver.fork("src", a, "forked")
+    assert int(git(repo_path, "count-objects").stdout.split()[0]) - objects_before == 2  # two commits
+    assert [t.checkpoint["id"] for t in saver.list({"configurable": {"thread_id": "dst"}})] == [b, a]
+    assert saver.get_tuple({"configurable": {"thread_id": "dst"}}).pending_writes == [("task", "x", 3)]
+    forked = list(saver.list({"configurable": {"thread_id": "forked"}}))
+    assert [t.checkpoint["id"] for t in forked] == [a]
+    assert [t.checkpoint["id"] for t in saver.list({"configurable": {"thread_id": "src"}})] == [b, a]
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from langgraph.checkpoint.base import empty_checkpoint
+    from langgraph.checkpoint.base.id import uuid6
+    from gitckpt import GitSaver
+
+    repo, thread, worker, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    saver = GitSaver(repo)
+    parent = None
+    for i in range(n):
+        cp = empty_checkpoint()
+        cp["id"] = str(uuid6(clock_seq=i))
+        cp["channel_values"] = {"who": f"{worker}-{i}"}
+        cp["channel_versions"] = {"who": i + 1}
+        cfg = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+        if parent:
+            cfg["configurable"]["checkpoint_id"] = parent
+        saver.put(cfg, cp, {"source": "loop", "step": i, "worker": worker}, {"who": i + 1})
+        saver.put_writes({"configurable": {"thread_id": thread, "checkpoint_ns": "", "checkpoint_id": cp["id"]}},
+                         [("who", f"w-{worker}-{i}")], f"task-{worker}-{i}")
+        parent = cp["id"]
+    saver.close()
+    """
+)
+
+
+def test_concurrent_processes_lose_nothing(repo_path, tmp_path):
+    GitSaver(repo_path).close()
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    n = 40
+    jobs = [("shared", f"s{i}") for i in range(3)] + [(f"own-{i}", f"o{i}") for i in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(repo_path), t, w, str(n)], stderr=subprocess.PIPE)
+        for t, w in jobs
+    ]
+    for p in procs:
+        assert p.wait(timeout=180) == 0, p.stderr.read().decode()
+    saver = GitSaver(repo_path)
+    shared = list(saver.list({"configurable": {"thread_id": "shared"}}))
+    assert len(shared) == 3 * n  # three writers on one thread: every checkpoint kept
+    for t in shared:
+        worker = t.metadata["worker"]
+        i = t.metadata["step"]
+        assert t.checkpoint["channel_values"] == {"who": f"{worker}-{i}"}
+        assert t.pending_writes == [(f"task-{worker}-{i}", "who", f"w-{worker}-{i}")]
+        if i:
+            assert t.parent_config["configurable"]["checkpoint_id"] == next(
+                s.checkpoint["id"] for s in shared if s.metadata == {**t.metadata, "step": i - 1}
+            )
+    # divergent writers on one thread become lines (branches) of that thread
+    assert len(saver.thread_info("shared")["lines"]) == 3
+    for i in range(2):
+        assert len(list(saver.list({"configurable": {"thread_id": f"own-{i}"}}))) == n
+    assert git(repo_path, "fsck", "--strict").returncode == 0
+
+
+READER = textwrap.dedent(
+    """
+    import sys, json
+    from gitckpt import GitSaver
+    saver = GitSaver(sys.argv[1])
+    seen = 0
+    for _ in range(200):
+        tups = list(saver.list({"configurable": {"thread_id": "shared"}}, limit=5))
+        for t in tups:
+            assert t.checkpoint["channel_values"]["who"].endswith(str(t.metadata["step"]))
+        seen = max(seen, len(list(saver.list({"configurable": {"thread_id": "shared"}}))))
+    print(json.dumps(seen))
+    """
+)
+
+
+def test_reader_while_writer_writes(repo_path, tmp_path):
+    GitSaver(repo_path).close()
+    (tmp_path / "writer.py").write_text(WRITER)
+    (tmp_path / "reader.py").write_text(READER)
+    w = subprocess.Popen([sys.executable, str(tmp_path / "writer.py"), str(repo_path), "shared", "w", "60"])
+    r = subprocess.run([sys.executable, str(tmp_path / "reader.py"), str(repo_path)], capture_output=True, text=True)
+    assert w.wait(timeout=120) == 0
+    assert r.returncode == 0, r.stderr
+    assert 0 <= json.loads(r.stdout) <= 60
