@@ -19,10 +19,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pygit2
 from pygit2.enums import FileMode
 
+from . import packs
 from .errors import ConflictError, CorruptObjectError, RepositoryError
 
 BLOB = int(FileMode.BLOB)
@@ -30,8 +32,9 @@ TREE = int(FileMode.TREE)
 
 DURABILITY_MODES = ("os", "fsync")
 
-#: Loose objects this process writes before it packs them in the background.
-PACK_EVERY = 2000
+#: Small packs this process writes (one per ref update) before it starts a
+#: background ``git repack --geometric`` that merges them.
+PACK_EVERY = 64
 
 _SIG_NAME = "gitckpt"
 _SIG_EMAIL = "gitckpt@localhost"
@@ -116,6 +119,42 @@ def _configure(repo: pygit2.Repository) -> None:
         pass
 
 
+class CommitInfo(NamedTuple):
+    id: pygit2.Oid
+    tree_id: pygit2.Oid
+    parent_ids: list[pygit2.Oid]
+    message: str
+    commit_time: int
+
+
+class LRU:
+    """A least-recently-used map bounded by total weight (entries, or bytes)."""
+
+    def __init__(self, max_weight: int, weigh=lambda v: 1) -> None:
+        self.max_weight = max_weight
+        self.weigh = weigh
+        self.weight = 0
+        self.data: OrderedDict = OrderedDict()
+
+    def get(self, key):
+        value = self.data.get(key)
+        if value is not None:
+            self.data.move_to_end(key)
+        return value
+
+    def put(self, key, value) -> None:
+        if key in self.data:
+            return
+        w = self.weigh(value)
+        if w > self.max_weight // 4:
+            return
+        self.data[key] = value
+        self.weight += w
+        while self.weight > self.max_weight:
+            _, old = self.data.popitem(last=False)
+            self.weight -= self.weigh(old)
+
+
 class GitRepo:
     """A bare repository with the operations gitckpt needs, safe across threads.
 
@@ -138,62 +177,125 @@ class GitRepo:
         self._packed_cache: tuple | None = None
         self.gitdir = self.repo.path
         self._small: OrderedDict[bytes, pygit2.Oid] = OrderedDict()
+        self._staged: dict[bytes, tuple[int, bytes]] = {}
+        self._blob_cache = LRU(max_weight=64 << 20, weigh=len)
+        self._tree_cache = LRU(max_weight=65536)
+        self._commit_cache = LRU(max_weight=65536)
 
     # -- objects --------------------------------------------------------------
+    #
+    # Objects are staged in memory and written, all those of one update, as a
+    # single small pack just before the ref update that names them (packs.py says
+    # why). Everything read is cached by object id: objects never change, so the
+    # caches never need invalidating.
 
-    def _write(self, make):
-        """Write one object. ``git repack -d`` (ours, in the background, or a
-        user's ``git gc``) deletes empty ``objects/xx`` folders; libgit2 does not
-        retry when the folder vanishes between its mkdir and its rename, so we do."""
-        for attempt in range(20):
-            try:
-                oid = make()
-                break
-            except OSError as exc:
-                if attempt == 19 or "No such file or directory" not in str(exc):
-                    raise
-        if self._maint:
-            self._maint.wrote(1)
+    def _stage(self, kind: int, data: bytes) -> pygit2.Oid:
+        raw = packs.object_id(kind, data)
+        oid = pygit2.Oid(raw=raw)
+        cache = self._tree_cache if kind == packs.OBJ_TREE else self._blob_cache if kind == packs.OBJ_BLOB else None
+        known = cache is not None and cache.get(oid) is not None  # cached: it is stored or staged
+        if not known and raw not in self._staged:
+            self._staged[raw] = (kind, data)
         return oid
 
+    def flush(self) -> None:
+        """Write every staged object (as one pack); a no-op when none is staged."""
+        if not self._staged:
+            return
+        objects = [(kind, data, raw) for raw, (kind, data) in self._staged.items()]
+        pack_dir = os.path.join(self.gitdir, "objects", "pack")
+        for attempt in range(20):
+            try:
+                packs.write_pack(pack_dir, objects, fsync=self.durability == "fsync")
+                break
+            except FileNotFoundError:
+                if attempt == 19:
+                    raise
+                os.makedirs(pack_dir, exist_ok=True)
+        self._staged.clear()
+        if self._maint:
+            self._maint.wrote(1)
+
     def blob(self, data: bytes) -> pygit2.Oid:
-        if len(data) > 256:
-            return self._write(lambda: self.repo.create_blob(data))
-        # small values (a None, a branch marker) repeat at every step: write once
-        oid = self._small.get(data)
-        if oid is None:
-            oid = self._small[data] = self._write(lambda: self.repo.create_blob(data))
+        small = len(data) <= 256
+        if small:  # small values (a None, a branch marker) repeat at every step
+            oid = self._small.get(data)
+            if oid is not None:
+                return oid
+        oid = self._stage(packs.OBJ_BLOB, data)
+        self._blob_cache.put(oid, data)
+        if small:
+            self._small[data] = oid
             if len(self._small) > 4096:
                 self._small.popitem(last=False)
         return oid
 
     def tree(self, entries: dict[str, tuple[pygit2.Oid, int]]) -> pygit2.Oid:
-        def make():
-            tb = self.repo.TreeBuilder()
-            for name, (oid, mode) in entries.items():
-                tb.insert(name, oid, mode)
-            return tb.write()
-
-        return self._write(make)
+        data = packs.tree_bytes({name: (oid.raw, mode) for name, (oid, mode) in entries.items()})
+        oid = self._stage(packs.OBJ_TREE, data)
+        self._tree_cache.put(oid, dict(entries))
+        return oid
 
     def commit(self, tree: pygit2.Oid, parents: list[pygit2.Oid], message: str) -> pygit2.Oid:
-        sig = pygit2.Signature(_SIG_NAME, _SIG_EMAIL, int(time.time()), 0)
-        return self._write(lambda: self.repo.create_commit(None, sig, sig, message, tree, parents))
+        when = int(time.time())
+        ident = f"{_SIG_NAME} <{_SIG_EMAIL}> {when} +0000"
+        lines = [f"tree {tree}"] + [f"parent {p}" for p in parents] + [f"author {ident}", f"committer {ident}", "", ""]
+        data = "\n".join(lines).encode() + message.encode("utf-8")
+        oid = self._stage(packs.OBJ_COMMIT, data)
+        self._commit_cache.put(oid, CommitInfo(oid, tree, list(parents), message, when))
+        return oid
 
-    def get(self, oid: pygit2.Oid, what: str = "object"):
+    def _lookup(self, oid: pygit2.Oid, what: str):
+        if oid.raw in self._staged:
+            self.flush()
         try:
             return self.repo[oid]
         except (KeyError, ValueError, pygit2.GitError) as exc:
             raise CorruptObjectError(f"{what}: git object {oid} is missing or unreadable ({exc})") from exc
 
-    def read_blob(self, oid: pygit2.Oid, what: str = "blob") -> bytes:
-        try:
-            return self.repo[oid].data
-        except (KeyError, ValueError, pygit2.GitError, AttributeError) as exc:
-            raise CorruptObjectError(f"{what}: git object {oid} is missing or unreadable ({exc})") from exc
+    def get(self, oid: pygit2.Oid, what: str = "object"):
+        """The pygit2 object (flushing staged objects first if needed)."""
+        return self._lookup(oid, what)
 
-    def tree_entries(self, oid: pygit2.Oid) -> dict[str, tuple[pygit2.Oid, int]]:
-        return {e.name: (e.id, e.filemode) for e in self.get(oid, "tree")}
+    def commit_info(self, oid: pygit2.Oid, what: str = "commit") -> CommitInfo:
+        info = self._commit_cache.get(oid)
+        if info is None:
+            c = self._lookup(oid, what)
+            if not isinstance(c, pygit2.Commit):
+                raise CorruptObjectError(f"{what}: git object {oid} is not a commit")
+            info = CommitInfo(oid, c.tree_id, list(c.parent_ids), c.message, c.commit_time)
+            self._commit_cache.put(oid, info)
+        return info
+
+    def read_blob(self, oid: pygit2.Oid, what: str = "blob") -> bytes:
+        data = self._blob_cache.get(oid)
+        if data is None:
+            obj = self._lookup(oid, what)
+            if not isinstance(obj, pygit2.Blob):
+                raise CorruptObjectError(f"{what}: git object {oid} is not a blob")
+            data = obj.data
+            self._blob_cache.put(oid, data)
+        return data
+
+    def tree_entries(self, oid: pygit2.Oid, what: str = "tree") -> dict[str, tuple[pygit2.Oid, int]]:
+        """A tree as ``{name: (oid, filemode)}`` (a fresh dict: callers may change it)."""
+        entries = self._tree_cache.get(oid)
+        if entries is None:
+            tree = self._lookup(oid, what)
+            if not isinstance(tree, pygit2.Tree):
+                raise CorruptObjectError(f"{what}: git object {oid} is not a tree")
+            entries = {e.name: (e.id, e.filemode) for e in tree}
+            self._tree_cache.put(oid, entries)
+        return dict(entries)
+
+    def subtree(self, oid: pygit2.Oid, *path: str) -> pygit2.Oid | None:
+        """The tree at ``path`` below tree ``oid``, or None."""
+        for name in path:
+            entry = self.tree_entries(oid).get(name)
+            if entry is None or entry[1] != TREE:
+                return None
+            oid = entry[0]
+        return oid
 
     # -- refs -----------------------------------------------------------------
 
@@ -268,6 +370,7 @@ class GitRepo:
         """
         path = os.path.join(self.gitdir, name)
         lock = path + ".lock"
+        self.flush()
         self.barrier()  # objects are durable before a ref names them
         try:
             try:
@@ -353,21 +456,20 @@ class GitRepo:
         Returns the new tree id, or None when the result is empty: an emptied
         subtree is removed from its parent, as git keeps no empty directories.
         """
-        tb = self.repo.TreeBuilder(self.get(base, "tree")) if base is not None else self.repo.TreeBuilder()
+        entries = self.tree_entries(base) if base is not None else {}
         for name, change in changes.items():
             if isinstance(change, dict):
-                entry = tb.get(name)
-                sub = entry.id if entry is not None and entry.filemode == TREE else None
+                entry = entries.get(name)
+                sub = entry[0] if entry is not None and entry[1] == TREE else None
                 new = self.update_tree(sub, change)
                 change = None if new is None else (new, TREE)
             if change is None:
-                if tb.get(name) is not None:
-                    tb.remove(name)
+                entries.pop(name, None)
             else:
-                tb.insert(name, change[0], change[1])
-        if len(tb) == 0:
+                entries[name] = (change[0], change[1])
+        if not entries:
             return None
-        return self._write(tb.write)
+        return self.tree(entries)
 
     def diff_trees(
         self, old: pygit2.Oid | None, new: pygit2.Oid | None
@@ -381,9 +483,7 @@ class GitRepo:
         out: list[tuple[str, pygit2.Oid | None, pygit2.Oid | None]] = []
 
         def entries(oid):
-            if oid is None:
-                return {}
-            return {e.name: (e.id, e.filemode) for e in self.get(oid, "tree")}
+            return {} if oid is None else self.tree_entries(oid)
 
         def walk(prefix: str, a, b) -> None:
             ea, eb = entries(a), entries(b)
@@ -522,7 +622,7 @@ def pack_loose_in_process(path: Path) -> None:
         f.unlink(missing_ok=True)
 
 
-def iter_commits(repo: GitRepo, tips: Iterable[pygit2.Oid], stop: set) -> Iterator[pygit2.Commit]:
+def iter_commits(repo: GitRepo, tips: Iterable[pygit2.Oid], stop: set) -> Iterator[CommitInfo]:
     """Commits reachable from ``tips`` (all parents), skipping ids in ``stop``."""
     stack = list(tips)
     seen = stop
@@ -531,6 +631,6 @@ def iter_commits(repo: GitRepo, tips: Iterable[pygit2.Oid], stop: set) -> Iterat
         if oid in seen:
             continue
         seen.add(oid)
-        commit = repo.get(oid, "commit")
+        commit = repo.commit_info(oid)
         yield commit
         stack.extend(commit.parent_ids)

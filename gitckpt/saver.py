@@ -193,7 +193,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         oid: pygit2.Oid | None = tip
         ns = None
         while oid is not None:
-            commit = self.repo.get(oid, "commit")
+            commit = self.repo.commit_info(oid)
             t = codec.parse_trailers(commit.message)
             if ns is None and codec.NS in t or ns is None and t.get(codec.KIND) in ("checkpoint", "writes"):
                 ns = t.get(codec.NS, "")
@@ -217,7 +217,7 @@ class GitSaver(BaseCheckpointSaver[str]):
             raise CorruptObjectError(f"{what}: cannot decode the stored value ({exc})") from exc
 
     def _tree_of(self, entry: Entry, what: str) -> dict[str, tuple[pygit2.Oid, int]]:
-        commit = self.repo.get(entry.commit, what)
+        commit = self.repo.commit_info(entry.commit, what)
         return self.repo.tree_entries(commit.tree_id)
 
     def _read_list(self, key: tuple, oid: pygit2.Oid, what: str) -> list:
@@ -268,14 +268,13 @@ class GitSaver(BaseCheckpointSaver[str]):
         out: dict[tuple[str, int], pygit2.Oid] = {}
         name = naming.encode_tree_name(cid)
         for commit_oid in idx.writes.get((ns, cid), ()):
-            commit = self.repo.get(commit_oid, f"writes of checkpoint {cid}")
-            try:
-                sub = commit.tree["writes"][name]
-            except KeyError:
+            commit = self.repo.commit_info(commit_oid, f"writes of checkpoint {cid}")
+            sub = self.repo.subtree(commit.tree_id, "writes", name)
+            if sub is None:
                 continue
-            for e in sub:
-                task, _, widx = e.name.rpartition(".")
-                out[(task, int(widx))] = e.id
+            for ename, (oid, _) in self.repo.tree_entries(sub).items():
+                task, _, widx = ename.rpartition(".")
+                out[(task, int(widx))] = oid
         return out
 
     def _pending_writes(self, thread_id: str, idx: ThreadIndex, ns: str, cid: str) -> list[PendingWrite]:
@@ -388,7 +387,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         return sorted(found)
 
     def _thread_of_commit(self, oid: pygit2.Oid) -> str | None:
-        t = codec.parse_trailers(self.repo.get(oid, "commit").message)
+        t = codec.parse_trailers(self.repo.commit_info(oid).message)
         return t.get(codec.THREAD)
 
     # -- writing: checkpoints -------------------------------------------------
@@ -660,7 +659,7 @@ class GitSaver(BaseCheckpointSaver[str]):
                     line = naming.line_ref(thread_id, ns, None)
                 old = idx.tips.get(line)
                 if old is not None:
-                    root = self.repo.tree_entries(self.repo.get(old, "commit").tree_id)
+                    root = self.repo.tree_entries(self.repo.commit_info(old).tree_id)
                 else:
                     root = {}
                 wtree = self.repo.tree_entries(root["writes"][0]) if "writes" in root else {}
@@ -734,7 +733,7 @@ class GitSaver(BaseCheckpointSaver[str]):
                         old = self.repo.ref(ref)
                         if old is None:
                             return pygit2.Oid(hex="0" * 40)
-                        commit = self.repo.commit(self.repo.get(old, "commit").tree_id, [old], message)
+                        commit = self.repo.commit(self.repo.commit_info(old).tree_id, [old], message)
                         return commit if self.repo.update_ref(ref, old, commit) else None
 
                     retry_cas(attempt, f"delete_for_runs on thread {thread_id!r}")
@@ -767,7 +766,7 @@ class GitSaver(BaseCheckpointSaver[str]):
                     new_ref = dst_forks[:-1] + ref[len(src_forks) - 1 :]
                 else:
                     new_ref = dst_subs[:-1] + ref[len(src_subs) - 1 :]
-                commit = self.repo.commit(self.repo.get(tip, "commit").tree_id, [tip], message)
+                commit = self.repo.commit(self.repo.commit_info(tip).tree_id, [tip], message)
                 if not self.repo.update_ref(new_ref, None, commit):
                     raise InvalidInputError(f"cannot copy to {target_thread_id!r}: it was created concurrently")
             self._forget(target_thread_id)
@@ -794,7 +793,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         for ns in idx.namespaces():
             cid = idx.latest(ns)
             entry = idx.ckpt[(ns, cid)]
-            commit = self.repo.get(entry.commit, "commit")
+            commit = self.repo.commit_info(entry.commit)
             kept = self.repo.commit(commit.tree_id, [], commit.message)
             blobs = self._write_blobs(idx, ns, cid)
             if blobs:
@@ -839,7 +838,7 @@ class GitSaver(BaseCheckpointSaver[str]):
             entry = idx.ckpt.get((checkpoint_ns, checkpoint_id))
             if entry is None:
                 raise NotFoundError(f"thread {thread_id!r} has no checkpoint {checkpoint_id!r}")
-            root = self.repo.tree_entries(self.repo.get(entry.commit, "commit").tree_id)
+            root = self.repo.tree_entries(self.repo.commit_info(entry.commit).tree_id)
             blobs = self._write_blobs(idx, checkpoint_ns, checkpoint_id)
             if blobs:
                 sub = {f"{naming.encode_tree_name(t)}.{i}": (o, BLOB) for (t, i), o in blobs.items()}
@@ -850,7 +849,8 @@ class GitSaver(BaseCheckpointSaver[str]):
                 [(codec.KIND, "writes" if blobs else "fork"), (codec.THREAD, new_thread_id),
                  (codec.NS, checkpoint_ns or None), (codec.WRITES_FOR, checkpoint_id if blobs else None)],
             )
-            commit = self.repo.commit(self.repo.tree(root), [entry.commit], message)
+            tree = self.repo.tree(root) if blobs else self.repo.commit_info(entry.commit).tree_id
+            commit = self.repo.commit(tree, [entry.commit], message)
             if not self.repo.update_ref(naming.line_ref(new_thread_id, checkpoint_ns, None), None, commit):
                 raise InvalidInputError(f"thread {new_thread_id!r} was created concurrently")
             self._forget(new_thread_id)
@@ -864,7 +864,7 @@ class GitSaver(BaseCheckpointSaver[str]):
                 return None
             latest = idx.latest("")
             entry = idx.ckpt.get(("", latest)) if latest else None
-            when = self.repo.get(entry.commit, "commit").commit_time if entry else None
+            when = self.repo.commit_info(entry.commit).commit_time if entry else None
             return {
                 "thread_id": thread_id,
                 "checkpoints": sum(len(v) for v in idx.order.values()),

@@ -1,0 +1,117 @@
+"""Write git objects as one small pack file: the pack format, by hand.
+
+A loose object is a new file, and creating a file is the slowest thing a put
+does (measured: ~130 µs on the CI machine's ext4, whatever library does it).
+A checkpoint writes about eight objects, so gitckpt writes each put's objects
+as one pack instead: two files (``pack-<sha>.pack`` and its ``.idx``) in
+``objects/pack``. Git, libgit2 and every other git tool read packs natively;
+the background ``git repack --geometric`` (repo.py) merges the small packs.
+
+Formats: https://git-scm.com/docs/pack-format (pack version 2, index version 2).
+Objects are stored whole (no deltas: git's repack adds those later).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import zlib
+
+OBJ_COMMIT, OBJ_TREE, OBJ_BLOB = 1, 2, 3
+_NAMES = {OBJ_COMMIT: b"commit", OBJ_TREE: b"tree", OBJ_BLOB: b"blob"}
+
+
+def object_id(kind: int, data: bytes) -> bytes:
+    """The raw 20-byte SHA-1 git gives an object of this kind and content."""
+    h = hashlib.sha1(_NAMES[kind] + b" %d\x00" % len(data))
+    h.update(data)
+    return h.digest()
+
+
+def tree_bytes(entries: dict[str, tuple[bytes, int]]) -> bytes:
+    """A git tree object's content; entries are ``name -> (raw oid, mode)``.
+
+    Entries are ordered as git orders them: by name, a tree's name compared as
+    if it ended in ``/``; modes are written without leading zeros.
+    """
+    def key(item):
+        name, (_, mode) = item
+        b = name.encode("utf-8")
+        return b + b"/" if mode == 0o040000 else b
+
+    out = bytearray()
+    for name, (raw, mode) in sorted(entries.items(), key=key):
+        out += b"%o %s\x00" % (mode, name.encode("utf-8"))
+        out += raw
+    return bytes(out)
+
+
+def _obj_header(kind: int, size: int) -> bytes:
+    byte = (kind << 4) | (size & 0x0F)
+    size >>= 4
+    out = bytearray()
+    while size:
+        out.append(byte | 0x80)
+        byte = size & 0x7F
+        size >>= 7
+    out.append(byte)
+    return bytes(out)
+
+
+def build_pack(objects: list[tuple[int, bytes, bytes]], level: int = 1) -> tuple[bytes, bytes, bytes]:
+    """``(pack, idx, checksum)`` for ``objects`` = ``[(kind, data, raw_oid), ...]`` (unique oids)."""
+    body = bytearray(b"PACK" + struct.pack(">II", 2, len(objects)))
+    rows = []
+    for kind, data, raw in objects:
+        entry = _obj_header(kind, len(data)) + zlib.compress(data, level)
+        rows.append((raw, zlib.crc32(entry) & 0xFFFFFFFF, len(body)))
+        body += entry
+    checksum = hashlib.sha1(body).digest()
+    body += checksum
+    rows.sort()
+    counts = [0] * 256
+    for raw, _, _ in rows:
+        counts[raw[0]] += 1
+    fanout, total = [], 0
+    for c in counts:
+        total += c
+        fanout.append(total)
+    n = len(rows)
+    idx = bytearray(b"\xfftOc" + struct.pack(">I", 2))
+    idx += struct.pack(">256I", *fanout)
+    idx += b"".join(raw for raw, _, _ in rows)
+    idx += struct.pack(f">{n}I", *(crc for _, crc, _ in rows))
+    idx += struct.pack(f">{n}I", *(off for _, _, off in rows))  # packs stay far below 2 GiB
+    idx += checksum
+    idx += hashlib.sha1(idx).digest()
+    return bytes(body), bytes(idx), checksum
+
+
+def write_pack(pack_dir: str, objects: list[tuple[int, bytes, bytes]], fsync: bool = False) -> str:
+    """Write ``objects`` as ``pack-<sha>.pack`` + ``.idx`` in ``pack_dir``; return the pack's path.
+
+    Git reads a pack only once its ``.idx`` exists, so the ``.pack`` is written
+    in place and only the ``.idx`` goes through a temporary name and a rename:
+    a reader sees either no pack or a complete one. (A crash mid-write leaves an
+    index-less ``.pack``, which git ignores and ``git gc`` removes.)
+    """
+    pack, idx, checksum = build_pack(objects)
+    name = os.path.join(pack_dir, "pack-" + checksum.hex())
+    if os.path.exists(name + ".idx"):  # the very same objects, already stored
+        return name + ".pack"
+    _write_file(name + ".pack", pack, fsync)
+    tmp = os.path.join(pack_dir, f"tmp_gitckpt_{os.getpid()}_{checksum.hex()[:12]}.idx")
+    _write_file(tmp, idx, fsync)
+    os.rename(tmp, name + ".idx")
+    return name + ".pack"
+
+
+def _write_file(path: str, data: bytes, fsync: bool) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o444)
+    try:
+        os.write(fd, data)
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
