@@ -1,0 +1,905 @@
+"""Operations for people: what the ``gitckpt`` CLI does, as library functions.
+
+No click and no terminal output here: every function takes a :class:`GitSaver`
+(or a repository path), returns plain data and raises :class:`GitckptError`
+subclasses with a sentence a person understands. The CLI only renders.
+
+* :func:`history` — a thread's checkpoints from the commit trailers alone
+  (no channel value is decoded), with the nodes that wrote each one.
+* :func:`resolve_checkpoint` — a checkpoint id or a unique prefix of one.
+* :func:`snapshot`, :func:`diff_channels` — a checkpoint's state and the
+  per-channel differences between two checkpoints.
+* :func:`load_graph` — the user's graph from ``FILE.py:ATTR``, ``module:ATTR``
+  or ``langgraph.json``, bound to the repository's saver and store.
+* :func:`verify`, :func:`gc` — integrity check and maintenance.
+* :func:`store_history` — how store items changed, from the ``store`` branch.
+* :func:`parse_namespace`, :func:`format_namespace` — the one command-line
+  form of a store namespace: labels joined by ``/`` (``memories/1``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import importlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+import pygit2
+
+from . import codec, naming
+from .errors import CorruptObjectError, GitckptError, InvalidInputError, NotFoundError, RepositoryError
+
+#: A progress callback: ``progress(done, total, what)``.
+Progress = Callable[[int, int, str], None]
+
+NULL_TASK = "00000000-0000-0000-0000-000000000000"  # LangGraph's task id for resume values
+
+# -- namespaces on the command line -------------------------------------------
+
+
+def parse_namespace(text: str) -> tuple[str, ...]:
+    """``memories/1`` -> ``("memories", "1")``. A label holding ``/`` or ``%`` is
+    written percent-encoded (``%2F``, ``%25``). The empty string is the root."""
+    if text in ("", "/"):
+        return ()
+    labels = tuple(unquote(part) for part in text.strip("/").split("/"))
+    if any(label == "" for label in labels):
+        raise InvalidInputError(f"namespace {text!r} has an empty label; write labels joined by '/', e.g. memories/1")
+    return labels
+
+
+def format_namespace(namespace: tuple[str, ...] | list[str]) -> str:
+    """The inverse of :func:`parse_namespace`."""
+    return "/".join(quote(label, safe="") if ("/" in label or "%" in label) else label for label in namespace)
+
+
+def parse_json(text: str, what: str) -> Any:
+    """JSON from the command line, or an error naming the option and the position."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"{what} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+
+
+# -- values as JSON -------------------------------------------------------------
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON data for any channel value (messages, pydantic models,
+    dataclasses, LangGraph's ``Interrupt``, bytes...)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = list(value)
+        if isinstance(value, (set, frozenset)):
+            items.sort(key=repr)
+        return [jsonable(v) for v in items]
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return bytes(value).hex()
+    if isinstance(value, (_dt.datetime, _dt.date)):
+        return value.isoformat()
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        try:
+            return jsonable(dump(mode="json"))
+        except Exception:
+            return jsonable(dump())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if hasattr(value, "_asdict"):
+        return jsonable(value._asdict())
+    if hasattr(value, "__dict__") and type(value).__module__.startswith("langgraph"):
+        return {k: jsonable(v) for k, v in vars(value).items() if not k.startswith("_")}
+    return repr(value)
+
+
+def is_internal_channel(name: str) -> bool:
+    """LangGraph's bookkeeping channels (``__start__``, ``branch:to:x``, ...)."""
+    return name.startswith("__") or name.startswith("branch:") or ":" in name
+
+
+# -- the history of a thread ----------------------------------------------------
+
+
+@dataclasses.dataclass
+class CheckpointRow:
+    """One checkpoint, as its commit describes it."""
+
+    checkpoint_id: str
+    parent_checkpoint_id: str | None
+    step: int | None
+    source: str | None
+    checkpoint_ns: str
+    run_id: str | None
+    commit: str
+    time: int  # unix seconds of the commit
+    subject: str
+    root: bool  # the commit has no parent (the start of the history, or what prune kept)
+    wrote: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # node -> channels
+    lines: list[str] = dataclasses.field(default_factory=list)  # refs whose newest checkpoint this is
+
+    @property
+    def summary(self) -> str:
+        """Which nodes wrote which channels to make this checkpoint, else the commit subject's tail."""
+        if self.wrote:
+            return "; ".join(f"{node} wrote {', '.join(chans)}" for node, chans in self.wrote.items())
+        parts = self.subject.split(" · ")
+        if parts and parts[0].startswith("step "):
+            parts = parts[1:]
+        if parts and parts[0] == self.source:
+            parts = parts[1:]
+        return " · ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "checkpoint_id": self.checkpoint_id,
+            "parent_checkpoint_id": self.parent_checkpoint_id,
+            "step": self.step,
+            "source": self.source,
+            "checkpoint_ns": self.checkpoint_ns,
+            "run_id": self.run_id,
+            "wrote": self.wrote,
+            "summary": self.summary,
+            "time": self.time,
+            "commit": self.commit,
+            "lines": [short_ref(r) for r in self.lines],
+        }
+
+
+def short_ref(ref: str) -> str:
+    return ref[len(naming.HEADS):] if ref.startswith(naming.HEADS) else ref
+
+
+def node_of(task_path: str, task_id: str) -> str:
+    """The node a task ran, from its task path (``~__pregel_pull, call_model``)."""
+    parts = [p.strip() for p in task_path.split(",")] if task_path else []
+    if len(parts) >= 2 and parts[0].endswith("pull"):
+        return parts[1]
+    if parts and parts[-1]:
+        return parts[-1]
+    return "resume" if task_id == NULL_TASK else task_id
+
+
+@dataclasses.dataclass
+class ThreadHistory:
+    thread_id: str
+    rows: dict[tuple[str, str], CheckpointRow]  # (ns, checkpoint id) -> row
+    writes: dict[tuple[str, str], dict[str, pygit2.Oid]]  # (ns, checkpoint id) -> {entry name: blob}
+    tips: dict[str, str]  # line ref -> tip commit
+
+    def namespaces(self) -> list[str]:
+        return sorted({ns for ns, _ in self.rows})
+
+    def checkpoints(self, ns: str = "") -> list[CheckpointRow]:
+        """Newest first: greatest checkpoint id first, as ``GitSaver.list``."""
+        return sorted((r for (n, _), r in self.rows.items() if n == ns), key=lambda r: r.checkpoint_id, reverse=True)
+
+
+def _thread_lines(saver: Any, thread_id: str) -> dict[str, pygit2.Oid]:
+    main, forks, subs = naming.thread_ref_globs(thread_id)
+    refs = dict(saver.repo.refs(forks[:-1]))
+    refs.update(saver.repo.refs(subs[:-1]))
+    tip = saver.repo.ref(main)
+    if tip is not None:
+        refs[main] = tip
+    return refs
+
+
+def thread_history(saver: Any, thread_id: str, *, with_writes: bool = True) -> ThreadHistory:
+    """Every checkpoint of a thread (every namespace, every line) from the commits.
+
+    Reads commit messages and, with ``with_writes``, the small header of each
+    pending-write blob (to name the node that wrote it); no channel value is
+    decoded. Raises :class:`NotFoundError` if the thread does not exist.
+    """
+    refs = _thread_lines(saver, thread_id)
+    if not refs:
+        raise NotFoundError(f"no thread {thread_id!r} in {saver.repo.path} (see `gitckpt threads`)")
+    repo = saver.repo
+    rows: dict[tuple[str, str], CheckpointRow] = {}
+    write_trees: dict[tuple[str, str], dict[str, pygit2.Oid]] = {}
+    deleted: set[tuple[str, str]] = set()
+    heads: dict[str, tuple[str, str] | None] = {}
+    seen: set[pygit2.Oid] = set()
+    # main lines first, so a checkpoint shared by several lines is found once
+    for ref in sorted(refs, key=lambda r: ("/forks/" in r or "@" in r.rsplit("/", 1)[-1], r)):
+        tip = refs[ref]
+        head: tuple[str, str] | None = None
+        oid: pygit2.Oid | None = tip
+        # the line's newest checkpoint: first checkpoint commit from the tip
+        while oid is not None and head is None:
+            commit = repo.get(oid, f"line {short_ref(ref)}")
+            t = codec.parse_trailers(commit.message)
+            if t.get(codec.KIND) == "checkpoint":
+                head = (t.get(codec.NS, ""), t[codec.CHECKPOINT])
+            oid = commit.parent_ids[0] if commit.parent_ids else None
+        heads[ref] = head
+        stack = [tip]
+        while stack:
+            oid = stack.pop()
+            if oid in seen:
+                continue
+            seen.add(oid)
+            commit = repo.get(oid, f"thread {thread_id!r} commit")
+            stack.extend(commit.parent_ids)
+            t = codec.parse_trailers(commit.message)
+            kind = t.get(codec.KIND)
+            ns = t.get(codec.NS, "")
+            if kind == "checkpoint":
+                cid = t.get(codec.CHECKPOINT)
+                if not cid:
+                    raise CorruptObjectError(f"thread {thread_id!r}: commit {commit.id} has no Checkpoint-Id trailer")
+                step = t.get(codec.STEP)
+                try:
+                    step_n = int(step) if step not in (None, "") else None
+                except ValueError:
+                    raise CorruptObjectError(
+                        f"thread {thread_id!r} checkpoint {cid}: commit {commit.id} has a bad Step trailer {step!r}"
+                    ) from None
+                rows.setdefault((ns, cid), CheckpointRow(
+                    checkpoint_id=cid, parent_checkpoint_id=t.get(codec.PARENT), step=step_n,
+                    source=t.get(codec.SOURCE), checkpoint_ns=ns, run_id=t.get(codec.RUN),
+                    commit=str(commit.id), time=commit.commit_time,
+                    subject=commit.message.split("\n", 1)[0], root=not commit.parent_ids,
+                ))
+            elif kind == "writes" and with_writes:
+                cid = t.get(codec.WRITES_FOR)
+                if cid:
+                    tree = commit.tree
+                    try:
+                        sub = tree["writes"][naming.encode_tree_name(cid)]
+                    except KeyError:
+                        continue
+                    bucket = write_trees.setdefault((ns, cid), {})
+                    for e in repo.get(sub.id, "writes tree"):
+                        bucket.setdefault(e.name, e.id)
+            elif kind == "delete":
+                for item in t.get(codec.DELETED, "").split("\n"):
+                    if item:
+                        d_ns, _, d_cid = item.rpartition(" ")
+                        deleted.add((d_ns, d_cid))
+    for key in deleted:
+        rows.pop(key, None)
+        write_trees.pop(key, None)
+    for ref, head in heads.items():
+        if head is not None and head in rows:
+            rows[head].lines.append(ref)
+    hist = ThreadHistory(thread_id, rows, write_trees, {r: str(o) for r, o in refs.items()})
+    if with_writes:
+        for row in rows.values():
+            if row.source == "loop" and row.parent_checkpoint_id:
+                row.wrote = _wrote(repo, write_trees.get((row.checkpoint_ns, row.parent_checkpoint_id), {}))
+    return hist
+
+
+def read_writes(repo: Any, blobs: dict[str, pygit2.Oid]) -> list[tuple[str, int, str, str, tuple[str, bytes]]]:
+    """``(task_id, idx, channel, task_path, typed value)`` of each write blob."""
+    out = []
+    for name, oid in sorted(blobs.items()):
+        try:
+            out.append(codec.unpack_write(repo.read_blob(oid, f"pending write {name}")))
+        except CorruptObjectError:
+            raise
+        except Exception as exc:
+            raise CorruptObjectError(f"pending write {name} (blob {oid}) cannot be decoded ({exc})") from exc
+    return out
+
+
+def _wrote(repo: Any, blobs: dict[str, pygit2.Oid]) -> dict[str, list[str]]:
+    wrote: dict[str, list[str]] = {}
+    for task_id, _, channel, task_path, _ in read_writes(repo, blobs):
+        if task_id == NULL_TASK or is_internal_channel(channel):
+            continue
+        chans = wrote.setdefault(node_of(task_path, task_id), [])
+        if channel not in chans:
+            chans.append(channel)
+    return {node: sorted(chans) for node, chans in sorted(wrote.items())}
+
+
+def resolve_checkpoint(hist: ThreadHistory, ref: str | None, ns: str = "") -> CheckpointRow:
+    """The checkpoint ``ref`` names in ``ns``: a full id or a unique prefix; None: the latest."""
+    rows = hist.checkpoints(ns)
+    where = f"thread {hist.thread_id!r}" + (f" namespace {ns!r}" if ns else "")
+    if not rows:
+        raise NotFoundError(f"{where} has no checkpoints" + (f" (its namespaces: {', '.join(map(repr, hist.namespaces()))})" if hist.namespaces() else ""))
+    if ref is None or ref == "latest":
+        return rows[0]
+    ref = ref.strip()
+    exact = [r for r in rows if r.checkpoint_id == ref]
+    if exact:
+        return exact[0]
+    found = [r for r in rows if r.checkpoint_id.startswith(ref)] if ref else []
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        shown = ", ".join(r.checkpoint_id for r in found[:3]) + (", ..." if len(found) > 3 else "")
+        raise InvalidInputError(f"checkpoint {ref!r} is ambiguous in {where}: it starts {len(found)} ids ({shown})")
+    raise NotFoundError(f"{where} has no checkpoint {ref!r} (see `gitckpt log {hist.thread_id}`)")
+
+
+def short_ids(ids: list[str], minimum: int = 8) -> dict[str, str]:
+    """The shortest prefix (at least ``minimum`` characters) that tells each id apart."""
+    ids = sorted(set(ids))
+    out: dict[str, str] = {}
+    for i, cid in enumerate(ids):
+        need = minimum
+        for other in (ids[i - 1] if i else None, ids[i + 1] if i + 1 < len(ids) else None):
+            if other is None:
+                continue
+            common = 0
+            while common < min(len(cid), len(other)) and cid[common] == other[common]:
+                common += 1
+            need = max(need, common + 1)
+        out[cid] = cid[: min(need, len(cid))]
+    return out
+
+
+# -- drawing the lines of a thread ------------------------------------------------
+
+
+def graph_lanes(rows: list[CheckpointRow]) -> list[tuple[str, CheckpointRow | None]]:
+    """``git log --graph`` for checkpoints: ``(drawing, row)`` pairs, newest
+    first; ``row`` is None on the connector lines where a fork joins its base."""
+    known = {r.checkpoint_id for r in rows}
+    lanes: list[str | None] = []  # the checkpoint id each lane waits for
+    out: list[tuple[str, CheckpointRow | None]] = []
+    for row in rows:
+        cid = row.checkpoint_id
+        mine = [i for i, want in enumerate(lanes) if want == cid]
+        if not mine:
+            lanes.append(cid)
+            mine = [len(lanes) - 1]
+        keep = mine[0]
+        for j in sorted(mine[1:], reverse=True):  # forks joining here: "|/"
+            cells = [" "] * (2 * len(lanes) - 1)
+            for k in range(len(lanes)):
+                if k < j:
+                    cells[2 * k] = "|"
+                else:
+                    cells[2 * k - 1] = "/"
+            out.append(("".join(cells).rstrip(), None))
+            del lanes[j]
+        out.append((" ".join("*" if k == keep else "|" for k in range(len(lanes))), row))
+        parent = row.parent_checkpoint_id
+        if parent is not None and parent in known:
+            lanes[keep] = parent
+        else:
+            del lanes[keep]
+    return out
+
+
+# -- state and differences ---------------------------------------------------------
+
+
+def derive_next(checkpoint: dict) -> list[str]:
+    """The nodes a checkpoint will run next, from its channels alone.
+
+    LangGraph decides from the graph; without it, the ``branch:to:<node>``
+    channels updated by the step that made the checkpoint name them (and
+    ``__start__`` when the input was just written). Pass a graph to get
+    LangGraph's own answer.
+    """
+    updated = checkpoint.get("updated_channels")
+    nodes: list[str] = []
+    if updated is not None:
+        for ch in updated:
+            if ch.startswith("branch:to:"):
+                nodes.append(ch[len("branch:to:"):])
+            elif ch == "__start__":
+                nodes.append("__start__")
+        return sorted(set(nodes))
+    versions = checkpoint.get("channel_versions", {})
+    seen = checkpoint.get("versions_seen", {})
+    for ch, ver in versions.items():
+        if ch.startswith("branch:to:"):
+            node = ch[len("branch:to:"):]
+            if str(ver) > str(seen.get(node, {}).get(ch, "")):
+                nodes.append(node)
+    return sorted(set(nodes))
+
+
+def snapshot(saver: Any, hist: ThreadHistory, row: CheckpointRow, graph: Any = None) -> dict[str, Any]:
+    """The state at a checkpoint, as JSON data: values, next, tasks, metadata,
+    created_at, config, parent_config and pending writes.
+
+    With ``graph`` (bound to ``saver``) ``next`` and ``tasks`` are LangGraph's
+    own (``get_state``); without it they are derived from the checkpoint.
+    """
+    config = {"configurable": {"thread_id": hist.thread_id, "checkpoint_ns": row.checkpoint_ns,
+                               "checkpoint_id": row.checkpoint_id}}
+    tup = saver.get_tuple(config)
+    if tup is None:
+        raise NotFoundError(f"thread {hist.thread_id!r} has no checkpoint {row.checkpoint_id!r}")
+    values = {k: v for k, v in tup.checkpoint.get("channel_values", {}).items() if not is_internal_channel(k)}
+    blobs = hist.writes.get((row.checkpoint_ns, row.checkpoint_id), {})
+    paths = {(t, i): (ch, node_of(p, t)) for t, i, ch, p, _ in read_writes(saver.repo, blobs)}
+    tasks: dict[str, dict[str, Any]] = {}
+    pending = []
+    for task_id, channel, value in tup.pending_writes or []:
+        pending.append({"task_id": task_id, "channel": channel, "value": jsonable(value)})
+        node = next((n for (t, _), (ch, n) in paths.items() if t == task_id), None)
+        task = tasks.setdefault(task_id, {"id": task_id, "name": node, "writes": [], "interrupts": [], "error": None})
+        if channel == "__interrupt__":
+            task["interrupts"].extend(jsonable(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
+        elif channel == "__error__":
+            task["error"] = jsonable(value)
+        else:
+            task["writes"].append(channel)
+    if graph is not None:
+        state = graph.get_state(config)
+        next_nodes = list(state.next)
+        task_list = [{"id": t.id, "name": t.name, "interrupts": jsonable(list(t.interrupts)),
+                      "error": None if t.error is None else repr(t.error)} for t in state.tasks]
+        derived = False
+    else:
+        next_nodes = derive_next(tup.checkpoint)
+        task_list = [t for t in tasks.values() if t["id"] != NULL_TASK]
+        named = {t["name"] for t in task_list}
+        task_list += [{"id": None, "name": n, "writes": [], "interrupts": [], "error": None}
+                      for n in next_nodes if n not in named]
+        derived = True
+    return {
+        "thread_id": hist.thread_id,
+        "checkpoint_id": row.checkpoint_id,
+        "checkpoint_ns": row.checkpoint_ns,
+        "values": jsonable(values),
+        "raw_values": values,
+        "next": next_nodes,
+        "next_derived": derived,
+        "tasks": task_list,
+        "metadata": jsonable(tup.metadata),
+        "created_at": tup.checkpoint.get("ts"),
+        "config": tup.config,
+        "parent_config": tup.parent_config,
+        "pending_writes": pending,
+    }
+
+
+def diff_channels(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-channel differences, as JSON data. Lists report the items removed
+    and added after their common prefix (a chat's new messages)."""
+    out = []
+    for ch in sorted(set(before) | set(after)):
+        if is_internal_channel(ch):
+            continue
+        a, b = before.get(ch, _MISSING), after.get(ch, _MISSING)
+        if a is _MISSING:
+            out.append({"channel": ch, "change": "added", "before": None, "after": jsonable(b)})
+        elif b is _MISSING:
+            out.append({"channel": ch, "change": "removed", "before": jsonable(a), "after": None})
+        else:
+            ja, jb = jsonable(a), jsonable(b)
+            if ja == jb:
+                continue
+            item = {"channel": ch, "change": "changed", "before": ja, "after": jb}
+            if isinstance(ja, list) and isinstance(jb, list):
+                k = 0
+                while k < min(len(ja), len(jb)) and ja[k] == jb[k]:
+                    k += 1
+                item["removed"] = ja[k:]
+                item["added"] = jb[k:]
+            out.append(item)
+    return out
+
+
+_MISSING = object()
+
+
+# -- loading the user's graph -----------------------------------------------------
+
+
+def _load_object(spec: str, base: Path, what: str) -> Any:
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise InvalidInputError(f"{what} {spec!r} must look like FILE.py:ATTR or module.name:ATTR")
+    is_file = target.endswith(".py") or "/" in target or os.sep in target
+    if is_file:
+        path = (base / target).resolve()
+        if not path.is_file():
+            raise InvalidInputError(f"{what} {spec!r}: no file {path}")
+        name = f"_gitckpt_user_{abs(hash(str(path)))}"
+        module = sys.modules.get(name)
+        if module is None:
+            try:
+                module_spec = importlib.util.spec_from_file_location(name, path)
+                module = importlib.util.module_from_spec(module_spec)
+                sys.modules[name] = module
+                sys.path.insert(0, str(path.parent))
+                try:
+                    module_spec.loader.exec_module(module)
+                finally:
+                    with contextlib.suppress(ValueError):
+                        sys.path.remove(str(path.parent))
+            except Exception as exc:
+                sys.modules.pop(name, None)
+                raise InvalidInputError(f"{what} {spec!r} does not import: {type(exc).__name__}: {exc}") from exc
+    else:
+        try:
+            module = importlib.import_module(target)
+        except Exception as exc:
+            raise InvalidInputError(f"{what} {spec!r} does not import: {type(exc).__name__}: {exc}") from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise InvalidInputError(f"{what} {spec!r}: {target} has no attribute {attr!r}") from None
+
+
+def graph_spec_from_config(name: str | None, cwd: Path) -> tuple[str, Path]:
+    """``(FILE.py:ATTR, base directory)`` of a graph named in ``langgraph.json``."""
+    path = cwd / "langgraph.json"
+    if not path.is_file():
+        raise InvalidInputError("no graph given: pass --graph FILE.py:ATTR (or run where a langgraph.json names one)")
+    try:
+        config = json.loads(path.read_text())
+        graphs = config["graphs"]
+        if not isinstance(graphs, dict) or not graphs:
+            raise KeyError
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise InvalidInputError(f"{path} has no \"graphs\" object naming FILE.py:ATTR entries") from None
+    if name is None:
+        if len(graphs) > 1:
+            raise InvalidInputError(f"{path} names {len(graphs)} graphs ({', '.join(sorted(graphs))}); pick one with --graph NAME")
+        name = next(iter(graphs))
+    if name not in graphs:
+        raise InvalidInputError(f"{path} has no graph {name!r} (it has: {', '.join(sorted(graphs))})")
+    entry = graphs[name]
+    spec = entry.get("path") if isinstance(entry, dict) else entry
+    if not isinstance(spec, str):
+        raise InvalidInputError(f"{path}: graph {name!r} has no path")
+    return spec, path.parent
+
+
+def load_graph(spec: str | None, saver: Any, store: Any = None, cwd: Path | None = None) -> Any:
+    """The user's compiled graph, persisting to ``saver`` (and ``store``).
+
+    ``spec`` is ``FILE.py:ATTR``, ``module.name:ATTR``, the name of a graph in
+    ``./langgraph.json``, or None for the only graph ``langgraph.json`` names.
+    ``ATTR`` may be a compiled graph, a ``StateGraph`` builder, or a function
+    returning either (called with no arguments, or with a config).
+    """
+    from langgraph.graph import StateGraph
+    from langgraph.pregel import Pregel
+
+    cwd = cwd or Path.cwd()
+    base = cwd
+    if spec is None or ":" not in spec:
+        spec, base = graph_spec_from_config(spec, cwd)
+    obj = _load_object(spec, base, "graph")
+    if callable(obj) and not isinstance(obj, (Pregel, StateGraph)):
+        try:
+            try:
+                obj = obj()
+            except TypeError:
+                obj = obj({"configurable": {}})
+        except Exception as exc:
+            raise InvalidInputError(f"graph {spec!r}: the factory failed: {type(exc).__name__}: {exc}") from exc
+    if isinstance(obj, StateGraph):
+        return obj.compile(checkpointer=saver, store=store)
+    if isinstance(obj, Pregel):
+        return obj.copy(update={"checkpointer": saver, "store": store})
+    raise InvalidInputError(f"graph {spec!r} is a {type(obj).__name__}, not a LangGraph graph (StateGraph or compiled graph)")
+
+
+def load_embeddings(spec: str) -> Any:
+    """An embeddings object from ``provider:model`` (LangChain's init_embeddings)
+    or from ``FILE.py:ATTR`` / ``module.name:ATTR`` (an ``Embeddings`` or a function)."""
+    target = spec.rpartition(":")[0]
+    if target.endswith(".py") or "/" in target or "." in target:
+        return _load_object(spec, Path.cwd(), "--embed")
+    try:
+        from langchain.embeddings import init_embeddings  # noqa: F401
+    except ImportError:
+        raise InvalidInputError(
+            f"--embed {spec} needs LangChain's init_embeddings: pip install langchain langchain-{target or 'openai'}"
+        ) from None
+    return spec
+
+
+# -- verify ---------------------------------------------------------------------------
+
+
+def verify(repo_path: str | os.PathLike, progress: Progress | None = None) -> list[str]:
+    """Check a repository: every checkpoint and pending write of every thread
+    decodes, every history is intact, every store item decodes, and ``git
+    fsck`` finds every object. Returns the problems found (empty: all good).
+    """
+    from .repo import GitRepo
+    from .saver import GitSaver
+
+    problems: list[str] = []
+    saver = GitSaver(GitRepo(repo_path, create=False, auto_pack=False))
+    try:
+        threads = saver.threads()
+        histories: dict[str, ThreadHistory] = {}
+        for tid in threads:
+            try:
+                histories[tid] = thread_history(saver, tid)
+            except GitckptError as exc:
+                problems.append(f"thread {tid!r}: {exc}")
+        store_items = _store_items(saver.repo, problems)
+        total = sum(len(h.rows) for h in histories.values()) + len(store_items) + 1
+        done = 0
+        for tid, hist in histories.items():
+            for (ns, cid), row in sorted(hist.rows.items()):
+                where = f"thread {tid!r}" + (f" namespace {ns!r}" if ns else "") + f" checkpoint {cid}"
+                if progress:
+                    progress(done, total, f"thread {tid}")
+                done += 1
+                try:
+                    tup = saver.get_tuple({"configurable": {"thread_id": tid, "checkpoint_ns": ns, "checkpoint_id": cid}})
+                except GitckptError as exc:
+                    problems.append(f"{where}: {exc}")
+                    continue
+                except Exception as exc:  # a serializer failing in an unexpected way
+                    problems.append(f"{where}: cannot decode ({type(exc).__name__}: {exc})")
+                    continue
+                if tup is None:
+                    problems.append(f"{where}: in the history but not readable through GitSaver")
+                    continue
+                if tup.checkpoint.get("id") != cid:
+                    problems.append(f"{where}: the stored checkpoint says its id is {tup.checkpoint.get('id')!r}")
+                parent = row.parent_checkpoint_id
+                if parent is not None:
+                    prow = hist.rows.get((ns, parent))
+                    if prow is None:
+                        if not row.root:
+                            problems.append(f"{where}: its parent checkpoint {parent} is missing")
+                    elif not saver.repo.repo.descendant_of(pygit2.Oid(hex=row.commit), pygit2.Oid(hex=prow.commit)):
+                        problems.append(f"{where}: its commit {row.commit[:10]} does not descend from its parent's "
+                                        f"commit {prow.commit[:10]}")
+            for (ns, cid) in hist.writes:
+                if (ns, cid) not in hist.rows:
+                    problems.append(f"thread {tid!r}: pending writes for checkpoint {cid}, which does not exist")
+        for path, oid in store_items:
+            if progress:
+                progress(done, total, "store")
+            done += 1
+            try:
+                from ._store_format import decode_item_blob
+                decode_item_blob(saver.repo.read_blob(oid, f"store item {path}"))
+            except GitckptError as exc:
+                problems.append(f"store item {path}: {exc}")
+        if progress:
+            progress(done, total, "git fsck")
+        problems.extend(_fsck(saver.repo.path))
+        if progress:
+            progress(total, total, "done")
+    finally:
+        saver.close()
+    return problems
+
+
+def _store_items(repo: Any, problems: list[str]) -> list[tuple[str, pygit2.Oid]]:
+    from ._store_format import STORE_REF, is_item_path
+    from .repo import TREE
+
+    tip = repo.ref(STORE_REF)
+    if tip is None:
+        return []
+    out: list[tuple[str, pygit2.Oid]] = []
+    try:
+        stack = [("", repo.get(tip, "store branch").tree_id)]
+        while stack:
+            prefix, oid = stack.pop()
+            for e in repo.get(oid, f"store tree {prefix or '/'}"):
+                path = prefix + e.name
+                if e.filemode == TREE:
+                    stack.append((path + "/", e.id))
+                elif is_item_path(path):
+                    out.append((path, e.id))
+    except GitckptError as exc:
+        problems.append(f"store: {exc}")
+    return out
+
+
+def _fsck(path: Path) -> list[str]:
+    git = shutil.which("git")
+    if git is None:
+        return []
+    proc = subprocess.run(
+        [git, "--git-dir", str(path), "fsck", "--no-dangling", "--no-progress", "--connectivity-only"],
+        capture_output=True, text=True,
+    )
+    if proc.returncode == 0:
+        return []
+    lines = [ln.strip() for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+    return [f"git fsck: {ln}" for ln in lines[:20]] or [f"git fsck exited with status {proc.returncode}"]
+
+
+# -- gc -------------------------------------------------------------------------------
+
+#: Unreachable objects younger than this survive gc: another process may have
+#: written them and not yet pointed a ref at them.
+GRACE = "2.weeks.ago"
+
+
+@contextlib.contextmanager
+def _maintenance_lock(path: Path, wait: float = 60.0) -> Iterator[None]:
+    """The lock file the saver's background packing takes (one maintenance at a time)."""
+    lock = path / "gitckpt-maintenance.lock"
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            with contextlib.suppress(OSError):
+                if time.time() - lock.stat().st_mtime > 600:
+                    lock.unlink()
+                    continue
+            if time.monotonic() > deadline:
+                raise RepositoryError(f"another maintenance run holds {lock}; try again later") from None
+            time.sleep(0.1)
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def gc(repo_path: str | os.PathLike, progress: Progress | None = None) -> dict[str, Any]:
+    """Pack and compact the repository; safe while other processes write to it.
+
+    Runs ``git pack-refs --all``, ``git repack -d -A`` (unreachable objects
+    younger than two weeks are kept, loose) and ``git prune`` of unreachable
+    loose objects older than two weeks: never ``--prune=now``, which could
+    delete what a concurrent writer has written but not yet referenced.
+    Returns ``{"before": bytes, "after": bytes, "steps": [...]}``.
+    """
+    from .repo import open_repository
+
+    repo = open_repository(repo_path, create=False)
+    path = Path(repo.path)
+    git = shutil.which("git")
+    if git is None:
+        raise RepositoryError("gc needs the git executable on PATH")
+    before = _disk_usage(path)
+    steps = [
+        ("pack refs", ["pack-refs", "--all", "--prune"]),
+        ("repack objects", ["repack", "-d", "-A", "-q", f"--unpack-unreachable={GRACE}"]),
+        ("prune old unreachable objects", ["prune", f"--expire={GRACE}"]),
+        ("remove packed loose objects", ["prune-packed", "-q"]),
+    ]
+    done = []
+    with _maintenance_lock(path):
+        for i, (label, args) in enumerate(steps):
+            if progress:
+                progress(i, len(steps), label)
+            proc = subprocess.run([git, "--git-dir", str(path), *args], capture_output=True, text=True,
+                                  env={**os.environ, "GIT_DIR": str(path)})
+            if proc.returncode != 0:
+                raise RepositoryError(f"gc: git {' '.join(args)} failed: {proc.stderr.strip() or proc.returncode}")
+            done.append(label)
+    if progress:
+        progress(len(steps), len(steps), "done")
+    return {"before": before, "after": _disk_usage(path), "steps": done}
+
+
+def _disk_usage(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, f)).st_size
+    return total
+
+
+# -- the store's history ------------------------------------------------------------------
+
+
+def store_history(repo: Any, namespace: tuple[str, ...] = (), key: str | None = None,
+                  limit: int | None = None) -> list[dict[str, Any]]:
+    """How store items changed, newest first: one entry per change of an item
+    under ``namespace`` (and with ``key``): ``commit``, ``time``, ``change``
+    (put, delete, refresh ttl, expire), ``namespace``, ``key`` and, for puts,
+    the ``value`` written."""
+    from ._store_format import DELETE, EXPIRE, PUT, REFRESH, STORE_REF, item_path, load_value, parse_changes, unpack_item
+
+    verbs = {PUT: "put", DELETE: "delete", REFRESH: "refresh ttl", EXPIRE: "expire"}
+    tip = repo.ref(STORE_REF)
+    out: list[dict[str, Any]] = []
+    oid = tip
+    while oid is not None:
+        commit = repo.get(oid, "store commit")
+        for kind, ns, k in parse_changes(commit.message):
+            if tuple(ns[: len(namespace)]) != tuple(namespace) or (key is not None and k != key):
+                continue
+            entry: dict[str, Any] = {
+                "commit": str(commit.id), "time": commit.commit_time, "change": verbs[kind],
+                "namespace": list(ns), "key": k, "value": None,
+            }
+            if kind == PUT:
+                obj: Any = commit.tree
+                try:
+                    for part in item_path(tuple(ns), k):
+                        obj = obj[part]
+                    entry["value"] = load_value(unpack_item(repo.read_blob(obj.id, "store item"))["value"])
+                except (KeyError, GitckptError):
+                    entry["value"] = None
+            out.append(entry)
+            if limit is not None and len(out) >= limit:
+                return out
+        oid = commit.parent_ids[0] if commit.parent_ids else None
+    return out
+
+
+# -- watching -------------------------------------------------------------------------
+
+_LINE_PREFIXES = ("refs/heads/threads/", "refs/heads/forks/", "refs/heads/subgraphs/")
+
+
+class CheckpointFeed:
+    """The checkpoints that appeared since the last look, for ``gitckpt watch``.
+
+    Call :meth:`new_checkpoints` when something under ``refs/`` changed: it
+    lists the line refs (one directory listing each), walks only the commits
+    it has not seen, and returns the new checkpoints oldest first, each with
+    its ``thread_id``. Checkpoints that exist when the feed is created are
+    not reported.
+    """
+
+    def __init__(self, saver: Any, thread_id: str | None = None) -> None:
+        self.saver = saver
+        self.thread_id = thread_id
+        self.seen: set[pygit2.Oid] = set()
+        self.reported: set[tuple[str, str, str]] = set()
+        self.new_checkpoints()
+
+    def _refs(self) -> dict[str, pygit2.Oid]:
+        if self.thread_id is not None:
+            return _thread_lines(self.saver, self.thread_id)
+        refs: dict[str, pygit2.Oid] = {}
+        for prefix in _LINE_PREFIXES:
+            refs.update(self.saver.repo.refs(prefix))
+        return refs
+
+    def new_checkpoints(self) -> list[tuple[str, CheckpointRow]]:
+        repo = self.saver.repo
+        found: list[tuple[str, CheckpointRow]] = []
+        for ref, tip in sorted(self._refs().items()):
+            stack = [tip]
+            while stack:
+                oid = stack.pop()
+                if oid in self.seen:
+                    continue
+                try:
+                    commit = repo.get(oid, "commit")
+                except CorruptObjectError:
+                    continue  # a ref to an object not yet visible: seen next time
+                self.seen.add(oid)
+                stack.extend(commit.parent_ids)
+                t = codec.parse_trailers(commit.message)
+                if t.get(codec.KIND) != "checkpoint" or not t.get(codec.CHECKPOINT):
+                    continue
+                tid = t.get(codec.THREAD) or naming.decode((naming.parse_line_ref(ref) or ("?",))[0]) or "?"
+                ns, cid = t.get(codec.NS, ""), t[codec.CHECKPOINT]
+                if (tid, ns, cid) in self.reported:
+                    continue
+                self.reported.add((tid, ns, cid))
+                step = t.get(codec.STEP)
+                found.append((tid, CheckpointRow(
+                    checkpoint_id=cid, parent_checkpoint_id=t.get(codec.PARENT),
+                    step=int(step) if step and step.lstrip("-").isdigit() else None,
+                    source=t.get(codec.SOURCE), checkpoint_ns=ns, run_id=t.get(codec.RUN),
+                    commit=str(commit.id), time=commit.commit_time,
+                    subject=commit.message.split("\n", 1)[0], root=not commit.parent_ids, lines=[ref],
+                )))
+        found.sort(key=lambda item: item[1].checkpoint_id)
+        return found
