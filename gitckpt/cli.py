@@ -49,6 +49,8 @@ def _table(*columns: str, **kwargs: Any):
         name, _, style = col.partition("|")
         if style == "f":
             table.add_column(name, overflow="fold")
+        elif style == "e":
+            table.add_column(name, no_wrap=True, overflow="ellipsis")
         else:
             table.add_column(name, no_wrap=True, justify="right" if style == "r" else "left")
     return table
@@ -67,7 +69,8 @@ def _when(ts: int | float | None) -> str:
 def _short_when(ts: int | None) -> str:
     if ts is None:
         return ""
-    return _dt.datetime.fromtimestamp(ts).strftime("%m-%d %H:%M:%S")
+    when = _dt.datetime.fromtimestamp(ts)
+    return when.strftime("%H:%M:%S" if when.date() == _dt.date.today() else "%Y-%m-%d")
 
 
 def _size(n: int) -> str:
@@ -321,42 +324,47 @@ def log(thread: str, ns: str, limit: int | None, draw: bool, repo: str | None, a
     """
     s = _session(repo)
     hist = s.history(thread)
+    ns = ops.resolve_namespace(hist, ns)
     rows = hist.checkpoints(ns)
-    if not rows and ns:
-        raise NotFoundError(f"thread {thread!r} has no namespace {ns!r} (it has: "
-                            f"{', '.join(repr(n) for n in hist.namespaces())})")
     if as_json:
         shown = rows[:limit] if limit else rows
         _echo_json([r.to_json() for r in shown])
         return
     short = ops.short_ids([r.checkpoint_id for r in rows])
     entries = ops.graph_lanes(rows) if draw else [("", r) for r in rows]
-    cols = (["|"] if draw else []) + ["Checkpoint", "Step|r", "Source", "What happened|f", "Time"]
+    cols = (["|"] if draw else []) + ["Checkpoint", "Step|r", "Source", "Time", "What happened"]
     table = _table(*cols)
     if draw:
         table.columns[0].header = ""
-        table.columns[0].no_wrap = True
+    cells_of: list[list[str]] = []
     count = 0
     for drawing, row in entries:
         if row is None:
-            table.add_row(drawing, "", "", "", "", "")
+            cells_of.append([drawing, "", "", "", "", ""])
             continue
         if limit is not None and count >= limit:
             break
         count += 1
-        tips = []
-        for ref in row.lines:
-            tips.append("fork" if "/forks/" in ref or "@" in ref.rsplit("/", 1)[-1] else "main")
+        tips = sorted({"fork" if "/forks/" in ref or "@" in ref.rsplit("/", 1)[-1] else "main" for ref in row.lines})
         summary = row.summary
         if row.source == "fork" and row.parent_checkpoint_id and summary.startswith("fork of"):
             summary = f"fork of {short.get(row.parent_checkpoint_id, row.parent_checkpoint_id[:13])}"
-        what = summary + (f" ({', '.join(sorted(set(tips)))})" if tips else "")
+        what = (f"({', '.join(tips)}) " if tips else "") + summary
         cells = [short[row.checkpoint_id], "" if row.step is None else str(row.step), row.source or "",
-                 what, _short_when(row.time)]
-        table.add_row(*([drawing] if draw else []), *cells)
-    title = f"thread {thread}" + (f" · namespace {ns}" if ns else "") + f" · {len(rows)} checkpoint(s)"
+                 _short_when(row.time), what]
+        cells_of.append([*([drawing] if draw else []), *cells])
+    # one line per checkpoint, so the drawing stays whole: the last column is cut to fit
     console = _console()
-    console.print(title)
+    fixed = [max([len(c.header)] + [len(r[i]) for r in cells_of]) for i, c in enumerate(table.columns[:-1])]
+    room = max(12, console.width - sum(fixed) - 3 * len(fixed))
+    for cells in cells_of:
+        last = cells[-1]
+        table.add_row(*cells[:-1], last if len(last) <= room else last[: room - 1] + "…")
+    title = f"thread {thread}" + (f" · namespace {ns}" if ns else "") + f" · {len(rows)} checkpoint(s)"
+    others = [n for n in hist.namespaces() if n != ns and n]
+    console.print(title, markup=False)
+    if others and not ns:
+        console.print(f"subgraph namespaces (--ns): {', '.join(others)}", markup=False)
     console.print(table)
 
 
@@ -383,6 +391,7 @@ def show(thread: str, checkpoint: str | None, ns: str, graph_spec: str | None, r
     """
     s = _session(repo)
     hist = s.history(thread)
+    ns = ops.resolve_namespace(hist, ns)
     row = ops.resolve_checkpoint(hist, checkpoint, ns)
     graph = ops.load_graph(graph_spec, s.saver, s.store) if graph_spec else None
     snap = ops.snapshot(s.saver, hist, row, graph)
@@ -454,6 +463,7 @@ def diff(thread: str, from_: str | None, to: str | None, ns: str, repo: str | No
     """
     s = _session(repo)
     hist = s.history(thread)
+    ns = ops.resolve_namespace(hist, ns)
     if from_ is None:
         new = ops.resolve_checkpoint(hist, None, ns)
         pid = new.parent_checkpoint_id
@@ -528,7 +538,9 @@ def fork(thread: str, checkpoint: str, new_thread: str, ns: str, repo: str | Non
         gitckpt replay 1-retry --graph agent.py:graph
     """
     s = _session(repo)
-    row = ops.resolve_checkpoint(s.history(thread), checkpoint, ns)
+    hist = s.history(thread)
+    ns = ops.resolve_namespace(hist, ns)
+    row = ops.resolve_checkpoint(hist, checkpoint, ns)
     s.saver.fork(thread, row.checkpoint_id, new_thread, ns)
     click.echo(f"Forked thread {thread} at checkpoint {row.checkpoint_id} (step {row.step}) as thread {new_thread}.")
 
@@ -560,7 +572,6 @@ def _run_config(s: Session, thread: str, ns: str, row: ops.CheckpointRow | None,
 
 
 def _stream(graph: Any, inp: Any, config: dict, as_json: bool) -> None:
-    console = _console()
     try:
         for chunk in graph.stream(inp, config, stream_mode="updates"):
             for node, update in chunk.items():
@@ -572,15 +583,15 @@ def _stream(graph: Any, inp: Any, config: dict, as_json: bool) -> None:
                 if node == "__interrupt__":
                     for intr in data or []:
                         value = intr.get("value") if isinstance(intr, dict) else intr
-                        console.print(f"⏸ interrupted: {_oneline(value)}", markup=False)
+                        click.echo(f"⏸ interrupted: {_oneline(value)}")
                     continue
                 if not isinstance(data, dict) or not data:
-                    console.print(f"{node}: {_oneline(data)}", markup=False)
+                    click.echo(f"{node}: {_oneline(data)}")
                     continue
                 for ch, value in data.items():
                     for i, line in enumerate(_value_lines(value)):
                         head = f"{node} → {ch}: " if i == 0 else " " * len(f"{node} → {ch}: ")
-                        console.print(head + line, markup=False)
+                        click.echo(head + line)
     except GitckptError:
         raise
     except Exception as exc:
@@ -643,6 +654,7 @@ def replay(thread: str, checkpoint: str | None, graph_spec: str | None, input_js
         inp = Command(resume=ops.parse_json(resume_json, "--resume"))
     s = _session(repo)
     hist = s.history(thread)
+    ns = ops.resolve_namespace(hist, ns)
     row = ops.resolve_checkpoint(hist, checkpoint, ns)
     graph = ops.load_graph(graph_spec, s.saver, s.store)
     config = _run_config(s, thread, ns, row, config_json)
@@ -656,7 +668,8 @@ def replay(thread: str, checkpoint: str | None, graph_spec: str | None, input_js
     if checkpoint is not None or new_thread is not None:
         config["configurable"]["checkpoint_id"] = row.checkpoint_id
     if not as_json:
-        shown = {k: v for k, v in config["configurable"].items() if k not in ("thread_id", "checkpoint_ns")}
+        shown = {k: v for k, v in config["configurable"].items()
+                 if k not in ("thread_id", "checkpoint_ns", "checkpoint_id")}
         click.echo(f"Running thread {target} from checkpoint {row.checkpoint_id} (step {row.step})"
                    + (f" with {json.dumps(shown, ensure_ascii=False)}" if shown else ""))
     _stream(graph, inp, config, as_json)
@@ -692,6 +705,7 @@ def update(thread: str, values_json: str, as_node: str | None, checkpoint: str |
         raise InvalidInputError("--values must be a JSON object of channel values, e.g. '{\"n\": 3}'")
     s = _session(repo)
     hist = s.history(thread)
+    ns = ops.resolve_namespace(hist, ns)
     row = ops.resolve_checkpoint(hist, checkpoint, ns)
     graph = ops.load_graph(graph_spec, s.saver, s.store)
     config = _run_config(s, thread, ns, None, None)
@@ -828,7 +842,10 @@ def gc(repo: str | None, as_json: bool) -> None:
         gitckpt gc
         Size: 1.2 MB → 310.4 kB
     """
+    from .repo import open_repository
+
     path = _resolve_repo(repo)
+    open_repository(path, create=False)  # a clear error before the progress bar
     if as_json:
         result = ops.gc(path)
         _echo_json({"before": result["before"], "after": result["after"], "steps": result["steps"]})
@@ -885,7 +902,9 @@ def watch(thread: str | None, repo: str | None, as_json: bool) -> None:
     """Print checkpoints as other processes write them, until Ctrl-C.
 
     Watches the repository's refs for changes (inotify/FSEvents through
-    watchdog; no polling loop). With THREAD, only that thread.
+    watchdog; no polling loop). With THREAD, only that thread. Each line:
+    time, thread, step, source, checkpoint id (first 13 characters; --json
+    has the whole id) and what happened.
 
     \b
     Examples:
@@ -911,7 +930,6 @@ def watch(thread: str | None, repo: str | None, as_json: bool) -> None:
     observer.schedule(Handler(), str(refs_dir), recursive=True)
     observer.schedule(Handler(), str(s.path), recursive=False)  # packed-refs
     observer.start()
-    console = _console()
     click.echo(f"Watching {s.path}" + (f" thread {thread}" if thread else "") + " for new checkpoints "
                "(Ctrl-C to stop)", err=True)
     try:
@@ -924,8 +942,9 @@ def watch(thread: str | None, repo: str | None, as_json: bool) -> None:
                     click.echo(json.dumps({"thread_id": tid, **row.to_json()}, ensure_ascii=False))
                 else:
                     step = "" if row.step is None else f"step {row.step:>3}"
-                    console.print(f"{_short_when(row.time)}  thread {tid}  {row.checkpoint_id}  {step}  "
-                                  f"{row.source or ''}  {row.summary}", markup=False)
+                    ns = f" ns {row.checkpoint_ns}" if row.checkpoint_ns else ""
+                    click.echo(f"{_short_when(row.time)}  thread {tid}{ns}  {step}  {row.source or '':<6}  "
+                               f"{row.checkpoint_id[:13]}  {row.summary}".rstrip())
                 sys.stdout.flush()
     except KeyboardInterrupt:
         pass

@@ -312,6 +312,24 @@ def _wrote(repo: Any, blobs: dict[str, pygit2.Oid]) -> dict[str, list[str]]:
     return {node: sorted(chans) for node, chans in sorted(wrote.items())}
 
 
+def resolve_namespace(hist: ThreadHistory, ns: str) -> str:
+    """A checkpoint namespace of the thread: ``""`` (the root), an exact one, or a
+    unique prefix of one (``child`` for ``child:1b7e...``)."""
+    if ns == "":
+        return ""
+    spaces = [n for n in hist.namespaces() if n]
+    if ns in spaces:
+        return ns
+    found = [n for n in spaces if n.startswith(ns)]
+    if len(found) == 1:
+        return found[0]
+    where = f"thread {hist.thread_id!r}"
+    if found:
+        raise InvalidInputError(f"namespace {ns!r} is ambiguous in {where}: {', '.join(found[:3])}")
+    listed = ", ".join(spaces) if spaces else "none besides the root"
+    raise NotFoundError(f"{where} has no namespace {ns!r} (its subgraph namespaces: {listed})")
+
+
 def resolve_checkpoint(hist: ThreadHistory, ref: str | None, ns: str = "") -> CheckpointRow:
     """The checkpoint ``ref`` names in ``ns``: a full id or a unique prefix; None: the latest."""
     rows = hist.checkpoints(ns)
@@ -406,8 +424,9 @@ def derive_next(checkpoint: dict) -> list[str]:
         return sorted(set(nodes))
     versions = checkpoint.get("channel_versions", {})
     seen = checkpoint.get("versions_seen", {})
+    values = checkpoint.get("channel_values", {})
     for ch, ver in versions.items():
-        if ch.startswith("branch:to:"):
+        if ch.startswith("branch:to:") and ch in values:  # a consumed trigger holds no value
             node = ch[len("branch:to:"):]
             if str(ver) > str(seen.get(node, {}).get(ch, "")):
                 nodes.append(node)
