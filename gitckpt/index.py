@@ -18,9 +18,13 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
+import msgpack
 import pygit2
 
 from . import codec
+
+#: Version of the cache file format (bump when ThreadIndex's fields change).
+CACHE_VERSION = 1
 
 
 def is_main_line(ref: str) -> bool:
@@ -54,6 +58,49 @@ class ThreadIndex:
     # in-process knowledge, for commit subjects: (ns, cid) -> {node: channels}
     wrote: dict[tuple[str, str], dict[str, set[str]]] = field(default_factory=dict)
     last_line: dict[str, str] = field(default_factory=dict)  # ns -> line last appended here
+    unsaved: int = 0  # commits indexed since the cache file was last written
+
+    # -- the cache file (a derived copy: deleting it only costs a walk) ------------
+
+    def to_bytes(self) -> bytes:
+        return msgpack.packb(
+            {
+                "v": CACHE_VERSION,
+                "tips": {ref: oid.raw for ref, oid in self.tips.items()},
+                "heads": {ref: list(v) for ref, v in self.heads.items()},
+                "ckpt": [
+                    [ns, cid, e.commit.raw, e.parent, e.step, e.source, e.run_id, e.line]
+                    for (ns, cid), e in self.ckpt.items()
+                ],
+                "writes": [[ns, cid, [o.raw for o in oids]] for (ns, cid), oids in self.writes.items()],
+                "deleted": [list(k) for k in self.deleted],
+                "seen": b"".join(o.raw for o in self.seen),
+            },
+            use_bin_type=True,
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ThreadIndex | None:
+        """The index stored in a cache file, or None if it is unreadable or outdated."""
+        try:
+            d = msgpack.unpackb(data, raw=False)
+            if d.get("v") != CACHE_VERSION:
+                return None
+            idx = cls()
+            idx.tips = {ref: pygit2.Oid(raw=raw) for ref, raw in d["tips"].items()}
+            idx.heads = {ref: (v[0], v[1]) for ref, v in d["heads"].items()}
+            for ns, cid, raw, parent, step, source, run_id, line in d["ckpt"]:
+                idx.ckpt[(ns, cid)] = Entry(pygit2.Oid(raw=raw), parent, step, source, run_id, line)
+                idx.order.setdefault(ns, []).append(cid)
+            for ids in idx.order.values():
+                ids.sort()
+            idx.writes = {(ns, cid): [pygit2.Oid(raw=r) for r in oids] for ns, cid, oids in d["writes"]}
+            idx.deleted = {(k[0], k[1]) for k in d["deleted"]}
+            seen = d["seen"]
+            idx.seen = {pygit2.Oid(raw=seen[i : i + 20]) for i in range(0, len(seen), 20)}
+            return idx
+        except Exception:  # a damaged cache is rebuilt from git, never trusted
+            return None
 
     # -- queries --------------------------------------------------------------
 
@@ -108,6 +155,7 @@ class ThreadIndex:
 
     def apply(self, commit: pygit2.Commit, line: str) -> None:
         """Record one commit found by a walk (called oldest first)."""
+        self.unsaved += 1
         t = codec.parse_trailers(commit.message)
         kind = t.get(codec.KIND)
         ns = t.get(codec.NS, "")

@@ -257,6 +257,9 @@ class GitRepo:
         """The pygit2 object (flushing staged objects first if needed)."""
         return self._lookup(oid, what)
 
+    def has(self, oid: pygit2.Oid) -> bool:
+        return oid.raw in self._staged or oid in self.repo
+
     def commit_info(self, oid: pygit2.Oid, what: str = "commit") -> CommitInfo:
         info = self._commit_cache.get(oid)
         if info is None:

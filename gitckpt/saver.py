@@ -20,6 +20,7 @@ in ``docs/format.md``; in short:
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import threading
 from collections import OrderedDict
@@ -56,6 +57,10 @@ GROUP = 64
 CHUNK_MIN = 2 * CHUNK
 
 _CACHE_THREADS = 256
+#: Threads with at least this many checkpoints keep an index cache file; it is
+#: rewritten after this many newly indexed commits, and on close().
+_SAVE_MIN = 200
+_SAVE_EVERY = 1000
 
 
 def _internal(channel: str) -> bool:
@@ -121,7 +126,11 @@ class GitSaver(BaseCheckpointSaver[str]):
         """Nothing to set up: the repository is created on open. Safe to call twice."""
 
     def close(self) -> None:
-        """Finish background packing of what this saver wrote."""
+        """Save the index caches of changed threads; finish background packing."""
+        with self.lock:
+            for thread_id, idx in list(self._indexes.items()):
+                if idx.unsaved and sum(len(v) for v in idx.order.values()) >= _SAVE_MIN:
+                    self._save_index(thread_id, idx)
         self.repo.close()
 
     def __enter__(self) -> GitSaver:
@@ -159,6 +168,10 @@ class GitSaver(BaseCheckpointSaver[str]):
             self._indexes.move_to_end(thread_id)
             return idx
         refs = self._thread_refs(thread_id)
+        if idx is None and refs:
+            idx = self._load_index(thread_id)
+            if idx is not None:
+                self._indexes[thread_id] = idx
         if idx is not None:
             self._indexes.move_to_end(thread_id)
             if refs == idx.tips:
@@ -172,14 +185,55 @@ class GitSaver(BaseCheckpointSaver[str]):
                 for ref, tip in refs.items():
                     if idx.tips.get(ref) != tip:
                         self._walk(idx, ref, tip)
+                if idx.unsaved >= _SAVE_EVERY:
+                    self._save_index(thread_id, idx)
                 return idx
         idx = ThreadIndex()
         for ref, tip in sorted(refs.items(), key=lambda kv: not is_main_line(kv[0])):
             self._walk(idx, ref, tip)
         self._indexes[thread_id] = idx
+        if idx.unsaved >= _SAVE_EVERY:
+            self._save_index(thread_id, idx)
         if len(self._indexes) > _CACHE_THREADS:
-            self._indexes.popitem(last=False)
+            old_id, old = self._indexes.popitem(last=False)
+            if old.unsaved and sum(len(v) for v in old.order.values()) >= _SAVE_MIN:
+                self._save_index(old_id, old)
         return idx
+
+    # The index of a long thread is also kept in a cache file, so that a new
+    # process (a CLI command, a restarted server) reads it instead of walking
+    # the thread's history. It is derived data: validated against the refs on
+    # load (tips must be ancestors of the current refs, else it is rebuilt),
+    # written atomically, and safe to delete.
+
+    def _index_path(self, thread_id: str) -> str:
+        return os.path.join(self.repo.gitdir, "gitckpt-cache", "threads", naming.encode_ref_component(thread_id))
+
+    def _load_index(self, thread_id: str) -> ThreadIndex | None:
+        try:
+            with open(self._index_path(thread_id), "rb") as fh:
+                data = fh.read()
+        except OSError:
+            return None
+        idx = ThreadIndex.from_bytes(data)
+        if idx is not None and any(not self.repo.has(oid) for oid in idx.tips.values()):
+            return None  # written for objects this repository no longer has
+        return idx
+
+    def _save_index(self, thread_id: str, idx: ThreadIndex) -> None:
+        path = self._index_path(thread_id)
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(tmp, "wb") as fh:
+                fh.write(idx.to_bytes())
+            os.replace(tmp, path)
+            idx.unsaved = 0
+        except OSError:  # a read-only repository still works, just without the cache
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
 
     def _walk(self, idx: ThreadIndex, ref: str, tip: pygit2.Oid) -> None:
         found = list(iter_commits(self.repo, [tip], idx.seen))
@@ -204,6 +258,10 @@ class GitSaver(BaseCheckpointSaver[str]):
 
     def _forget(self, thread_id: str) -> None:
         self._indexes.pop(thread_id, None)
+        try:
+            os.unlink(self._index_path(thread_id))
+        except OSError:
+            pass
         for cache in (self._bases, self._chunks):
             for key in [k for k in cache if k[0] == thread_id]:
                 del cache[key]
@@ -582,6 +640,9 @@ class GitSaver(BaseCheckpointSaver[str]):
                 Entry(commit, parent, step if isinstance(step, int) else None, md.get("source"), md.get("run_id"), line),
             )
             self._remember_base((thread_id, ns, cid), entries, versions, cp.get("versions_seen", {}))
+            idx.unsaved += 1
+            if idx.unsaved >= _SAVE_EVERY:
+                self._save_index(thread_id, idx)
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid}}
 
     # -- writing: pending writes ----------------------------------------------
@@ -677,6 +738,7 @@ class GitSaver(BaseCheckpointSaver[str]):
             idx.tips[line] = commit
             idx.seen.add(commit)
             idx.add_writes(ns, cid, commit)
+            idx.unsaved += 1
             if line not in idx.heads:
                 idx.heads[line] = (ns, None)
             wrote = idx.wrote.setdefault((ns, cid), {})

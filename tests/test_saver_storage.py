@@ -300,3 +300,37 @@ def test_reader_while_writer_writes(repo_path, tmp_path):
     assert w.wait(timeout=120) == 0
     assert r.returncode == 0, r.stderr
     assert 0 <= json.loads(r.stdout) <= 60
+
+
+def test_index_cache_file_is_used_and_never_trusted_blindly(repo_path, monkeypatch):
+    import gitckpt.saver as saver_mod
+
+    monkeypatch.setattr(saver_mod, "_SAVE_MIN", 5)
+    s = GitSaver(repo_path)
+    parent = None
+    ids = []
+    for i in range(12):
+        parent = put(s, "long", parent=parent, values={"i": i}, metadata={"step": i})
+        ids.append(parent)
+    s.close()
+    cache = repo_path / "gitckpt-cache" / "threads" / "long"
+    assert cache.is_file()
+
+    # stale: another saver appends after the cache was written
+    other = GitSaver(repo_path)
+    ids.append(put(other, "long", parent=ids[-1], values={"i": 12}, metadata={"step": 12}))
+    fresh = GitSaver(repo_path)
+    assert [t.checkpoint["id"] for t in fresh.list({"configurable": {"thread_id": "long"}})] == ids[::-1]
+
+    # moved backwards: a prune by another saver, and a cache file from before it
+    fresh._save_index("long", fresh._index("long"))
+    stale = cache.read_bytes()
+    other.prune(["long"], strategy="keep_latest")
+    cache.write_bytes(stale)
+    fresh2 = GitSaver(repo_path)
+    assert [t.checkpoint["id"] for t in fresh2.list({"configurable": {"thread_id": "long"}})] == [ids[-1]]
+
+    # corrupt: ignored, rebuilt from git
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_bytes(b"\x00garbage")
+    assert GitSaver(repo_path).get_tuple({"configurable": {"thread_id": "long"}}).checkpoint["id"] == ids[-1]
