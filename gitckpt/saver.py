@@ -67,12 +67,20 @@ def _internal(channel: str) -> bool:
     return channel.startswith(("branch:", "__")) or ":" in channel
 
 
-def _node_of(task_path: str) -> str:
-    # task paths look like "~__pregel_pull, nodeA" or "~__pregel_push, 0, ..."
-    parts = [p.strip() for p in task_path.split(",")]
-    if len(parts) >= 2 and parts[0].endswith("pull"):
-        return parts[1]
-    return parts[-1] if parts else "?"
+_NULL_TASK_ID = "00000000-0000-0000-0000-000000000000"
+
+
+def _writer(task_id: str, task_path: str, channels: set[str]) -> str:
+    """Who wrote: the node of a task path ("~__pregel_pull, nodeA"), else what
+    LangGraph's null task stands for (a resume value, or an input/update)."""
+    if task_path:
+        parts = [p.strip() for p in task_path.split(",")]
+        if len(parts) >= 2 and parts[0].endswith("pull"):
+            return parts[1]
+        return parts[-1]
+    if task_id == _NULL_TASK_ID:
+        return "resume" if "__resume__" in channels else "input"
+    return task_id
 
 
 class GitSaver(BaseCheckpointSaver[str]):
@@ -539,8 +547,11 @@ class GitSaver(BaseCheckpointSaver[str]):
         if wrote:
             parts = []
             for node, chans in sorted(wrote.items()):
-                chans_shown = sorted(c for c in chans if not _internal(c)) or sorted(chans)
-                parts.append(f"{node} wrote {', '.join(chans_shown)}")
+                chans_shown = sorted(c for c in chans if not _internal(c))
+                if chans_shown:
+                    parts.append(f"{node} wrote {', '.join(chans_shown)}")
+            if not parts:  # only internal channels (branches, resume values)
+                parts = [f"{node} wrote {', '.join(sorted(chans))}" for node, chans in sorted(wrote.items())]
             return f"{head} · {'; '.join(parts)}"
         ran = [n for n, seen in checkpoint.get("versions_seen", {}).items() if seen != parent_seen.get(n)]
         ran = [n for n in ran if not n.startswith("__")] or ran
@@ -685,7 +696,7 @@ class GitSaver(BaseCheckpointSaver[str]):
             new = {name: (self.repo.blob(data), BLOB) for name, data in blobs.items()}
             if not new:
                 return
-            node = _node_of(task_path) if task_path else task_id
+            node = _writer(task_id, task_path, channels)
             shown = sorted(c for c in channels if not _internal(c)) or sorted(channels)
             entry = idx.ckpt.get((ns, cid))
             if entry is not None:
