@@ -138,6 +138,11 @@ class ThreadIndex:
         self.ckpt[key] = entry
         self.deleted.discard(key)
 
+    def record_tip(self, line: str, commit: pygit2.Oid) -> None:
+        """This process moved ``line`` to ``commit``."""
+        self.tips[line] = commit
+        self.seen.add(commit)
+
     def add_writes(self, ns: str, cid: str, commit: pygit2.Oid) -> None:
         lst = self.writes.setdefault((ns, cid), [])
         if commit not in lst:

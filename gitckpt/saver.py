@@ -633,15 +633,13 @@ class GitSaver(BaseCheckpointSaver[str]):
                     line = naming.line_ref(thread_id, ns, cid if has_line else None)
                     old = None
                     parents = [pentry.commit] if pentry is not None else []
-                commit = self.repo.commit(tree, parents, message)
-                if self.repo.update_ref(line, old, commit):
-                    return line, commit
-                idx = self._index(thread_id)
-                return None
+                won = self._append(thread_id, line, old, tree, parents, message)
+                if won is None:
+                    idx = self._index(thread_id)
+                return won
 
             line, commit = retry_cas(attempt, f"put on thread {thread_id!r}")
-            idx.tips[line] = commit
-            idx.seen.add(commit)
+            idx.record_tip(line, commit)
             idx.heads[line] = (ns, cid)
             idx.last_line[ns] = line
             step = md.get("step")
@@ -655,6 +653,12 @@ class GitSaver(BaseCheckpointSaver[str]):
             if idx.unsaved >= _SAVE_EVERY:
                 self._save_index(thread_id, idx)
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid}}
+
+    def _append(self, thread_id: str, line: str, old: pygit2.Oid | None, tree: pygit2.Oid,
+                parents: list[pygit2.Oid], message: str) -> tuple[str, pygit2.Oid] | None:
+        """One commit on ``line`` if it still points at ``old``; None if another writer moved it."""
+        commit = self.repo.commit(tree, parents, message)
+        return (line, commit) if self.repo.update_ref(line, old, commit) else None
 
     # -- writing: pending writes ----------------------------------------------
 
@@ -739,15 +743,13 @@ class GitSaver(BaseCheckpointSaver[str]):
                 sub.update(new)
                 wtree[cname] = (self.repo.tree(sub), TREE)
                 root["writes"] = (self.repo.tree(wtree), TREE)
-                commit = self.repo.commit(self.repo.tree(root), [old] if old is not None else [], message)
-                if self.repo.update_ref(line, old, commit):
-                    return line, commit
-                idx = self._index(thread_id)
-                return None
+                won = self._append(thread_id, line, old, self.repo.tree(root), [old] if old else [], message)
+                if won is None:
+                    idx = self._index(thread_id)
+                return won
 
             line, commit = retry_cas(attempt, f"put_writes on thread {thread_id!r}")
-            idx.tips[line] = commit
-            idx.seen.add(commit)
+            idx.record_tip(line, commit)
             idx.add_writes(ns, cid, commit)
             idx.unsaved += 1
             if line not in idx.heads:
