@@ -427,7 +427,12 @@ def show(thread: str, checkpoint: str | None, ns: str, graph_spec: str | None, r
     if snap["pending_writes"]:
         pw = _table("Task", "Channel", "Value|f", title="Pending writes", title_justify="left")
         for w in snap["pending_writes"]:
-            pw.add_row(w["task_id"][:13], w["channel"], "; ".join(_value_lines(w["value"]))[:160])
+            value = w["value"]
+            if w["channel"] == "__interrupt__" and isinstance(value, list):
+                text = "; ".join(_oneline(i.get("value") if isinstance(i, dict) else i) for i in value)
+            else:
+                text = "; ".join(_value_lines(value))
+            pw.add_row(w["task_id"][:13], w["channel"], text[:240])
         console.print(pw)
     console.print(f"Metadata: {json.dumps(md, ensure_ascii=False, default=str)}")
     console.print(f"Config: {json.dumps(snap['config'], ensure_ascii=False)}")
@@ -552,14 +557,22 @@ _LANGGRAPH_KEYS = {"source", "step", "parents", "writes", "run_id", "thread_id",
 def _run_config(s: Session, thread: str, ns: str, row: ops.CheckpointRow | None,
                 extra: str | None) -> dict[str, Any]:
     """The configurable values a run needs: those the original run recorded in
-    the checkpoint's metadata (e.g. ``user_id``), then ``--config``."""
+    the checkpoint's metadata (e.g. ``user_id``; for a checkpoint made by
+    update_state or a replay, its nearest ancestor's), then ``--config``."""
     configurable: dict[str, Any] = {}
-    if row is not None:
+    hist = s.history(thread, with_writes=False) if row is not None else None
+    for _ in range(100):  # an update or fork checkpoint records none: look at its ancestors
+        if row is None:
+            break
         tup = s.saver.get_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": ns,
                                                   "checkpoint_id": row.checkpoint_id}})
         for k, v in ((tup.metadata if tup else None) or {}).items():
-            if k not in _LANGGRAPH_KEYS and not k.startswith(("langgraph_", "__", "ls_")) and isinstance(v, (str, int, float, bool)):
+            if (k not in _LANGGRAPH_KEYS and not k.startswith(("langgraph_", "__", "ls_"))
+                    and isinstance(v, (str, int, float, bool))):
                 configurable[k] = v
+        if configurable or not row.parent_checkpoint_id:
+            break
+        row = hist.rows.get((ns, row.parent_checkpoint_id))
     if extra:
         more = ops.parse_json(extra, "--config")
         if not isinstance(more, dict):
@@ -571,15 +584,29 @@ def _run_config(s: Session, thread: str, ns: str, row: ops.CheckpointRow | None,
     return {"configurable": configurable}
 
 
-def _stream(graph: Any, inp: Any, config: dict, as_json: bool) -> None:
+def _stream(graph: Any, inp: Any, config: dict, as_json: bool) -> tuple[int, bool]:
+    """Run the graph, printing each node's update; returns (updates, interrupted)."""
+    count = 0
+    interrupted = False
     try:
         for chunk in graph.stream(inp, config, stream_mode="updates"):
+            # LangGraph marks updates it took from writes saved with the checkpoint
+            cached = bool((chunk.get("__metadata__") or {}).get("cached"))
             for node, update in chunk.items():
+                if node == "__metadata__":
+                    continue
+                count += 1
+                interrupted = interrupted or node == "__interrupt__"
                 data = ops.jsonable(update)
                 if as_json:
-                    click.echo(json.dumps({"event": "interrupt" if node == "__interrupt__" else "update",
-                                           "node": node, "update": data}, ensure_ascii=False, default=str))
+                    event = {"event": "interrupt" if node == "__interrupt__" else "update", "node": node,
+                             "update": data}
+                    if cached:
+                        event["cached"] = True
+                    click.echo(json.dumps(event, ensure_ascii=False, default=str))
                     continue
+                if cached:
+                    node = f"{node} (saved writes)"
                 if node == "__interrupt__":
                     for intr in data or []:
                         value = intr.get("value") if isinstance(intr, dict) else intr
@@ -596,6 +623,7 @@ def _stream(graph: Any, inp: Any, config: dict, as_json: bool) -> None:
         raise
     except Exception as exc:
         raise _graph_error(exc) from exc
+    return count, interrupted
 
 
 def _report_end(s: Session, thread: str, ns: str, as_json: bool) -> None:
@@ -636,11 +664,16 @@ def replay(thread: str, checkpoint: str | None, graph_spec: str | None, input_js
     run happens on a new thread forked at the checkpoint. Configurable values
     the original run recorded (e.g. user_id) are passed again.
 
+    --resume answers a pending interrupt. With CHECKPOINT (or --to) the run
+    first replays from that checkpoint up to its interrupt, then answers, so
+    an old question can be answered differently on a fork.
+
     \b
     Examples:
         gitckpt replay 1 1f1e5968-cb35 --graph agent.py:graph
         gitckpt replay 1 --graph agent.py:graph --input '{"messages": [{"role": "user", "content": "hi"}]}'
         gitckpt replay 1 --graph agent.py:graph --resume '"yes"'
+        gitckpt replay 1 1f1e5968-cbd8 --to 1-no --graph agent.py:graph --resume '"no"'
         gitckpt replay 1 1f1e5968-cb35 --to 1-retry     # graph from ./langgraph.json
     """
     from langgraph.types import Command
@@ -672,7 +705,20 @@ def replay(thread: str, checkpoint: str | None, graph_spec: str | None, input_js
                  if k not in ("thread_id", "checkpoint_ns", "checkpoint_id")}
         click.echo(f"Running thread {target} from checkpoint {row.checkpoint_id} (step {row.step})"
                    + (f" with {json.dumps(shown, ensure_ascii=False)}" if shown else ""))
-    _stream(graph, inp, config, as_json)
+    if resume_json is not None and "checkpoint_id" in config["configurable"]:
+        # LangGraph would reuse the writes saved with that checkpoint (an answer
+        # given before); replay up to the interrupt, then give the new answer
+        count, interrupted = _stream(graph, None, config, as_json)
+        del config["configurable"]["checkpoint_id"]
+        if not interrupted:
+            raise InvalidInputError(f"replaying from {row.checkpoint_id} did not stop at an interrupt: "
+                                    "--resume has nothing to answer")
+        if not as_json:
+            click.echo(f"Resuming with {resume_json}")
+    count, _ = _stream(graph, inp, config, as_json)
+    if not count and not as_json:
+        click.echo(f"Nothing ran: checkpoint {row.checkpoint_id} has no next node; pass --input to start a "
+                   "new turn (or --resume to answer an interrupt).")
     _report_end(s, target, ns, as_json)
 
 
@@ -708,7 +754,7 @@ def update(thread: str, values_json: str, as_node: str | None, checkpoint: str |
     ns = ops.resolve_namespace(hist, ns)
     row = ops.resolve_checkpoint(hist, checkpoint, ns)
     graph = ops.load_graph(graph_spec, s.saver, s.store)
-    config = _run_config(s, thread, ns, None, None)
+    config = _run_config(s, thread, ns, row, None)
     if checkpoint is not None:
         config["configurable"]["checkpoint_id"] = row.checkpoint_id
     try:
@@ -1148,8 +1194,9 @@ def store_search(namespace: str, query: str | None, embed: str | None, filter_js
     if not found:
         click.echo("No items found.")
         return
-    cols = ["Namespace", "Key", "Value|f"] + (["Score|r"] if query else []) + ["Updated"]
+    cols = ["Namespace|f", "Key|f", "Value|f"] + (["Score|r"] if query else []) + ["Updated"]
     table = _table(*cols)
+    table.columns[2].min_width = 24
     for i in found:
         cells = [ops.format_namespace(i.namespace), i.key, _oneline(i.value, 120)]
         if query:
@@ -1190,6 +1237,7 @@ def store_log(namespace: str, key: str | None, limit: int | None, repo: str | No
         click.echo("No changes" + (f" to {ops.format_namespace(ns)}" if ns else "") + (f" {key}" if key else "") + ".")
         return
     table = _table("Commit", "Time", "Change", "Namespace|f", "Key|f", "Value|f")
+    table.columns[5].min_width = 20
     for e in entries:
         table.add_row(e["commit"][:8], _short_when(e["time"]), e["change"], ops.format_namespace(e["namespace"]),
                       e["key"], "" if e["value"] is None else _oneline(e["value"], 100))

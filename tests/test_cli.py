@@ -453,10 +453,25 @@ def test_replay_resumes_an_interrupt_on_a_new_thread(paused_repo, graph_file):
     lines = result.stdout.splitlines()
     assert lines[0] == f"Forked thread t at {paused['checkpoint_id']} as thread t2."
     assert lines[1] == f"Running thread t2 from checkpoint {paused['checkpoint_id']} (step 1)"
-    assert lines[2] == 'b → items: ["b:yes"]'
-    assert lines[3].startswith("thread t2 is now at checkpoint ") and lines[3].endswith("(step 2, loop) on threads/t2")
+    # replayed up to the interrupt, then answered
+    assert lines[2:5] == ['⏸ interrupted: {"question": "go on?"}', 'Resuming with "yes"', 'b → items: ["b:yes"]']
+    assert lines[5].startswith("thread t2 is now at checkpoint ") and lines[5].endswith("(step 3, loop) on threads/t2")
     assert js("show", "t2", repo=repo)["values"] == {"items": ["a", "b:yes"], "n": 1}
     assert history(repo, "t")[0] == paused  # the source thread is untouched
+    # the same question answered differently on the original thread: a fork there
+    ok("replay", "t", "--graph", f"{graph_file}:graph", "--resume", '"first"', repo=repo)
+    out = ok("replay", "t", paused["checkpoint_id"], "--graph", f"{graph_file}:graph", "--resume", '"second"',
+             repo=repo).stdout
+    assert 'b → items: ["b:second"]' in out and "on forks/t/" in out
+    assert js("show", "t", repo=repo)["values"]["items"] == ["a", "b:second"]
+    # continuing a fork made at an answered checkpoint reuses the answer saved with it
+    ok("fork", "t", paused["checkpoint_id"], "--to", "t3", repo=repo)
+    out = ok("replay", "t3", "--graph", f"{graph_file}:graph", "--resume", '"ignored"', repo=repo).stdout
+    assert 'b (saved writes) → items: ["b:first"]' in out.splitlines()
+    done = history(repo, "t2")[0]["checkpoint_id"]
+    assert fails("replay", "t2", done, "--graph", f"{graph_file}:graph", "--resume", '"x"', repo=repo) == (
+        f"Error: replaying from {done} did not stop at an interrupt: --resume has nothing to answer"
+    )
 
 
 def test_replay_from_an_old_checkpoint_forks_the_thread(paused_repo, graph_file):
@@ -541,6 +556,10 @@ def test_replay_demo_graph_reuses_recorded_config(demo_repo):
              '{"messages": [{"role": "user", "content": "what is my name?"}]}', repo=repo).stdout.splitlines()
     assert out[0].endswith('with {"user_id": "1"}')
     assert out[1] == "call_model → messages: ai: Your name is Bob."
+    nothing = ok("replay", "3", "--graph", DEMO_GRAPH, repo=repo).stdout.splitlines()
+    latest3 = history(repo, "3")[0]["checkpoint_id"]
+    assert nothing[1] == (f"Nothing ran: checkpoint {latest3} has no next node; pass --input to start a new turn "
+                          "(or --resume to answer an interrupt).")
     out = ok("replay", "2", "--graph", DEMO_GRAPH, "--config", '{"user_id": "2"}', "--input",
              '{"messages": [{"role": "user", "content": "what is my name?"}]}', repo=repo).stdout.splitlines()
     assert out[1] == "call_model → messages: ai: I don't know your name yet. Tell me, and ask me to remember it."
