@@ -1196,7 +1196,6 @@ def store_search(namespace: str, query: str | None, embed: str | None, filter_js
         return
     cols = ["Namespace|f", "Key|f", "Value|f"] + (["Score|r"] if query else []) + ["Updated"]
     table = _table(*cols)
-    table.columns[2].min_width = 24
     for i in found:
         cells = [ops.format_namespace(i.namespace), i.key, _oneline(i.value, 120)]
         if query:
@@ -1237,7 +1236,6 @@ def store_log(namespace: str, key: str | None, limit: int | None, repo: str | No
         click.echo("No changes" + (f" to {ops.format_namespace(ns)}" if ns else "") + (f" {key}" if key else "") + ".")
         return
     table = _table("Commit", "Time", "Change", "Namespace|f", "Key|f", "Value|f")
-    table.columns[5].min_width = 20
     for e in entries:
         table.add_row(e["commit"][:8], _short_when(e["time"]), e["change"], ops.format_namespace(e["namespace"]),
                       e["key"], "" if e["value"] is None else _oneline(e["value"], 100))

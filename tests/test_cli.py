@@ -768,3 +768,12 @@ def test_demo_model_argument(tmp_path):
             "Error: --model openai:gpt-4o-mini needs LangChain's init_chat_model: pip install langchain langchain-openai"
         )
     assert not repo.exists()
+
+
+def test_every_command_is_documented():
+    text = (ROOT / "docs" / "cli.md").read_text()
+    for path in all_commands():
+        name = path[-1]
+        heading = f"## `{name}`" in text or f"`{name}`," in text or f", `{name}`" in text
+        assert heading or f"`store {name}" in text or f"{name} NS" in text or f"`{name} [" in text, path
+        assert f"$ gitckpt {' '.join(path)}" in text or path == ("store",), f"no example session for {path}"
