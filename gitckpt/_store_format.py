@@ -235,9 +235,9 @@ def decode_item_blob(data: bytes, *, full_vectors: bool = False) -> dict:
     argument) and ``"vectors": [{"field", "dims", "text_digest", "head"}]``:
     each embedding summarized by its first four numbers (a string, so a diff
     shows it on one line), or given whole as
-    ``"vector"`` with ``full_vectors=True``. Raises ``ValueError`` (a
-    :class:`CorruptObjectError`) if ``data`` is not an item blob. Imports
-    nothing heavy, and never runs code from the data (plain msgpack).
+    ``"vector"`` with ``full_vectors=True``. Raises :class:`CorruptObjectError`
+    if ``data`` is not an item blob. Imports nothing heavy, and never runs code
+    from the data (plain msgpack, no extension types).
     """
     body = unpack_item(data)
     vectors = []

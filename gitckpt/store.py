@@ -80,9 +80,8 @@ __all__ = ["GitStore", "decode_item_blob", "STORE_REF"]
 logger = logging.getLogger(__name__)
 
 #: A TTL refresh on read is written to git only when it moves the stored
-#: expiry by more than this share of the TTL (and at least a second), so a
-#: burst of reads costs one commit, not one each. Until then the refreshed
-#: expiry holds in this process.
+#: expiry by more than this share of the TTL, so a burst of reads costs one
+#: commit, not one each. Until then the refreshed expiry holds in this process.
 REFRESH_SLACK = 0.01
 
 _US_PER_MIN = 60_000_000
@@ -450,7 +449,7 @@ class GitStore(BaseStore):
         ttl_us = int(rec.ttl * _US_PER_MIN)
         expires = now + ttl_us
         self._idx.set_expiry(rec, max(expires, rec.expires or expires))
-        slack = max(1_000_000, int(abs(ttl_us) * REFRESH_SLACK))
+        slack = int(abs(ttl_us) * REFRESH_SLACK)
         if rec.stored_expires is None or expires - rec.stored_expires > slack:
             refresh[(rec.ns, rec.key)] = (rec.oid, expires)
 
