@@ -201,6 +201,12 @@ class GitckptGroup(click.Group):
             return super().invoke(ctx)
         except GitckptError as exc:
             raise click.ClickException(_one_line(exc)) from exc
+        except ValueError as exc:
+            from langgraph.store.base import InvalidNamespaceError
+
+            if isinstance(exc, InvalidNamespaceError):  # a store namespace LangGraph refuses
+                raise click.ClickException(_one_line(exc)) from exc
+            raise
         except pygit2.GitError as exc:
             raise click.ClickException(f"git: {_one_line(exc)}") from exc
         except OSError as exc:

@@ -777,3 +777,11 @@ def test_every_command_is_documented():
         heading = f"## `{name}`" in text or f"`{name}`," in text or f", `{name}`" in text
         assert heading or f"`store {name}" in text or f"{name} NS" in text or f"`{name} [" in text, path
         assert f"$ gitckpt {' '.join(path)}" in text or path == ("store",), f"no example session for {path}"
+
+
+def test_store_namespace_langgraph_refuses(demo_repo):
+    repo, _ = demo_repo
+    expected = "Error: Invalid namespace label 'a.b' found in ('a.b',). Namespace labels cannot contain periods ('.')."
+    assert fails("store", "get", "a.b", "k", repo=repo) == expected
+    assert fails("store", "put", "a.b", "k", "{}", repo=repo) == expected
+    assert fails("store", "ls", "a.b", repo=repo) == expected
