@@ -13,7 +13,6 @@ Store namespaces are written as labels joined by ``/`` (``memories/1``).
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import json
 import os
 import sys
@@ -126,7 +125,7 @@ def ns_option(f):
     )(f)
 
 
-def graph_option(required_hint: bool = True):
+def graph_option():
     def deco(f):
         return click.option(
             "--graph", "graph_spec", metavar="FILE.py:ATTR", default=None,
@@ -1230,11 +1229,7 @@ def store_log(namespace: str, key: str | None, limit: int | None, repo: str | No
     """
     s = _session(repo)
     ns = _ns_arg(namespace, allow_root=True)
-    history = getattr(s.store, "history", None)
-    if callable(history):  # GitStore's own, when it has one
-        entries = history(ns, key, limit=limit)
-    else:
-        entries = ops.store_history(s.saver.repo, ns, key, limit=limit)
+    entries = ops.store_history(s.saver.repo, ns, key, limit=limit)
     if as_json:
         _echo_json(entries)
         return

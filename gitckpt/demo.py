@@ -36,7 +36,7 @@ from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.store.base import BaseStore
 from langgraph.types import Command, interrupt
 
-from gitckpt.errors import GitckptError, InvalidInputError
+from gitckpt.errors import InvalidInputError
 
 #: Where the demo's memories live: ``("memories", user_id)``, as in the seed.
 MEMORIES = "memories"
@@ -258,4 +258,4 @@ def run(repo_path: str | Path, emit: Callable[[str, dict], None], model: BaseCha
         saver.close()
 
 
-__all__ = ["DemoChatModel", "build_graph", "graph", "load_model", "route", "run", "GitckptError"]
+__all__ = ["DemoChatModel", "build_graph", "graph", "load_model", "route", "run"]
