@@ -7,16 +7,17 @@ Tree layout of the ``refs/heads/store`` branch
 ----------------------------------------------
 ::
 
-    <label 1>/<label 2>/.../.items/<b>/<key>
+    <label 1>/<label 2>/.../.items/<h>/<h>/<key>
 
 Each namespace label is a directory (``naming.encode_tree_name``). The items
-of a namespace live under its ``.items`` directory, fanned out into 256
-buckets ``<b>`` (the first two hex digits of the SHA-1 of the key's UTF-8
-bytes), one blob per item named by its encoded key. ``.items`` cannot clash
-with a label: LangGraph forbids ``.`` in namespace labels (it is its own
-separator), so no encoded label contains one. With the fan-out a put rewrites
-a bucket (~N/256 entries), the 256-entry ``.items`` tree and one tree per
-label, never an N-entry tree.
+of a namespace live under its ``.items`` directory, fanned out over two levels
+of 16 (the first and second hex digits of the SHA-1 of the key's UTF-8 bytes),
+one blob per item named by its encoded key. ``.items`` cannot clash with a
+label: LangGraph forbids ``.`` in namespace labels (it is its own separator),
+so no encoded label contains one. With the fan-out a put rewrites a bucket
+(~N/256 entries), two 16-entry trees and one tree per label, never an N-entry
+tree; two levels of 16 rather than one of 256 keep the trees a put rewrites
+small (every byte of them is hashed, compressed and written on each put).
 
 Item blob
 ---------
@@ -66,30 +67,31 @@ EXPIRE = "Store-Expire"
 # -- layout -------------------------------------------------------------------
 
 
-def bucket(key: str) -> str:
-    return hashlib.sha1(key.encode("utf-8")).hexdigest()[:2]
+def bucket(key: str) -> tuple[str, str]:
+    h = hashlib.sha1(key.encode("utf-8")).hexdigest()
+    return h[0], h[1]
 
 
 def item_path(namespace: tuple[str, ...], key: str) -> list[str]:
     """Tree path components of an item, root first."""
-    return [encode_tree_name(label) for label in namespace] + [ITEMS, bucket(key), encode_tree_name(key)]
+    return [encode_tree_name(label) for label in namespace] + [ITEMS, *bucket(key), encode_tree_name(key)]
 
 
 def parse_item_path(path: str) -> tuple[tuple[str, ...], str] | None:
     """``(namespace, key)`` from a tree path; None if it is not an item path or a
     component was shortened (read the blob instead)."""
     parts = path.split("/")
-    if len(parts) < 4 or parts[-3] != ITEMS:
+    if len(parts) < 5 or parts[-4] != ITEMS:
         return None
-    names = [decode(p) for p in parts[:-3]] + [decode(parts[-1])]
+    names = [decode(p) for p in parts[:-4]] + [decode(parts[-1])]
     if any(n is None for n in names):
         return None
     return tuple(names[:-1]), names[-1]  # type: ignore[return-value]
 
 
 def is_item_path(path: str) -> bool:
-    parts = path.rsplit("/", 3)
-    return len(parts) == 4 and parts[1] == ITEMS
+    parts = path.rsplit("/", 4)
+    return len(parts) == 5 and parts[1] == ITEMS
 
 
 # -- time ---------------------------------------------------------------------

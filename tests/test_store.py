@@ -375,15 +375,20 @@ def test_odd_names_round_trip_and_fsck(repo_path):
 
 
 def test_tree_layout_fans_out_items(store, repo_path):
-    store.batch([PutOp(("memories", "1"), f"k{i}", {"i": i}) for i in range(600)])
+    store.batch([PutOp(("memories", "1"), f"k{i}", {"i": i}) for i in range(3000)])
     store.put(("memories", "1", "sub"), "k", {"i": -1})
     files = git(repo_path, "ls-tree", "-r", "--name-only", "store").split()
-    assert "memories/1/.items/" + hashlib.sha1(b"k7").hexdigest()[:2] + "/k7" in files
-    assert "memories/1/sub/.items/13/k" in files
-    buckets = git(repo_path, "ls-tree", "--name-only", "store:memories/1/.items").split()
-    assert 200 < len(buckets) <= 256
-    biggest = max(len(git(repo_path, "ls-tree", f"store:memories/1/.items/{b}").splitlines()) for b in buckets)
-    assert biggest < 20  # a put rewrites a ~N/256-entry bucket, never an N-entry tree
+    h = hashlib.sha1(b"k7").hexdigest()
+    assert f"memories/1/.items/{h[0]}/{h[1]}/k7" in files
+    assert "memories/1/sub/.items/1/3/k" in files
+    assert len(files) == 3001
+    sizes = []
+    for first in git(repo_path, "ls-tree", "--name-only", "store:memories/1/.items").split():
+        second = git(repo_path, "ls-tree", "--name-only", f"store:memories/1/.items/{first}").split()
+        sizes.append(len(second))
+        sizes += [len(git(repo_path, "ls-tree", f"store:memories/1/.items/{first}/{b}").splitlines()) for b in second]
+    # a put rewrites trees of ~16 and ~N/256 entries, never an N-entry tree
+    assert max(sizes) < 30
 
 
 def test_store_touches_only_its_branch(repo_path):
@@ -430,7 +435,8 @@ def test_git_log_p_shows_decoded_values(repo_path):
     assert '+    "text": "Call me Robert"' in log
     assert '"ttl": 60' in log and '"expires_at":' in log
     assert '"field": "text"' in log and '"dims": 27' in log
-    path = "memories/1/.items/" + hashlib.sha1(b"name").hexdigest()[:2] + "/name"
+    h = hashlib.sha1(b"name").hexdigest()
+    path = f"memories/1/.items/{h[0]}/{h[1]}/name"
     shown = json.loads(git(repo_path, "show", "--textconv", f"store~1:{path}"))
     assert shown["value"] == {"text": "Call me Robert"} and shown["namespace"] == ["memories", "1"]
 
