@@ -29,8 +29,7 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -39,6 +38,7 @@ import pygit2
 
 from . import codec, naming
 from .errors import CorruptObjectError, GitckptError, InvalidInputError, NotFoundError, RepositoryError
+from .repo import maintenance_lock
 
 #: A progress callback: ``progress(done, total, what)``.
 Progress = Callable[[int, int, str], None]
@@ -748,31 +748,6 @@ def _fsck(path: Path) -> list[str]:
 GRACE = "2.weeks.ago"
 
 
-@contextlib.contextmanager
-def _maintenance_lock(path: Path, wait: float = 60.0) -> Iterator[None]:
-    """The lock file the saver's background packing takes (one maintenance at a time)."""
-    lock = path / "gitckpt-maintenance.lock"
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            with contextlib.suppress(OSError):
-                if time.time() - lock.stat().st_mtime > 600:
-                    lock.unlink()
-                    continue
-            if time.monotonic() > deadline:
-                raise RepositoryError(f"another maintenance run holds {lock}; try again later") from None
-            time.sleep(0.1)
-    try:
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
-
-
 def gc(repo_path: str | os.PathLike, progress: Progress | None = None) -> dict[str, Any]:
     """Pack and compact the repository; safe while other processes write to it.
 
@@ -797,7 +772,7 @@ def gc(repo_path: str | os.PathLike, progress: Progress | None = None) -> dict[s
         ("remove packed loose objects", ["prune-packed", "-q"]),
     ]
     done = []
-    with _maintenance_lock(path):
+    with maintenance_lock(path):
         for i, (label, args) in enumerate(steps):
             if progress:
                 progress(i, len(steps), label)

@@ -18,6 +18,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -545,7 +546,7 @@ class Maintenance:
     """
 
     def __init__(self, path: Path, every: int = PACK_EVERY) -> None:
-        self.path = path
+        self.path = Path(path).resolve()  # the lock is removed by a child with another cwd
         self.every = every
         self.count = 0
         self._lock = threading.Lock()
@@ -558,29 +559,17 @@ class Maintenance:
             self.count = 0
             self.start()
 
-    def _lockfile(self) -> Path:
-        return self.path / "gitckpt-maintenance.lock"
-
     def start(self) -> bool:
         with self._lock:
             if self._proc is not None and self._proc.poll() is None:
                 return False
             self._proc = None
-            lock = self._lockfile()
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                try:  # a crashed run leaves its lock behind; ten minutes is stale
-                    if time.time() - lock.stat().st_mtime > 600:
-                        lock.unlink()
-                except OSError:
-                    pass
+            if not take_maintenance_lock(self.path):
                 return False
-            os.write(fd, str(os.getpid()).encode())
-            os.close(fd)
+            lock = self.path / MAINTENANCE_LOCK
             if self.git is None:
                 try:
-                    pack_loose_in_process(self.path)
+                    merge_packs_in_process(self.path)
                 finally:
                     lock.unlink(missing_ok=True)
                 return True
@@ -605,24 +594,75 @@ class Maintenance:
                 self.wait()
 
 
-def pack_loose_in_process(path: Path) -> None:
-    """Pack every loose object with libgit2 and remove the packed loose files."""
+MAINTENANCE_LOCK = "gitckpt-maintenance.lock"
+#: A maintenance run (background repack, ``gitckpt gc``) that holds its lock
+#: longer than this has died; its lock is removed.
+MAINTENANCE_STALE = 600.0
+
+
+def take_maintenance_lock(path: Path) -> bool:
+    """Take the repository's maintenance lock if it is free (or stale)."""
+    lock = Path(path) / MAINTENANCE_LOCK
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                if time.time() - lock.stat().st_mtime > MAINTENANCE_STALE:
+                    lock.unlink()
+                    continue
+            except OSError:
+                continue
+            return False
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return True
+    return False
+
+
+@contextmanager
+def maintenance_lock(path: str | os.PathLike, wait: float = 60.0) -> Iterator[None]:
+    """Hold the maintenance lock (waiting up to ``wait`` seconds for it): one
+    repack or gc at a time per repository, across processes."""
+    path = Path(path).resolve()
+    deadline = time.monotonic() + wait
+    while not take_maintenance_lock(path):
+        if time.monotonic() > deadline:
+            raise RepositoryError(
+                f"another maintenance run holds {path / MAINTENANCE_LOCK}; try again later"
+            )
+        time.sleep(0.1)
+    try:
+        yield
+    finally:
+        (path / MAINTENANCE_LOCK).unlink(missing_ok=True)
+
+
+def _idx_object_ids(idx: Path) -> list[pygit2.Oid]:
+    data = idx.read_bytes()
+    if data[:4] != b"\xfftOc":
+        raise ValueError(f"{idx} is not a version 2 pack index")
+    n = int.from_bytes(data[8 + 255 * 4 : 8 + 256 * 4], "big")
+    base = 8 + 256 * 4
+    return [pygit2.Oid(raw=data[base + 20 * i : base + 20 * (i + 1)]) for i in range(n)]
+
+
+def merge_packs_in_process(path: Path, small: int = 1 << 20) -> None:
+    """Without a ``git`` executable: merge the small packs (under ``small``
+    bytes) into one with libgit2's pack builder, then remove them."""
     repo = pygit2.Repository(str(path))
-    objects = Path(repo.path) / "objects"
-    loose: list[tuple[Path, pygit2.Oid]] = []
-    for sub in objects.iterdir():
-        if len(sub.name) == 2 and sub.is_dir():
-            for f in sub.iterdir():
-                if len(f.name) == 38:
-                    loose.append((f, pygit2.Oid(hex=sub.name + f.name)))
-    if not loose:
+    pack_dir = Path(repo.path) / "objects" / "pack"
+    idxs = [p for p in pack_dir.glob("pack-*.idx") if p.with_suffix(".pack").stat().st_size < small]
+    if len(idxs) < 2:
         return
     pb = pygit2.PackBuilder(repo)
-    for _, oid in loose:
-        pb.add(oid)
-    pb.write(str(objects / "pack"))
-    for f, _ in loose:
-        f.unlink(missing_ok=True)
+    for idx in idxs:
+        for oid in _idx_object_ids(idx):
+            pb.add(oid)
+    pb.write(str(pack_dir))
+    for idx in idxs:
+        idx.unlink(missing_ok=True)  # the index first: readers stop using the pack
+        idx.with_suffix(".pack").unlink(missing_ok=True)
 
 
 def iter_commits(repo: GitRepo, tips: Iterable[pygit2.Oid], stop: set) -> Iterator[CommitInfo]:

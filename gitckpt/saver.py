@@ -46,7 +46,7 @@ from langgraph.checkpoint.base import (
 )
 
 from . import codec, naming
-from .errors import ConfigError, CorruptObjectError, GitckptError, InvalidInputError, NotFoundError
+from .errors import ConfigError, CorruptObjectError, InvalidInputError, NotFoundError
 from .index import Entry, ThreadIndex, is_main_line
 from .repo import BLOB, TREE, GitRepo, iter_commits, retry_cas
 

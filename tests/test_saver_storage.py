@@ -334,3 +334,39 @@ def test_index_cache_file_is_used_and_never_trusted_blindly(repo_path, monkeypat
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_bytes(b"\x00garbage")
     assert GitSaver(repo_path).get_tuple({"configurable": {"thread_id": "long"}}).checkpoint["id"] == ids[-1]
+
+
+def test_small_packs_are_merged_in_the_background(repo_path):
+    saver = GitSaver(repo_path)
+    parent = None
+    for i in range(150):
+        parent = put(saver, "t", parent=parent, values={"i": i}, metadata={"step": i})
+    saver.close()  # waits for the running repack, then runs a last one
+    packs = list((repo_path / "objects" / "pack").glob("*.pack"))
+    assert len(packs) < 10
+    assert not (repo_path / "gitckpt-maintenance.lock").exists()
+    assert len(list(GitSaver(repo_path).list({"configurable": {"thread_id": "t"}}))) == 150
+
+
+def test_small_packs_are_merged_without_a_git_executable(repo_path):
+    saver = GitSaver(repo_path)
+    saver.repo._maint.git = None  # as on a machine without git: libgit2's pack builder
+    parent = None
+    for i in range(70):
+        parent = put(saver, "t", parent=parent, values={"i": i}, metadata={"step": i})
+    saver.close()
+    assert len(list((repo_path / "objects" / "pack").glob("*.pack"))) < 10
+    assert [t.metadata["step"] for t in GitSaver(repo_path).list({"configurable": {"thread_id": "t"}})] == list(
+        range(69, -1, -1)
+    )
+    assert git(repo_path, "fsck", "--strict").returncode == 0
+
+
+def test_relative_repository_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    saver = GitSaver("rel.git")
+    parent = None
+    for i in range(70):
+        parent = put(saver, "t", parent=parent, values={"i": i})
+    saver.close()
+    assert not (tmp_path / "rel.git" / "gitckpt-maintenance.lock").exists()
