@@ -133,7 +133,7 @@ class Subject:
 
 GIT_DURABILITY = {
     "os": "os (write+rename; survives a process crash)",
-    "fsync": "fsync (syncfs before each ref update; survives power loss)",
+    "fsync": "fsync (on disk before each put returns; survives power loss)",
 }
 SQLITE_DURABILITY = {
     "FULL": "WAL, synchronous=FULL (default; survives power loss)",
