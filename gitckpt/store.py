@@ -251,18 +251,15 @@ class GitStore(BaseStore):
         stop = self._stop
 
         def loop() -> None:
-            try:
-                while not stop.wait(interval):
-                    try:
-                        n = self.sweep_ttl()
-                        if n:
-                            logger.info("store sweeper deleted %d expired items", n)
-                    except Exception:
-                        logger.exception("store TTL sweep failed")
-                future.set_result(None) if not future.done() else None
-            except Exception as exc:  # pragma: no cover
-                if not future.done():
-                    future.set_exception(exc)
+            while not stop.wait(interval):
+                try:
+                    n = self.sweep_ttl()
+                    if n:
+                        logger.info("store sweeper deleted %d expired items", n)
+                except Exception:  # keep sweeping; the next sweep retries
+                    logger.exception("store TTL sweep failed")
+            if not future.done():
+                future.set_result(None)
 
         self._sweeper = threading.Thread(target=loop, daemon=True, name="gitckpt-store-ttl-sweeper")
         self._sweeper.start()
