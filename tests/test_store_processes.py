@@ -74,7 +74,7 @@ def test_concurrent_processes_lose_no_item(repo_path):
         for me in range(writers)
     ]
     for p in procs:
-        out, err = p.communicate(timeout=180)
+        _, err = p.communicate(timeout=180)
         assert p.returncode == 0, err
     with GitStore(repo_path) as store:
         shared = store.search(("shared",), limit=1000)
@@ -85,7 +85,7 @@ def test_concurrent_processes_lose_no_item(repo_path):
             assert len(store.search(("own", str(me)), limit=100)) == per_writer // 4
         assert store.get(("counter",), "last").value["i"] == per_writer - 1
     count = subprocess.run(
-        ["git", "--git-dir", str(repo_path), "rev-list", "--count", "store"], capture_output=True, text=True
+        ["git", "--git-dir", str(repo_path), "rev-list", "--count", "store"], capture_output=True, text=True, check=True
     )
     # each step is a put or a batch, then the counter: one commit each, none lost or merged
     assert int(count.stdout) == writers * 2 * per_writer
