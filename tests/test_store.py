@@ -755,3 +755,17 @@ def test_start_and_stop_ttl_sweeper(repo_path):
         assert future.result(timeout=5) is None
     with GitStore(repo_path) as s:  # no TTL config: nothing to sweep
         assert s.start_ttl_sweeper().done()
+
+
+async def test_ttl_async(repo_path):
+    async with GitStore(repo_path, ttl={"default_ttl": 0.5 * MIN, "refresh_on_read": True}) as s:
+        await s.aput(("t",), "k", {"v": 1})
+        await s.aput(("t",), "short", {"v": 2}, ttl=0.2 * MIN)
+        await s.aput(("t",), "forever", {"v": 3}, ttl=None)
+        await asyncio.sleep(0.3)
+        assert await s.aget(("t",), "short") is None
+        assert (await s.aget(("t",), "k")).value == {"v": 1}  # refreshed
+        await asyncio.sleep(0.35)
+        assert [r.key for r in await s.asearch(("t",))] == ["k", "forever"]
+        assert await s.alist_namespaces() == [("t",)]
+        assert await asyncio.to_thread(s.sweep_ttl) == 1
