@@ -718,11 +718,11 @@ def test_refresh_on_read(repo_path):
 
 
 def test_no_refresh_when_config_says_so(repo_path):
-    with GitStore(repo_path, ttl={"default_ttl": 0.6 * MIN, "refresh_on_read": False}) as s:
+    with GitStore(repo_path, ttl={"default_ttl": 1.0 * MIN, "refresh_on_read": False}) as s:
         s.put(("t",), "k", {"v": 1})
-        time.sleep(0.35)
+        time.sleep(0.3)
         assert s.get(("t",), "k") is not None
-        time.sleep(0.4)
+        time.sleep(0.8)
         assert s.get(("t",), "k") is None
 
 
@@ -758,14 +758,14 @@ def test_start_and_stop_ttl_sweeper(repo_path):
 
 
 async def test_ttl_async(repo_path):
-    async with GitStore(repo_path, ttl={"default_ttl": 0.5 * MIN, "refresh_on_read": True}) as s:
+    async with GitStore(repo_path, ttl={"default_ttl": 1.0 * MIN, "refresh_on_read": True}) as s:
         await s.aput(("t",), "k", {"v": 1})
         await s.aput(("t",), "short", {"v": 2}, ttl=0.2 * MIN)
         await s.aput(("t",), "forever", {"v": 3}, ttl=None)
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.4)
         assert await s.aget(("t",), "short") is None
-        assert (await s.aget(("t",), "k")).value == {"v": 1}  # refreshed
-        await asyncio.sleep(0.35)
+        assert (await s.aget(("t",), "k")).value == {"v": 1}  # refreshed: now expires at ~1.4 s
+        await asyncio.sleep(0.7)  # past its first expiry (1.0 s)
         assert [r.key for r in await s.asearch(("t",))] == ["k", "forever"]
         assert await s.alist_namespaces() == [("t",)]
         assert await asyncio.to_thread(s.sweep_ttl) == 1
