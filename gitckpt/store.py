@@ -470,7 +470,7 @@ class GitStore(BaseStore):
             tip = repo.ref(STORE_REF)
             if tip == self._tip and self._loaded:
                 return
-            tree = repo.get(tip, "store commit").tree_id if tip is not None else None
+            tree = repo.commit_info(tip, "store commit").tree_id if tip is not None else None
             diff = repo.diff_trees(self._tree, tree)
             removed: list[tuple[tuple, str]] = []
             added: list[Rec] = []
