@@ -207,7 +207,7 @@ class GitRepo:
         pack_dir = os.path.join(self.gitdir, "objects", "pack")
         for attempt in range(20):
             try:
-                packs.write_pack(pack_dir, objects, fsync=self.durability == "fsync")
+                packs.write_pack(pack_dir, objects)  # made durable by barrier() before the ref moves
                 break
             except FileNotFoundError:
                 if attempt == 19:
@@ -393,8 +393,6 @@ class GitRepo:
             if self.ref(name) != old:
                 return False
             os.write(fd, str(new).encode() + b"\n")
-            if self.durability == "fsync":
-                os.fsync(fd)
             os.close(fd)
             fd = -1
             os.rename(lock, path)
@@ -407,12 +405,7 @@ class GitRepo:
                     os.unlink(lock)
                 except FileNotFoundError:
                     pass
-        if self.durability == "fsync":
-            dfd = os.open(os.path.dirname(path), os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+        self.barrier()  # the ref's new value and its rename are durable
         return True
 
     def delete_ref(self, name: str, old: pygit2.Oid | None = None) -> bool:
@@ -427,7 +420,13 @@ class GitRepo:
         return True
 
     def barrier(self) -> None:
-        """In ``fsync`` mode, wait until everything written so far is on disk."""
+        """In ``fsync`` mode, wait until everything written so far is on disk.
+
+        One ``syncfs`` (Linux) flushes the pack, its index and their directory
+        entries at once, where per-file fsyncs would need four; an update takes
+        two barriers: before the ref names the new objects, and after the ref's
+        rename. Elsewhere it falls back to ``os.sync()``.
+        """
         if self.durability != "fsync":
             return
         if _SYNCFS is not None:

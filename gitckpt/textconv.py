@@ -86,10 +86,8 @@ def render(data: bytes) -> str:
                 + "\n"
             )
         if head == codec.ITEM_HEADER:
-            try:
-                from .store import decode_item_blob
-            except ImportError:  # pragma: no cover - store module absent
-                return f"<store item: {len(data)} bytes>\n"
+            from ._store_format import decode_item_blob  # light: no LangGraph import
+
             return render_value(decode_item_blob(data)) + "\n"
         kind, payload = codec.unpack_value(data)
         return render_value(decode_typed(kind, payload)) + "\n"
