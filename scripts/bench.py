@@ -722,21 +722,26 @@ def machine_info(workdir: Path) -> dict:
         "langgraph": _version("langgraph"),
         "langgraph-checkpoint": _version("langgraph-checkpoint"),
         "langgraph-checkpoint-sqlite": _version("langgraph-checkpoint-sqlite"),
-        "gitckpt": _version("gitckpt") or _gitckpt_version(),
+        "gitckpt": _gitckpt_version(),
         "filesystem": filesystem_of(workdir),
         "loadavg_at_start": list(os.getloadavg()),
     }
 
 
 def _gitckpt_version() -> str:
+    """The version, the commit measured, and whether gitckpt/ had uncommitted changes."""
     import gitckpt
 
-    try:
-        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True).stdout.strip()
-    except OSError:
-        rev = ""
-    return f"{gitckpt.__version__}" + (f" ({rev})" if rev else "")
+    def git(*a: str) -> str:
+        try:
+            return subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True).stdout.strip()
+        except OSError:
+            return ""
+
+    rev = git("rev-parse", "--short", "HEAD")
+    dirty = bool(git("status", "--porcelain", "--", "gitckpt"))
+    where = ", ".join(x for x in (rev, "with uncommitted changes in gitckpt/" if dirty else "") if x)
+    return f"{gitckpt.__version__}" + (f" ({where})" if where else "")
 
 
 DURABILITY = {
