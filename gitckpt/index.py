@@ -111,10 +111,11 @@ class ThreadIndex:
     def namespaces(self) -> list[str]:
         return [ns for ns, ids in self.order.items() if ids]
 
-    def ids_desc(self, ns: str, before: str | None = None) -> list[str]:
+    def ids_before(self, ns: str, before: str | None, n: int) -> list[str]:
+        """Up to ``n`` checkpoint ids of ``ns`` below ``before``, newest first."""
         ids = self.order.get(ns, [])
         end = bisect.bisect_left(ids, before) if before is not None else len(ids)
-        return ids[:end][::-1]
+        return ids[max(0, end - n) : end][::-1]
 
     def line_with_head(self, ns: str, cid: str | None) -> str | None:
         """A line of ``ns`` whose newest checkpoint is ``cid`` (the main one first)."""

@@ -305,15 +305,25 @@ class GitRepo:
 
     def ref(self, name: str) -> pygit2.Oid | None:
         """The object a ref points at (loose ref first, then packed-refs), or None."""
+        path = os.path.join(self.gitdir, name)
         try:
-            with open(os.path.join(self.gitdir, name), "rb") as fh:
-                text = fh.read().strip()
-            if text.startswith(b"ref: "):  # symbolic: let libgit2 resolve it
-                return self.repo.references[name].resolve().target
-            return pygit2.Oid(hex=text.decode())
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            fd = os.open(path, os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError):
             return self._packed_refs().get(name)
-        except (ValueError, KeyError):
+        try:
+            text = os.read(fd, 128).strip()
+        except IsADirectoryError:
+            return None
+        finally:
+            os.close(fd)
+        if text.startswith(b"ref: "):  # symbolic: let libgit2 resolve it
+            try:
+                return self.repo.references[name].resolve().target
+            except (KeyError, pygit2.GitError):
+                return None
+        try:
+            return pygit2.Oid(hex=text.decode())
+        except (ValueError, UnicodeDecodeError):
             return None
 
     def refs(self, prefix: str) -> dict[str, pygit2.Oid]:
@@ -323,40 +333,55 @@ class GitRepo:
         so the cost is the number of refs under ``prefix``, not in the repository.
         """
         out: dict[str, pygit2.Oid] = {}
-        for name, oid in self._packed_refs().items():
-            if name.startswith(prefix):
-                out[name] = oid
-        base = Path(self.repo.path) / prefix
-        try:
-            stack = [base]
-            while stack:
-                d = stack.pop()
-                with os.scandir(d) as it:
-                    for entry in it:
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append(Path(entry.path))
-                        elif not entry.name.endswith(".lock"):
-                            name = prefix + os.path.relpath(entry.path, base).replace(os.sep, "/")
-                            try:
-                                text = Path(entry.path).read_text().strip()
-                                out[name] = pygit2.Oid(hex=text)
-                            except (OSError, ValueError):
-                                continue  # being written or deleted right now
-        except FileNotFoundError:
-            pass
+        packed = self._packed_refs()
+        if packed:
+            for name, oid in packed.items():
+                if name.startswith(prefix):
+                    out[name] = oid
+        stack = [(os.path.join(self.gitdir, prefix), prefix)]
+        while stack:
+            folder, name_prefix = stack.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, name_prefix + entry.name + "/"))
+                elif not entry.name.endswith(".lock"):
+                    oid = self._read_ref_file(entry.path)
+                    if oid is not None:
+                        out[name_prefix + entry.name] = oid
         return out
 
-    def _packed_refs(self) -> dict[str, pygit2.Oid]:
-        path = Path(self.repo.path) / "packed-refs"
+    @staticmethod
+    def _read_ref_file(path: str) -> pygit2.Oid | None:
         try:
-            st = path.stat()
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None  # being renamed or deleted right now
+        try:
+            text = os.read(fd, 128).strip()
+        finally:
+            os.close(fd)
+        try:
+            return pygit2.Oid(hex=text.decode())
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+    def _packed_refs(self) -> dict[str, pygit2.Oid]:
+        path = os.path.join(self.gitdir, "packed-refs")
+        try:
+            st = os.stat(path)
         except FileNotFoundError:
             return {}
         key = (st.st_mtime_ns, st.st_size, st.st_ino)
         if self._packed_cache is not None and self._packed_cache[0] == key:
             return self._packed_cache[1]
         refs: dict[str, pygit2.Oid] = {}
-        for line in path.read_text().splitlines():
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+        for line in lines:
             if not line or line[0] in "#^":
                 continue
             sha, _, name = line.partition(" ")

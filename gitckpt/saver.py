@@ -20,6 +20,7 @@ in ``docs/format.md``; in short:
 from __future__ import annotations
 
 import asyncio
+import heapq
 import os
 import random
 import threading
@@ -395,46 +396,70 @@ class GitSaver(BaseCheckpointSaver[str]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
-        """Checkpoints newest first (greatest checkpoint id first)."""
+        """Checkpoints newest first (greatest checkpoint id first).
+
+        Lazy: each (thread, namespace) is walked backwards from its ``before``
+        position in the index, and the walks are merged, so ``limit=10`` reads
+        ten checkpoints whatever the length of the history.
+        """
         if config is None:
-            threads = self.threads()
-            ns_filter = None
-            only = None
+            threads, ns_filter, only = self.threads(), None, None
         else:
             threads = [_thread_and_ns(config)[0]]
             ns_filter = config["configurable"].get("checkpoint_ns")
             only = get_checkpoint_id(config)
         before_id = get_checkpoint_id(before) if before else None
+        if only is not None:
+            if before_id is not None and only >= before_id:
+                return
+            sources = [iter([(only, threads[0], ns_filter or "")])]
+        else:
+            sources = []
+            with self.lock:
+                for thread_id in threads:
+                    idx = self._index(thread_id)
+                    for ns in [ns_filter] if ns_filter is not None else idx.namespaces():
+                        sources.append(self._ids_desc(thread_id, ns, before_id))
         remaining = limit
         cheap = {"step", "source", "run_id"}
-        rows: list[tuple[str, str, str]] = []
-        with self.lock:
-            for thread_id in threads:
-                idx = self._index(thread_id)
-                nss = [ns_filter] if ns_filter is not None else idx.namespaces()
-                for ns in nss:
-                    rows.extend((cid, thread_id, ns) for cid in idx.ids_desc(ns, before_id))
-        rows.sort(reverse=True)
-        for cid, thread_id, ns in rows:
+        for cid, thread_id, ns in heapq.merge(*sources, reverse=True):
             if remaining is not None and remaining <= 0:
                 return
-            if only is not None and cid != only:
-                continue
             with self.lock:
-                idx = self._index(thread_id)
+                idx = self._index(thread_id, refresh=False)
                 entry = idx.ckpt.get((ns, cid))
                 if entry is None:
                     continue
-                if filter and set(filter) <= cheap:
-                    fields = {"step": entry.step, "source": entry.source, "run_id": entry.run_id}
-                    if not all(fields[k] == v for k, v in filter.items()):
+                if filter:
+                    if set(filter) <= cheap:
+                        fields = {"step": entry.step, "source": entry.source, "run_id": entry.run_id}
+                    else:
+                        fields = self._metadata(thread_id, cid, entry)
+                    if not all(fields.get(k) == v for k, v in filter.items()):
                         continue
                 tup = self._tuple(thread_id, idx, ns, cid, entry)
-            if filter and not all(tup.metadata.get(k) == v for k, v in filter.items()):
-                continue
             if remaining is not None:
                 remaining -= 1
             yield tup
+
+    def _ids_desc(self, thread_id: str, ns: str, before: str | None) -> Iterator[tuple[str, str, str]]:
+        """``(cid, thread_id, ns)`` newest first below ``before``, fetched a few at a time."""
+        cursor = before
+        n = 8
+        while True:
+            with self.lock:
+                batch = self._index(thread_id, refresh=False).ids_before(ns, cursor, n)
+            if not batch:
+                return
+            for cid in batch:
+                yield cid, thread_id, ns
+            cursor = batch[-1]
+            n = min(n * 4, 1024)
+
+    def _metadata(self, thread_id: str, cid: str, entry: Entry) -> dict[str, Any]:
+        what = f"thread {thread_id!r} checkpoint {cid}"
+        tree = self._tree_of(entry, what)
+        return self._load(self.repo.read_blob(tree["metadata"][0], what), what)
 
     def threads(self) -> list[str]:
         """Every thread id in the repository, sorted."""

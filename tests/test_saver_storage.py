@@ -370,3 +370,18 @@ def test_relative_repository_path(tmp_path, monkeypatch):
         parent = put(saver, "t", parent=parent, values={"i": i})
     saver.close()
     assert not (tmp_path / "rel.git" / "gitckpt-maintenance.lock").exists()
+
+
+def test_packed_refs_read_write_and_delete(saver, repo_path):
+    a = put(saver, "p", values={"x": 1})
+    put(saver, "q", values={"x": 1})
+    saver.fork("p", a, "p2")
+    git(repo_path, "pack-refs", "--all", "--prune")
+    assert not (repo_path / "refs" / "heads" / "threads" / "p").exists()  # only in packed-refs now
+    fresh = GitSaver(repo_path)
+    assert set(fresh.threads()) >= {"p", "q", "p2"}
+    b = put(fresh, "p", parent=a, values={"x": 2})  # a loose ref now overrides the packed one
+    assert GitSaver(repo_path).get_tuple({"configurable": {"thread_id": "p"}}).checkpoint["id"] == b
+    fresh.delete_thread("q")  # removes the packed entry too
+    assert "q" not in GitSaver(repo_path).threads()
+    assert git(repo_path, "fsck", "--strict").returncode == 0
