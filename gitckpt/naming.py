@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import string
+from functools import lru_cache
 
 MAX_COMPONENT = 150
 
@@ -61,6 +62,7 @@ def _shorten(value: str, enc: str) -> str:
     return _fix_edges(enc[:cut]) + "%h" + digest
 
 
+@lru_cache(maxsize=65536)
 def encode_ref_component(value: str) -> str:
     """Encode ``value`` as one ref-name component (no ``/``, valid for git)."""
     if value == "":
@@ -69,6 +71,7 @@ def encode_ref_component(value: str) -> str:
     return _shorten(value, enc)
 
 
+@lru_cache(maxsize=65536)
 def encode_tree_name(value: str) -> str:
     """Encode ``value`` as a tree entry name that ``git fsck --strict`` accepts."""
     if value == "":

@@ -84,6 +84,18 @@ def _writer(task_id: str, task_path: str, channels: set[str]) -> str:
     return task_id
 
 
+class _Update:
+    """One queued write of a thread (see GitSaver._submit)."""
+
+    __slots__ = ("prepare", "record", "done", "error")
+
+    def __init__(self, prepare, record) -> None:
+        self.prepare = prepare
+        self.record = record
+        self.done = False
+        self.error: BaseException | None = None
+
+
 class GitSaver(BaseCheckpointSaver[str]):
     """A drop-in ``BaseCheckpointSaver`` on a bare git repository, sync and async.
 
@@ -118,6 +130,8 @@ class GitSaver(BaseCheckpointSaver[str]):
         self._bases: OrderedDict[tuple, tuple] = OrderedDict()
         # (thread, ns, channel) -> (items of the full chunks, chunk oids, group oids)
         self._chunks: OrderedDict[tuple, tuple] = OrderedDict()
+        self._queue: dict[str, list[_Update]] = {}
+        self._queue_lock = threading.Lock()
 
     # -- construction ---------------------------------------------------------
 
@@ -588,6 +602,85 @@ class GitSaver(BaseCheckpointSaver[str]):
             return f"{head} · updated {', '.join(shown)}"
         return head
 
+    # -- writing: group commit ---------------------------------------------------
+    #
+    # Every write (a put, a put_writes) is an _Update: ``prepare(idx)`` builds its
+    # objects and its commit on top of the index's idea of the line's tip, without
+    # touching a ref; ``record(idx, line, commit)`` enters it in the index. Updates
+    # of one thread that queue up while another is being written are applied
+    # together: their commits chain on the line, their objects go into one pack and
+    # each line's ref moves once. Every caller returns only after its own update
+    # is durable. If a ref moved under the batch (another process), the index is
+    # rebuilt and the updates of that line are redone one by one.
+
+    def _submit(self, thread_id: str, update: _Update) -> None:
+        with self._queue_lock:
+            self._queue.setdefault(thread_id, []).append(update)
+        with self.lock:
+            if not update.done:
+                with self._queue_lock:
+                    batch = self._queue.pop(thread_id, [])
+                self._run_batch(thread_id, batch)
+        if update.error is not None:
+            raise update.error
+
+    def _run_batch(self, thread_id: str, batch: list[_Update]) -> None:
+        idx = self._index(thread_id, refresh=False)
+        origin: dict[str, pygit2.Oid | None] = {}
+        applied: list[tuple[_Update, str]] = []
+        for update in batch:
+            try:
+                built = update.prepare(idx)
+            except BaseException as exc:  # reported to its caller, the batch goes on
+                update.error, update.done = exc, True
+                continue
+            if built is None:  # nothing to write (e.g. writes already stored)
+                update.done = True
+                continue
+            line, old, commit = built
+            origin.setdefault(line, old)
+            idx.record_tip(line, commit)
+            update.record(idx, line, commit)
+            applied.append((update, line))
+        failed = set()
+        for line, old in origin.items():
+            try:
+                if not self.repo.update_ref(line, old, idx.tips[line]):
+                    failed.add(line)
+            except BaseException as exc:
+                failed.add(line)
+                for update, ln in applied:
+                    if ln == line:
+                        update.error = exc
+        if failed:
+            self._indexes.pop(thread_id, None)  # its optimistic entries are void
+        for update, line in applied:
+            if line in failed and update.error is None:
+                try:
+                    self._run_alone(thread_id, update)
+                except BaseException as exc:
+                    update.error = exc
+            update.done = True
+        if not failed and idx.unsaved >= _SAVE_EVERY:
+            self._save_index(thread_id, idx)
+
+    def _run_alone(self, thread_id: str, update: _Update) -> None:
+        def attempt() -> bool | None:
+            idx = self._index(thread_id)
+            built = update.prepare(idx)
+            if built is None:
+                return True
+            line, old, commit = built
+            if not self.repo.update_ref(line, old, commit):
+                return None
+            idx.record_tip(line, commit)
+            update.record(idx, line, commit)
+            return True
+
+        retry_cas(attempt, f"write on thread {thread_id!r}")
+
+    # -- writing: checkpoints ---------------------------------------------------
+
     def put(
         self,
         config: RunnableConfig,
@@ -603,17 +696,23 @@ class GitSaver(BaseCheckpointSaver[str]):
         versions = checkpoint.get("channel_versions", {})
         md = get_checkpoint_metadata(config, metadata)
         cp = {k: v for k, v in checkpoint.items() if k != "channel_values"}
-        with self.lock:
-            idx = self._index(thread_id, refresh=False)
+        try:
+            cp_data = codec.pack_value(self._dumps(cp))
+            md_data = codec.pack_value(self._dumps(md))
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"thread {thread_id!r} checkpoint {cid}: {exc}") from exc
+        with self.lock:  # a parent stored by another process: look for it now
+            if parent and (ns, parent) not in self._index(thread_id, refresh=False).ckpt:
+                self._index(thread_id)
+        entries: dict[str, tuple[pygit2.Oid, int]] = {}
+
+        def prepare(idx: ThreadIndex):
             parent_entry = idx.ckpt.get((ns, parent)) if parent else None
-            if parent and parent_entry is None:
-                idx = self._index(thread_id)
-                parent_entry = idx.ckpt.get((ns, parent))
             if parent_entry is not None:
                 base_entries, base_versions, base_seen = self._base(thread_id, ns, parent, parent_entry)
             else:
                 base_entries, base_versions, base_seen = {}, {}, {}
-            entries: dict[str, tuple[pygit2.Oid, int]] = {}
+            entries.clear()
             try:
                 for ch, ver in versions.items():
                     if ch not in values:
@@ -623,14 +722,11 @@ class GitSaver(BaseCheckpointSaver[str]):
                         entries[name] = base_entries[name]
                     else:
                         entries[name] = self._encode_channel((thread_id, ns, ch), values[ch])
-                cp_blob = self._encode_value(cp)
-                md_blob = self._encode_value(md)
             except InvalidInputError as exc:
                 raise InvalidInputError(f"thread {thread_id!r} checkpoint {cid}: {exc}") from exc
-            root = {"checkpoint": (cp_blob, BLOB), "metadata": (md_blob, BLOB)}
+            root = {"checkpoint": (self.repo.blob(cp_data), BLOB), "metadata": (self.repo.blob(md_data), BLOB)}
             if entries:
                 root["channels"] = (self.repo.tree(entries), TREE)
-            tree = self.repo.tree(root)
             subject = self._subject(idx, ns, parent, checkpoint, md, new_versions, base_seen)
             message = codec.build_message(
                 subject,
@@ -645,45 +741,27 @@ class GitSaver(BaseCheckpointSaver[str]):
                     (codec.RUN, md.get("run_id")),
                 ],
             )
+            line = idx.line_with_head(ns, parent) if parent is not None else None
+            if line is not None:
+                old = idx.tips[line]
+                parents = [old]
+            else:  # a new line: the thread's first, or a fork
+                line = naming.line_ref(thread_id, ns, cid if idx.lines_of(ns) else None)
+                old = None
+                parents = [parent_entry.commit] if parent_entry is not None else []
+            return line, old, self.repo.commit(self.repo.tree(root), parents, message)
 
-            def attempt() -> tuple[str, pygit2.Oid] | None:
-                nonlocal idx
-                line = idx.line_with_head(ns, parent) if parent is not None else None
-                pentry = idx.ckpt.get((ns, parent)) if parent else None
-                if line is not None:
-                    old = idx.tips[line]
-                    parents = [old]
-                else:
-                    has_line = bool(idx.lines_of(ns))
-                    line = naming.line_ref(thread_id, ns, cid if has_line else None)
-                    old = None
-                    parents = [pentry.commit] if pentry is not None else []
-                won = self._append(thread_id, line, old, tree, parents, message)
-                if won is None:
-                    idx = self._index(thread_id)
-                return won
-
-            line, commit = retry_cas(attempt, f"put on thread {thread_id!r}")
-            idx.record_tip(line, commit)
+        def record(idx: ThreadIndex, line: str, commit: pygit2.Oid) -> None:
             idx.heads[line] = (ns, cid)
             idx.last_line[ns] = line
             step = md.get("step")
-            idx.add_checkpoint(
-                ns,
-                cid,
-                Entry(commit, parent, step if isinstance(step, int) else None, md.get("source"), md.get("run_id"), line),
-            )
-            self._remember_base((thread_id, ns, cid), entries, versions, cp.get("versions_seen", {}))
+            entry = Entry(commit, parent, step if isinstance(step, int) else None, md.get("source"), md.get("run_id"), line)
+            idx.add_checkpoint(ns, cid, entry)
+            self._remember_base((thread_id, ns, cid), dict(entries), versions, cp.get("versions_seen", {}))
             idx.unsaved += 1
-            if idx.unsaved >= _SAVE_EVERY:
-                self._save_index(thread_id, idx)
-        return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid}}
 
-    def _append(self, thread_id: str, line: str, old: pygit2.Oid | None, tree: pygit2.Oid,
-                parents: list[pygit2.Oid], message: str) -> tuple[str, pygit2.Oid] | None:
-        """One commit on ``line`` if it still points at ``old``; None if another writer moved it."""
-        commit = self.repo.commit(tree, parents, message)
-        return (line, commit) if self.repo.update_ref(line, old, commit) else None
+        self._submit(thread_id, _Update(prepare, record))
+        return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid}}
 
     # -- writing: pending writes ----------------------------------------------
 
@@ -701,30 +779,33 @@ class GitSaver(BaseCheckpointSaver[str]):
             raise InvalidInputError("put_writes needs a config with a checkpoint_id")
         if not writes:
             return
-        with self.lock:
-            idx = self._index(thread_id, refresh=False)
-            if (ns, cid) not in idx.ckpt:
-                idx = self._index(thread_id)
+        serialized = []
+        for i, (channel, value) in enumerate(writes):
+            try:
+                typed = self._dumps(value)
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"thread {thread_id!r} checkpoint {cid}: the write to {channel!r}: {exc}") from exc
+            serialized.append((WRITES_IDX_MAP.get(channel, i), channel, typed))
+        with self.lock:  # a checkpoint stored by another process: look for it now
+            if (ns, cid) not in self._index(thread_id, refresh=False).ckpt:
+                self._index(thread_id)
+        cname = naming.encode_tree_name(cid)
+        channels: set[str] = set()
+        node = ""
+
+        def prepare(idx: ThreadIndex):
+            nonlocal node
             existing = self._write_blobs(idx, ns, cid)
-            channels: set[str] = set()
-            blobs: dict[str, bytes] = {}
-            for i, (channel, value) in enumerate(writes):
-                widx = WRITES_IDX_MAP.get(channel, i)
+            new: dict[str, tuple[pygit2.Oid, int]] = {}
+            channels.clear()
+            for widx, channel, typed in serialized:
                 if widx >= 0 and (task_id, widx) in existing:
-                    continue
-                try:
-                    typed = self._dumps(value)
-                except InvalidInputError as exc:
-                    raise InvalidInputError(
-                        f"thread {thread_id!r} checkpoint {cid}: the write to {channel!r}: {exc}"
-                    ) from exc
-                blobs[f"{naming.encode_tree_name(task_id)}.{widx}"] = codec.pack_write(
-                    task_id, widx, channel, task_path, typed
-                )
+                    continue  # idempotent: a retried task writes once
+                data = codec.pack_write(task_id, widx, channel, task_path, typed)
+                new[f"{naming.encode_tree_name(task_id)}.{widx}"] = (self.repo.blob(data), BLOB)
                 channels.add(channel)
-            new = {name: (self.repo.blob(data), BLOB) for name, data in blobs.items()}
             if not new:
-                return
+                return None
             node = _writer(task_id, task_path, channels)
             shown = sorted(c for c in channels if not _internal(c)) or sorted(channels)
             entry = idx.ckpt.get((ns, cid))
@@ -742,45 +823,34 @@ class GitSaver(BaseCheckpointSaver[str]):
                     (codec.TASK, task_id),
                 ],
             )
-            cname = naming.encode_tree_name(cid)
+            line = None
+            if entry is not None and entry.line in idx.tips:
+                line = entry.line
+            if line is None and entry is not None:
+                line = idx.line_with_head(ns, cid)
+            if line is None:
+                line = idx.last_line.get(ns)
+                if line not in idx.tips:
+                    line = next(iter(idx.lines_of(ns)), None)
+            if line is None:  # writes before any checkpoint of this namespace
+                line = naming.line_ref(thread_id, ns, None)
+            old = idx.tips.get(line)
+            root = self.repo.tree_entries(self.repo.commit_info(old).tree_id) if old is not None else {}
+            wtree = self.repo.tree_entries(root["writes"][0]) if "writes" in root else {}
+            sub = self.repo.tree_entries(wtree[cname][0]) if cname in wtree else {}
+            sub.update(new)
+            wtree[cname] = (self.repo.tree(sub), TREE)
+            root["writes"] = (self.repo.tree(wtree), TREE)
+            return line, old, self.repo.commit(self.repo.tree(root), [old] if old else [], message)
 
-            def attempt() -> tuple[str, pygit2.Oid] | None:
-                nonlocal idx
-                entry = idx.ckpt.get((ns, cid))
-                line = None
-                if entry is not None and entry.line in idx.tips:
-                    line = entry.line
-                if line is None and entry is not None:
-                    line = idx.line_with_head(ns, cid)
-                if line is None:
-                    line = idx.last_line.get(ns)
-                    if line not in idx.tips:
-                        line = next(iter(idx.lines_of(ns)), None)
-                if line is None:  # writes before any checkpoint of this namespace
-                    line = naming.line_ref(thread_id, ns, None)
-                old = idx.tips.get(line)
-                if old is not None:
-                    root = self.repo.tree_entries(self.repo.commit_info(old).tree_id)
-                else:
-                    root = {}
-                wtree = self.repo.tree_entries(root["writes"][0]) if "writes" in root else {}
-                sub = self.repo.tree_entries(wtree[cname][0]) if cname in wtree else {}
-                sub.update(new)
-                wtree[cname] = (self.repo.tree(sub), TREE)
-                root["writes"] = (self.repo.tree(wtree), TREE)
-                won = self._append(thread_id, line, old, self.repo.tree(root), [old] if old else [], message)
-                if won is None:
-                    idx = self._index(thread_id)
-                return won
-
-            line, commit = retry_cas(attempt, f"put_writes on thread {thread_id!r}")
-            idx.record_tip(line, commit)
+        def record(idx: ThreadIndex, line: str, commit: pygit2.Oid) -> None:
             idx.add_writes(ns, cid, commit)
             idx.unsaved += 1
             if line not in idx.heads:
                 idx.heads[line] = (ns, None)
-            wrote = idx.wrote.setdefault((ns, cid), {})
-            wrote.setdefault(node, set()).update(channels)
+            idx.wrote.setdefault((ns, cid), {}).setdefault(node, set()).update(channels)
+
+        self._submit(thread_id, _Update(prepare, record))
 
     # -- deleting, copying, pruning --------------------------------------------
 
