@@ -149,3 +149,54 @@ def test_many_threads_writing_one_saver(saver):
         tups = list(fresh.list({"configurable": {"thread_id": f"t{t}"}}))
         assert [x.metadata["step"] for x in tups] == list(range(14, -1, -1))
         assert all(x.pending_writes == [(f"k{x.metadata['step']}", "i", x.metadata["step"])] for x in tups)
+
+
+def test_parallel_tasks_writing_one_checkpoint_are_all_kept(saver):
+    from test_saver_storage import put
+
+    cid = put(saver, "fan", values={"x": 0})
+    cfg = {"configurable": {"thread_id": "fan", "checkpoint_ns": "", "checkpoint_id": cid}}
+    barrier = threading.Barrier(8)
+
+    def task(i):
+        barrier.wait()
+        for k in range(5):
+            saver.put_writes(cfg, [("x", (i, k))], f"task-{i}-{k}", f"~__pregel_pull, node{i}")
+
+    threads = [threading.Thread(target=task, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in (saver, GitSaver(saver.repo.path)):
+        writes = s.get_tuple(cfg).pending_writes
+        assert sorted(v for _, _, v in writes) == sorted([i, k] for i in range(8) for k in range(5))
+
+
+def test_a_batch_that_loses_its_ref_race_is_redone_update_by_update(saver, repo_path):
+    """Another writer (a second saver on the same repository) moves the line while
+    a batch of this saver is about to move it: nothing of either is lost."""
+    from test_saver_storage import put
+
+    a = put(saver, "race", values={"x": 1})
+    other = GitSaver(repo_path)
+    real_update_ref = saver.repo.update_ref
+    raced = []
+
+    def update_ref_after_a_rival(name, old, new):
+        if not raced:
+            raced.append(put(other, "race", parent=a, values={"x": "rival"}))  # a real, competing put
+        return real_update_ref(name, old, new)
+
+    saver.repo.update_ref = update_ref_after_a_rival
+    try:
+        cfg = {"configurable": {"thread_id": "race", "checkpoint_ns": "", "checkpoint_id": a}}
+        saver.put_writes(cfg, [("x", "w")], "task")
+        b = put(saver, "race", parent=a, values={"x": 2})
+    finally:
+        saver.repo.update_ref = real_update_ref
+    fresh = GitSaver(repo_path)
+    ids = {t.checkpoint["id"] for t in fresh.list({"configurable": {"thread_id": "race"}})}
+    assert ids == {a, b, raced[0]}
+    assert fresh.get_tuple(cfg).pending_writes == [("task", "x", "w")]
+    assert len(fresh.thread_info("race")["lines"]) == 2  # b and the rival diverge from a
