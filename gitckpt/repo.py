@@ -598,7 +598,7 @@ class Maintenance:
                     lock.unlink(missing_ok=True)
                 return True
             self._proc = subprocess.Popen(
-                ["sh", "-c", f'nice -n 10 "{self.git}" -c pack.threads=1 repack -d -q --geometric=2; rm -f "{lock}"'],
+                ["sh", "-c", f'nice -n 10 "{self.git}" -c pack.threads=1 -c pack.depth=10 repack -d -q --geometric=2; rm -f "{lock}"'],
                 cwd=self.path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, env={**os.environ, "GIT_DIR": str(self.path)},
             )
