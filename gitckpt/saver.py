@@ -87,11 +87,12 @@ def _writer(task_id: str, task_path: str, channels: set[str]) -> str:
 class _Update:
     """One queued write of a thread (see GitSaver._submit)."""
 
-    __slots__ = ("prepare", "record", "done", "error")
+    __slots__ = ("prepare", "record", "is_put", "done", "error")
 
-    def __init__(self, prepare, record) -> None:
+    def __init__(self, prepare, record, is_put: bool) -> None:
         self.prepare = prepare
         self.record = record
+        self.is_put = is_put
         self.done = False
         self.error: BaseException | None = None
 
@@ -625,6 +626,9 @@ class GitSaver(BaseCheckpointSaver[str]):
             raise update.error
 
     def _run_batch(self, thread_id: str, batch: list[_Update]) -> None:
+        # Checkpoints first: writes that LangGraph sent before their checkpoint's
+        # put then find it (order among puts, and among writes, is kept).
+        batch.sort(key=lambda u: not u.is_put)
         idx = self._index(thread_id, refresh=False)
         origin: dict[str, pygit2.Oid | None] = {}
         applied: list[tuple[_Update, str]] = []
@@ -741,7 +745,9 @@ class GitSaver(BaseCheckpointSaver[str]):
                     (codec.RUN, md.get("run_id")),
                 ],
             )
-            line = idx.line_with_head(ns, parent) if parent is not None else None
+            # continue the line whose newest checkpoint is the parent; a first
+            # checkpoint continues a line that holds only early writes, if any
+            line = idx.line_with_head(ns, parent)
             if line is not None:
                 old = idx.tips[line]
                 parents = [old]
@@ -760,7 +766,7 @@ class GitSaver(BaseCheckpointSaver[str]):
             self._remember_base((thread_id, ns, cid), dict(entries), versions, cp.get("versions_seen", {}))
             idx.unsaved += 1
 
-        self._submit(thread_id, _Update(prepare, record))
+        self._submit(thread_id, _Update(prepare, record, is_put=True))
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid}}
 
     # -- writing: pending writes ----------------------------------------------
@@ -850,7 +856,7 @@ class GitSaver(BaseCheckpointSaver[str]):
                 idx.heads[line] = (ns, None)
             idx.wrote.setdefault((ns, cid), {}).setdefault(node, set()).update(channels)
 
-        self._submit(thread_id, _Update(prepare, record))
+        self._submit(thread_id, _Update(prepare, record, is_put=False))
 
     # -- deleting, copying, pruning --------------------------------------------
 

@@ -385,3 +385,16 @@ def test_packed_refs_read_write_and_delete(saver, repo_path):
     fresh.delete_thread("q")  # removes the packed entry too
     assert "q" not in GitSaver(repo_path).threads()
     assert git(repo_path, "fsck", "--strict").returncode == 0
+
+
+def test_writes_before_a_threads_first_checkpoint_stay_on_its_main_line(saver, repo_path):
+    first = str(uuid6(clock_seq=-1))
+    cfg = {"configurable": {"thread_id": "new", "checkpoint_ns": "", "checkpoint_id": first}}
+    saver.put_writes(cfg, [("x", 1)], "early-task")  # LangGraph's async durability can do this
+    cp = empty_checkpoint()
+    cp["id"] = first
+    saver.put({"configurable": {"thread_id": "new", "checkpoint_ns": ""}}, cp, {"step": -1, "source": "input"}, {})
+    assert saver.thread_info("new")["lines"] == ["refs/heads/threads/new"]  # no fork
+    assert saver.get_tuple(cfg).pending_writes == [("early-task", "x", 1)]
+    log = git(repo_path, "log", "--format=%s", "threads/new").stdout.splitlines()
+    assert log[0] == "step -1 · input" and log[1].startswith("writes for ")
