@@ -37,6 +37,7 @@ NS = "Checkpoint-Ns"
 CHECKPOINT = "Checkpoint-Id"
 PARENT = "Parent-Checkpoint-Id"
 WRITES_FOR = "Writes-For"
+WRITES_TREE = "Writes-Tree"  # the writes/<checkpoint> subtree of a writes commit
 STEP = "Step"
 SOURCE = "Source"
 RUN = "Run-Id"

@@ -24,7 +24,7 @@ import pygit2
 from . import codec
 
 #: Version of the cache file format (bump when ThreadIndex's fields change).
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def is_main_line(ref: str) -> bool:
@@ -39,6 +39,7 @@ class Entry:
     """What the index knows of one checkpoint without reading its blobs."""
 
     commit: pygit2.Oid
+    tree: pygit2.Oid  # the commit's tree, so a read skips the commit object
     parent: str | None
     step: int | None
     source: str | None
@@ -51,6 +52,7 @@ class ThreadIndex:
     tips: dict[str, pygit2.Oid] = field(default_factory=dict)  # line ref -> tip seen
     heads: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # ref -> (ns, head cid)
     ckpt: dict[tuple[str, str], Entry] = field(default_factory=dict)
+    # (ns, cid) -> the writes/<cid> subtrees holding its pending writes
     writes: dict[tuple[str, str], list[pygit2.Oid]] = field(default_factory=dict)
     deleted: set[tuple[str, str]] = field(default_factory=set)
     order: dict[str, list[str]] = field(default_factory=dict)  # ns -> sorted checkpoint ids
@@ -69,7 +71,7 @@ class ThreadIndex:
                 "tips": {ref: oid.raw for ref, oid in self.tips.items()},
                 "heads": {ref: list(v) for ref, v in self.heads.items()},
                 "ckpt": [
-                    [ns, cid, e.commit.raw, e.parent, e.step, e.source, e.run_id, e.line]
+                    [ns, cid, e.commit.raw, e.tree.raw, e.parent, e.step, e.source, e.run_id, e.line]
                     for (ns, cid), e in self.ckpt.items()
                 ],
                 "writes": [[ns, cid, [o.raw for o in oids]] for (ns, cid), oids in self.writes.items()],
@@ -89,8 +91,10 @@ class ThreadIndex:
             idx = cls()
             idx.tips = {ref: pygit2.Oid(raw=raw) for ref, raw in d["tips"].items()}
             idx.heads = {ref: (v[0], v[1]) for ref, v in d["heads"].items()}
-            for ns, cid, raw, parent, step, source, run_id, line in d["ckpt"]:
-                idx.ckpt[(ns, cid)] = Entry(pygit2.Oid(raw=raw), parent, step, source, run_id, line)
+            for ns, cid, raw, tree, parent, step, source, run_id, line in d["ckpt"]:
+                idx.ckpt[(ns, cid)] = Entry(
+                    pygit2.Oid(raw=raw), pygit2.Oid(raw=tree), parent, step, source, run_id, line
+                )
                 idx.order.setdefault(ns, []).append(cid)
             for ids in idx.order.values():
                 ids.sort()
@@ -144,10 +148,10 @@ class ThreadIndex:
         self.tips[line] = commit
         self.seen.add(commit)
 
-    def add_writes(self, ns: str, cid: str, commit: pygit2.Oid) -> None:
+    def add_writes(self, ns: str, cid: str, subtree: pygit2.Oid) -> None:
         lst = self.writes.setdefault((ns, cid), [])
-        if commit not in lst:
-            lst.append(commit)
+        if subtree not in lst:
+            lst.append(subtree)
 
     def delete(self, ns: str, cid: str) -> None:
         key = (ns, cid)
@@ -173,6 +177,7 @@ class ThreadIndex:
                 cid,
                 Entry(
                     commit=commit.id,
+                    tree=commit.tree_id,
                     parent=t.get(codec.PARENT),
                     step=int(step) if step not in (None, "") else None,
                     source=t.get(codec.SOURCE),
@@ -181,7 +186,7 @@ class ThreadIndex:
                 ),
             )
         elif kind == "writes":
-            self.add_writes(ns, t[codec.WRITES_FOR], commit.id)
+            self.add_writes(ns, t[codec.WRITES_FOR], pygit2.Oid(hex=t[codec.WRITES_TREE]))
         elif kind == "delete":
             for item in t.get(codec.DELETED, "").split("\n"):
                 if item:

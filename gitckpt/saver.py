@@ -299,8 +299,7 @@ class GitSaver(BaseCheckpointSaver[str]):
             raise CorruptObjectError(f"{what}: cannot decode the stored value ({exc})") from exc
 
     def _tree_of(self, entry: Entry, what: str) -> dict[str, tuple[pygit2.Oid, int]]:
-        commit = self.repo.commit_info(entry.commit, what)
-        return self.repo.tree_entries(commit.tree_id)
+        return self.repo.tree_entries(entry.tree, what)
 
     def _read_list(self, key: tuple, oid: pygit2.Oid, what: str) -> list:
         items: list = []
@@ -345,18 +344,16 @@ class GitSaver(BaseCheckpointSaver[str]):
         checkpoint["channel_values"] = values
         return checkpoint, metadata
 
-    def _write_blobs(self, idx: ThreadIndex, ns: str, cid: str) -> dict[tuple[str, int], pygit2.Oid]:
-        """``(task_id, idx) -> blob`` of every pending write recorded for a checkpoint."""
-        out: dict[tuple[str, int], pygit2.Oid] = {}
-        name = naming.encode_tree_name(cid)
-        for commit_oid in idx.writes.get((ns, cid), ()):
-            commit = self.repo.commit_info(commit_oid, f"writes of checkpoint {cid}")
-            sub = self.repo.subtree(commit.tree_id, "writes", name)
-            if sub is None:
-                continue
-            for ename, (oid, _) in self.repo.tree_entries(sub).items():
-                task, _, widx = ename.rpartition(".")
-                out[(task, int(widx))] = oid
+    def _write_blobs(self, idx: ThreadIndex, ns: str, cid: str) -> dict[str, pygit2.Oid]:
+        """``{tree entry name: blob}`` of every pending write recorded for a checkpoint.
+
+        Names are ``<encoded task id>.<idx>``; a later subtree's entry replaces an
+        earlier one of the same name (special writes such as errors are replaced).
+        """
+        out: dict[str, pygit2.Oid] = {}
+        for subtree in idx.writes.get((ns, cid), ()):
+            for name, (oid, _) in self.repo.tree_entries(subtree, f"writes of checkpoint {cid}").items():
+                out[name] = oid
         return out
 
     def _pending_writes(self, thread_id: str, idx: ThreadIndex, ns: str, cid: str) -> list[PendingWrite]:
@@ -709,8 +706,10 @@ class GitSaver(BaseCheckpointSaver[str]):
             if parent and (ns, parent) not in self._index(thread_id, refresh=False).ckpt:
                 self._index(thread_id)
         entries: dict[str, tuple[pygit2.Oid, int]] = {}
+        root_tree: pygit2.Oid | None = None
 
         def prepare(idx: ThreadIndex):
+            nonlocal root_tree
             parent_entry = idx.ckpt.get((ns, parent)) if parent else None
             if parent_entry is not None:
                 base_entries, base_versions, base_seen = self._base(thread_id, ns, parent, parent_entry)
@@ -755,13 +754,16 @@ class GitSaver(BaseCheckpointSaver[str]):
                 line = naming.line_ref(thread_id, ns, cid if idx.lines_of(ns) else None)
                 old = None
                 parents = [parent_entry.commit] if parent_entry is not None else []
-            return line, old, self.repo.commit(self.repo.tree(root), parents, message)
+            root_tree = self.repo.tree(root)
+            return line, old, self.repo.commit(root_tree, parents, message)
 
         def record(idx: ThreadIndex, line: str, commit: pygit2.Oid) -> None:
             idx.heads[line] = (ns, cid)
             idx.last_line[ns] = line
             step = md.get("step")
-            entry = Entry(commit, parent, step if isinstance(step, int) else None, md.get("source"), md.get("run_id"), line)
+            entry = Entry(
+                commit, root_tree, parent, step if isinstance(step, int) else None, md.get("source"), md.get("run_id"), line
+            )
             idx.add_checkpoint(ns, cid, entry)
             self._remember_base((thread_id, ns, cid), dict(entries), versions, cp.get("versions_seen", {}))
             idx.unsaved += 1
@@ -798,6 +800,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         cname = naming.encode_tree_name(cid)
         channels: set[str] = set()
         node = ""
+        subtree: pygit2.Oid | None = None
 
         def prepare(idx: ThreadIndex):
             nonlocal node
@@ -805,10 +808,11 @@ class GitSaver(BaseCheckpointSaver[str]):
             new: dict[str, tuple[pygit2.Oid, int]] = {}
             channels.clear()
             for widx, channel, typed in serialized:
-                if widx >= 0 and (task_id, widx) in existing:
+                name = f"{naming.encode_tree_name(task_id)}.{widx}"
+                if widx >= 0 and name in existing:
                     continue  # idempotent: a retried task writes once
                 data = codec.pack_write(task_id, widx, channel, task_path, typed)
-                new[f"{naming.encode_tree_name(task_id)}.{widx}"] = (self.repo.blob(data), BLOB)
+                new[name] = (self.repo.blob(data), BLOB)
                 channels.add(channel)
             if not new:
                 return None
@@ -819,16 +823,6 @@ class GitSaver(BaseCheckpointSaver[str]):
                 what = f"step {entry.step} · writes" if entry.step is not None else "writes"
             else:  # LangGraph may send a step's writes before its checkpoint's put
                 what = f"writes for {cid}"
-            message = codec.build_message(
-                f"{what} · {node} → {', '.join(shown)}",
-                [
-                    (codec.KIND, "writes"),
-                    (codec.THREAD, thread_id),
-                    (codec.NS, ns or None),
-                    (codec.WRITES_FOR, cid),
-                    (codec.TASK, task_id),
-                ],
-            )
             line = None
             if entry is not None and entry.line in idx.tips:
                 line = entry.line
@@ -845,12 +839,25 @@ class GitSaver(BaseCheckpointSaver[str]):
             wtree = self.repo.tree_entries(root["writes"][0]) if "writes" in root else {}
             sub = self.repo.tree_entries(wtree[cname][0]) if cname in wtree else {}
             sub.update(new)
-            wtree[cname] = (self.repo.tree(sub), TREE)
+            nonlocal subtree
+            subtree = self.repo.tree(sub)
+            wtree[cname] = (subtree, TREE)
             root["writes"] = (self.repo.tree(wtree), TREE)
+            message = codec.build_message(
+                f"{what} · {node} → {', '.join(shown)}",
+                [
+                    (codec.KIND, "writes"),
+                    (codec.THREAD, thread_id),
+                    (codec.NS, ns or None),
+                    (codec.WRITES_FOR, cid),
+                    (codec.WRITES_TREE, subtree),
+                    (codec.TASK, task_id),
+                ],
+            )
             return line, old, self.repo.commit(self.repo.tree(root), [old] if old else [], message)
 
         def record(idx: ThreadIndex, line: str, commit: pygit2.Oid) -> None:
-            idx.add_writes(ns, cid, commit)
+            idx.add_writes(ns, cid, subtree)
             idx.unsaved += 1
             if line not in idx.heads:
                 idx.heads[line] = (ns, None)
@@ -973,7 +980,7 @@ class GitSaver(BaseCheckpointSaver[str]):
             kept = self.repo.commit(commit.tree_id, [], commit.message)
             blobs = self._write_blobs(idx, ns, cid)
             if blobs:
-                wtree = self.repo.tree({f"{t}.{i}" if "." not in t else f"{t}.{i}": (o, BLOB) for (t, i), o in blobs.items()})
+                wtree = self.repo.tree({name: (o, BLOB) for name, o in blobs.items()})
                 root = self.repo.tree_entries(commit.tree_id)
                 root["writes"] = (self.repo.tree({naming.encode_tree_name(cid): (wtree, TREE)}), TREE)
                 kept = self.repo.commit(
@@ -982,7 +989,7 @@ class GitSaver(BaseCheckpointSaver[str]):
                     codec.build_message(
                         f"writes kept by prune of step {entry.step}",
                         [(codec.KIND, "writes"), (codec.THREAD, thread_id), (codec.NS, ns or None),
-                         (codec.WRITES_FOR, cid)],
+                         (codec.WRITES_FOR, cid), (codec.WRITES_TREE, wtree)],
                     ),
                 )
             new_tips[naming.line_ref(thread_id, ns, None)] = kept
@@ -1016,14 +1023,14 @@ class GitSaver(BaseCheckpointSaver[str]):
                 raise NotFoundError(f"thread {thread_id!r} has no checkpoint {checkpoint_id!r}")
             root = self.repo.tree_entries(self.repo.commit_info(entry.commit).tree_id)
             blobs = self._write_blobs(idx, checkpoint_ns, checkpoint_id)
-            if blobs:
-                sub = {f"{naming.encode_tree_name(t)}.{i}": (o, BLOB) for (t, i), o in blobs.items()}
-                wtree = {naming.encode_tree_name(checkpoint_id): (self.repo.tree(sub), TREE)}
-                root["writes"] = (self.repo.tree(wtree), TREE)
+            sub = self.repo.tree({name: (o, BLOB) for name, o in blobs.items()}) if blobs else None
+            if sub is not None:
+                root["writes"] = (self.repo.tree({naming.encode_tree_name(checkpoint_id): (sub, TREE)}), TREE)
             message = codec.build_message(
                 f"fork of thread {thread_id} at step {entry.step} ({checkpoint_id})",
                 [(codec.KIND, "writes" if blobs else "fork"), (codec.THREAD, new_thread_id),
-                 (codec.NS, checkpoint_ns or None), (codec.WRITES_FOR, checkpoint_id if blobs else None)],
+                 (codec.NS, checkpoint_ns or None), (codec.WRITES_FOR, checkpoint_id if blobs else None),
+                 (codec.WRITES_TREE, sub)],
             )
             tree = self.repo.tree(root) if blobs else self.repo.commit_info(entry.commit).tree_id
             commit = self.repo.commit(tree, [entry.commit], message)
