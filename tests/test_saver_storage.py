@@ -398,3 +398,17 @@ def test_writes_before_a_threads_first_checkpoint_stay_on_its_main_line(saver, r
     assert saver.get_tuple(cfg).pending_writes == [("early-task", "x", 1)]
     log = git(repo_path, "log", "--format=%s", "threads/new").stdout.splitlines()
     assert log[0] == "step -1 · input" and log[1].startswith("writes for ")
+
+
+def test_writes_with_awkward_task_ids_are_idempotent_and_survive_forks(saver):
+    a = put(saver, "w", values={"x": 1})
+    cfg = {"configurable": {"thread_id": "w", "checkpoint_ns": "", "checkpoint_id": a}}
+    task = "a/b %41 ü " + "t" * 200  # escaped, and long enough to be shortened
+    for _ in range(2):
+        saver.put_writes(cfg, [("x", 1), ("y", 2)], task)
+    expected = [(task, "x", 1), (task, "y", 2)]
+    assert saver.get_tuple(cfg).pending_writes == expected
+    saver.fork("w", a, "w2")
+    forked = {"configurable": {"thread_id": "w2", "checkpoint_ns": "", "checkpoint_id": a}}
+    saver.put_writes(forked, [("x", 1)], task)  # still idempotent on the fork
+    assert GitSaver(saver.repo.path).get_tuple(forked).pending_writes == expected
