@@ -566,15 +566,16 @@ def retry_cas(attempt, what: str, tries: int = 200):
 class Maintenance:
     """Keeps the repository packed without anyone running ``git gc``.
 
-    After every :data:`PACK_EVERY` objects a process writes, it starts
-    ``git repack -d --geometric=2`` in the background: loose objects go into a
-    pack (git's delta compression makes a growing message list cost little) and
-    packs are combined geometrically, so the work stays proportional to what is
-    new. Geometric repacking keeps every object it rolls up, reachable or not,
-    so it never races with a writer that has written objects but not yet moved
-    its ref. One maintenance run at a time per repository (a lock file).
-    Without a ``git`` executable it packs this process's loose objects with
-    libgit2's pack builder instead.
+    Every update writes one small pack (packs.py). After every
+    :data:`PACK_EVERY` packs a process writes, it starts
+    ``git repack -d --geometric=2`` in the background: small packs (and any
+    loose objects, e.g. from plain git) are rolled into larger ones with git's
+    delta compression (a growing message list then costs little), combined
+    geometrically, so the work stays proportional to what is new. Geometric
+    repacking keeps every object it rolls up, reachable or not, so it never
+    races with a writer that has written objects but not yet moved its ref.
+    One maintenance run at a time per repository (a lock file). Without a
+    ``git`` executable the small packs are merged with libgit2's pack builder.
     """
 
     def __init__(self, path: Path, every: int = PACK_EVERY) -> None:
@@ -618,7 +619,7 @@ class Maintenance:
             proc.wait()
 
     def close(self) -> None:
-        """Wait for a running pack, then pack what this process left loose."""
+        """Wait for a running repack, then merge what this process wrote since."""
         self.wait()
         if self.count:
             self.count = 0

@@ -107,7 +107,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         durability: ``"os"`` (default) — every put is written with write+rename
             and survives a crash of the process; ``"fsync"`` — every put is also
             flushed to disk before it returns, so it survives a power loss.
-        auto_pack: pack loose objects in the background (see ``docs/format.md``).
+        auto_pack: merge the small packs it writes in the background (``docs/format.md``, 9).
 
     Example:
         >>> saver = GitSaver("agent.git")
