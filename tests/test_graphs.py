@@ -341,3 +341,28 @@ def test_long_message_list_round_trips_in_chunks(saver, repo_path):
     assert [m.content for m in GitSaver(repo_path).get_tuple(CFG).checkpoint["channel_values"]["messages"]] == [
         m.content for m in msgs
     ]
+
+
+def test_git_log_p_and_show_print_decoded_values(saver, repo_path):
+    from langchain_core.messages import AIMessage, HumanMessage
+    from langgraph.graph import MessagesState
+
+    b = StateGraph(MessagesState)
+    b.add_node("bot", lambda s: {"messages": [AIMessage(content="Hello Bob!")]})
+    b.add_edge(START, "bot")
+    b.add_edge("bot", END)
+    graph = b.compile(checkpointer=saver)
+    graph.invoke({"messages": [HumanMessage(content="my name is Bob")]}, CFG)
+    log = git(repo_path, "log", "-p", "threads/1")
+    assert "Binary files" not in log
+    assert '+    "content": "Hello Bob!"' in log  # the new message, decoded, as a diff line
+    assert '"_type": "AIMessage"' in log
+    assert "# pending write: channel 'messages'" in log  # a write commit shows its write
+    show = git(repo_path, "show", "threads/1~1")  # a checkpoint commit: its diff, decoded
+    assert "Binary files" not in show and '"content": "Hello Bob!"' in show
+    blob = git(repo_path, "show", "--textconv", "threads/1:channels/messages")  # one file, decoded
+    assert "my name is Bob" in blob and "Hello Bob!" in blob
+    # the subject says which node wrote which channel; trailers carry the ids
+    head = git(repo_path, "log", "-1", "--format=%B", "threads/1")
+    assert head.startswith("step 1 · loop · bot wrote messages")
+    assert f"Checkpoint-Id: {graph.get_state(CFG).config['configurable']['checkpoint_id']}" in head
