@@ -87,12 +87,13 @@ def _writer(task_id: str, task_path: str, channels: set[str]) -> str:
 class _Update:
     """One queued write of a thread (see GitSaver._submit)."""
 
-    __slots__ = ("prepare", "record", "is_put", "done", "error")
+    __slots__ = ("prepare", "record", "is_put", "needs", "done", "error")
 
-    def __init__(self, prepare, record, is_put: bool) -> None:
+    def __init__(self, prepare, record, is_put: bool, needs: tuple[str, str] | None) -> None:
         self.prepare = prepare
         self.record = record
         self.is_put = is_put
+        self.needs = needs  # (ns, checkpoint id) it builds on, if any
         self.done = False
         self.error: BaseException | None = None
 
@@ -627,6 +628,8 @@ class GitSaver(BaseCheckpointSaver[str]):
         # put then find it (order among puts, and among writes, is kept).
         batch.sort(key=lambda u: not u.is_put)
         idx = self._index(thread_id, refresh=False)
+        if any(u.needs is not None and u.needs not in idx.ckpt for u in batch):
+            idx = self._index(thread_id)  # built on a checkpoint another process stored?
         origin: dict[str, pygit2.Oid | None] = {}
         applied: list[tuple[_Update, str]] = []
         for update in batch:
@@ -702,9 +705,6 @@ class GitSaver(BaseCheckpointSaver[str]):
             md_data = codec.pack_value(self._dumps(md))
         except InvalidInputError as exc:
             raise InvalidInputError(f"thread {thread_id!r} checkpoint {cid}: {exc}") from exc
-        with self.lock:  # a parent stored by another process: look for it now
-            if parent and (ns, parent) not in self._index(thread_id, refresh=False).ckpt:
-                self._index(thread_id)
         entries: dict[str, tuple[pygit2.Oid, int]] = {}
         root_tree: pygit2.Oid | None = None
 
@@ -768,7 +768,7 @@ class GitSaver(BaseCheckpointSaver[str]):
             self._remember_base((thread_id, ns, cid), dict(entries), versions, cp.get("versions_seen", {}))
             idx.unsaved += 1
 
-        self._submit(thread_id, _Update(prepare, record, is_put=True))
+        self._submit(thread_id, _Update(prepare, record, is_put=True, needs=(ns, parent) if parent else None))
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid}}
 
     # -- writing: pending writes ----------------------------------------------
@@ -794,9 +794,6 @@ class GitSaver(BaseCheckpointSaver[str]):
             except InvalidInputError as exc:
                 raise InvalidInputError(f"thread {thread_id!r} checkpoint {cid}: the write to {channel!r}: {exc}") from exc
             serialized.append((WRITES_IDX_MAP.get(channel, i), channel, typed))
-        with self.lock:  # a checkpoint stored by another process: look for it now
-            if (ns, cid) not in self._index(thread_id, refresh=False).ckpt:
-                self._index(thread_id)
         cname = naming.encode_tree_name(cid)
         channels: set[str] = set()
         node = ""
@@ -863,7 +860,7 @@ class GitSaver(BaseCheckpointSaver[str]):
                 idx.heads[line] = (ns, None)
             idx.wrote.setdefault((ns, cid), {}).setdefault(node, set()).update(channels)
 
-        self._submit(thread_id, _Update(prepare, record, is_put=False))
+        self._submit(thread_id, _Update(prepare, record, is_put=False, needs=(ns, cid)))
 
     # -- deleting, copying, pruning --------------------------------------------
 
