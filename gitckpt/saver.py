@@ -541,7 +541,8 @@ class GitSaver(BaseCheckpointSaver[str]):
         nfull = n // CHUNK
         # how many leading full chunks are the same as last time (C-speed compare)
         same = min(len(prev_chunks), nfull)
-        if same and value[: same * CHUNK] != prev_items[: same * CHUNK]:
+        prev_part = prev_items if same == len(prev_chunks) else prev_items[: same * CHUNK]
+        if same and value[: same * CHUNK] != prev_part:
             same = 0
             for i in range(min(len(prev_chunks), nfull)):
                 if value[i * CHUNK : (i + 1) * CHUNK] != prev_items[i * CHUNK : (i + 1) * CHUNK]:
@@ -561,7 +562,7 @@ class GitSaver(BaseCheckpointSaver[str]):
                 goid = self.repo.tree({f"{j:02d}": (o, BLOB) for j, o in enumerate(members)})
             groups[f"{gi:04d}"] = (goid, TREE)
             group_oids.append(goid)
-        self._remember_chunks(key, list(value[: nfull * CHUNK]), chunk_oids[:nfull], group_oids[: nfull // GROUP])
+        self._remember_chunks(key, value[: nfull * CHUNK], chunk_oids[:nfull], group_oids[: nfull // GROUP])
         return self.repo.tree(groups)
 
     def _encode_channel(self, key: tuple, value: Any) -> tuple[pygit2.Oid, int]:
