@@ -292,15 +292,6 @@ class GitRepo:
             self._tree_cache.put(oid, entries)
         return dict(entries)
 
-    def subtree(self, oid: pygit2.Oid, *path: str) -> pygit2.Oid | None:
-        """The tree at ``path`` below tree ``oid``, or None."""
-        for name in path:
-            entry = self.tree_entries(oid).get(name)
-            if entry is None or entry[1] != TREE:
-                return None
-            oid = entry[0]
-        return oid
-
     # -- refs -----------------------------------------------------------------
 
     def ref(self, name: str) -> pygit2.Oid | None:

@@ -1183,4 +1183,4 @@ def _thread_and_ns(config: RunnableConfig) -> tuple[str, str]:
     return str(thread_id), configurable.get("checkpoint_ns") or ""
 
 
-__all__ = ["GitSaver", "NotFoundError"]
+__all__ = ["GitSaver"]
