@@ -103,6 +103,32 @@ def decode(name: str) -> str | None:
     return raw.decode("utf-8")
 
 
+# -- LangGraph's names, as commit subjects and the CLI show them -----------------
+
+#: The task id LangGraph gives writes that no node made (input, resume values).
+NULL_TASK_ID = "00000000-0000-0000-0000-000000000000"
+
+
+def is_internal_channel(name: str) -> bool:
+    """LangGraph's bookkeeping channels (``__start__``, ``branch:to:x``, ...)."""
+    return name.startswith(("branch:", "__")) or ":" in name
+
+
+def writer_of(task_id: str, task_path: str, channels=()) -> str:
+    """Who wrote a set of writes: the node of a task path
+    (``~__pregel_pull, nodeA``), else what LangGraph's null task stands for (a
+    resume value, or an input/update), else the task id."""
+    if task_path:
+        parts = [p.strip() for p in task_path.split(",")]
+        if len(parts) >= 2 and parts[0].endswith("pull"):
+            return parts[1]
+        if parts[-1]:
+            return parts[-1]
+    if task_id == NULL_TASK_ID:
+        return "input" if channels and "__resume__" not in channels else "resume"
+    return task_id
+
+
 # -- ref layout ---------------------------------------------------------------
 #
 #   refs/heads/threads/<T>                 root namespace, main line of thread T

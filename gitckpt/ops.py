@@ -43,7 +43,7 @@ from .repo import maintenance_lock
 #: A progress callback: ``progress(done, total, what)``.
 Progress = Callable[[int, int, str], None]
 
-NULL_TASK = "00000000-0000-0000-0000-000000000000"  # LangGraph's task id for resume values
+NULL_TASK = naming.NULL_TASK_ID
 
 # -- namespaces on the command line -------------------------------------------
 
@@ -109,11 +109,6 @@ def jsonable(value: Any) -> Any:
     return repr(value)
 
 
-def is_internal_channel(name: str) -> bool:
-    """LangGraph's bookkeeping channels (``__start__``, ``branch:to:x``, ...)."""
-    return name.startswith("__") or name.startswith("branch:") or ":" in name
-
-
 # -- the history of a thread ----------------------------------------------------
 
 
@@ -166,16 +161,6 @@ def short_ref(ref: str) -> str:
     return ref[len(naming.HEADS):] if ref.startswith(naming.HEADS) else ref
 
 
-def node_of(task_path: str, task_id: str) -> str:
-    """The node a task ran, from its task path (``~__pregel_pull, call_model``)."""
-    parts = [p.strip() for p in task_path.split(",")] if task_path else []
-    if len(parts) >= 2 and parts[0].endswith("pull"):
-        return parts[1]
-    if parts and parts[-1]:
-        return parts[-1]
-    return "resume" if task_id == NULL_TASK else task_id
-
-
 @dataclasses.dataclass
 class ThreadHistory:
     thread_id: str
@@ -191,16 +176,6 @@ class ThreadHistory:
         return sorted((r for (n, _), r in self.rows.items() if n == ns), key=lambda r: r.checkpoint_id, reverse=True)
 
 
-def _thread_lines(saver: Any, thread_id: str) -> dict[str, pygit2.Oid]:
-    main, forks, subs = naming.thread_ref_globs(thread_id)
-    refs = dict(saver.repo.refs(forks[:-1]))
-    refs.update(saver.repo.refs(subs[:-1]))
-    tip = saver.repo.ref(main)
-    if tip is not None:
-        refs[main] = tip
-    return refs
-
-
 def thread_history(saver: Any, thread_id: str, *, with_writes: bool = True) -> ThreadHistory:
     """Every checkpoint of a thread (every namespace, every line) from the commits.
 
@@ -208,7 +183,7 @@ def thread_history(saver: Any, thread_id: str, *, with_writes: bool = True) -> T
     pending-write blob (to name the node that wrote it); no channel value is
     decoded. Raises :class:`NotFoundError` if the thread does not exist.
     """
-    refs = _thread_lines(saver, thread_id)
+    refs = saver.thread_refs(thread_id)
     if not refs:
         raise NotFoundError(f"no thread {thread_id!r} in {saver.repo.path} (see `gitckpt threads`)")
     repo = saver.repo
@@ -304,9 +279,9 @@ def read_writes(repo: Any, blobs: dict[str, pygit2.Oid]) -> list[tuple[str, int,
 def _wrote(repo: Any, blobs: dict[str, pygit2.Oid]) -> dict[str, list[str]]:
     wrote: dict[str, list[str]] = {}
     for task_id, _, channel, task_path, _ in read_writes(repo, blobs):
-        if task_id == NULL_TASK or is_internal_channel(channel):
+        if task_id == naming.NULL_TASK_ID or naming.is_internal_channel(channel):
             continue
-        chans = wrote.setdefault(node_of(task_path, task_id), [])
+        chans = wrote.setdefault(naming.writer_of(task_id, task_path, (channel,)), [])
         if channel not in chans:
             chans.append(channel)
     return {node: sorted(chans) for node, chans in sorted(wrote.items())}
@@ -445,9 +420,9 @@ def snapshot(saver: Any, hist: ThreadHistory, row: CheckpointRow, graph: Any = N
     tup = saver.get_tuple(config)
     if tup is None:
         raise NotFoundError(f"thread {hist.thread_id!r} has no checkpoint {row.checkpoint_id!r}")
-    values = {k: v for k, v in tup.checkpoint.get("channel_values", {}).items() if not is_internal_channel(k)}
+    values = {k: v for k, v in tup.checkpoint.get("channel_values", {}).items() if not naming.is_internal_channel(k)}
     blobs = hist.writes.get((row.checkpoint_ns, row.checkpoint_id), {})
-    paths = {(t, i): (ch, node_of(p, t)) for t, i, ch, p, _ in read_writes(saver.repo, blobs)}
+    paths = {(t, i): (ch, naming.writer_of(t, p, (ch,))) for t, i, ch, p, _ in read_writes(saver.repo, blobs)}
     tasks: dict[str, dict[str, Any]] = {}
     pending = []
     for task_id, channel, value in tup.pending_writes or []:
@@ -495,7 +470,7 @@ def diff_channels(before: dict[str, Any], after: dict[str, Any]) -> list[dict[st
     and added after their common prefix (a chat's new messages)."""
     out = []
     for ch in sorted(set(before) | set(after)):
-        if is_internal_channel(ch):
+        if naming.is_internal_channel(ch):
             continue
         a, b = before.get(ch, _MISSING), after.get(ch, _MISSING)
         if a is _MISSING:
@@ -858,7 +833,7 @@ class CheckpointFeed:
 
     def _refs(self) -> dict[str, pygit2.Oid]:
         if self.thread_id is not None:
-            return _thread_lines(self.saver, self.thread_id)
+            return self.saver.thread_refs(self.thread_id)
         refs: dict[str, pygit2.Oid] = {}
         for prefix in _LINE_PREFIXES:
             refs.update(self.saver.repo.refs(prefix))

@@ -468,9 +468,6 @@ class GitRepo:
         if self._maint:
             self._maint.close()
 
-    def disk_usage(self) -> int:
-        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
-
     # -- trees by difference (used by GitStore) --------------------------------
 
     def update_tree(self, base: pygit2.Oid | None, changes: dict) -> pygit2.Oid | None:

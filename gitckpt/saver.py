@@ -64,26 +64,6 @@ _SAVE_MIN = 200
 _SAVE_EVERY = 1000
 
 
-def _internal(channel: str) -> bool:
-    return channel.startswith(("branch:", "__")) or ":" in channel
-
-
-_NULL_TASK_ID = "00000000-0000-0000-0000-000000000000"
-
-
-def _writer(task_id: str, task_path: str, channels: set[str]) -> str:
-    """Who wrote: the node of a task path ("~__pregel_pull, nodeA"), else what
-    LangGraph's null task stands for (a resume value, or an input/update)."""
-    if task_path:
-        parts = [p.strip() for p in task_path.split(",")]
-        if len(parts) >= 2 and parts[0].endswith("pull"):
-            return parts[1]
-        return parts[-1]
-    if task_id == _NULL_TASK_ID:
-        return "resume" if "__resume__" in channels else "input"
-    return task_id
-
-
 class _Update:
     """One queued write of a thread (see GitSaver._submit)."""
 
@@ -172,7 +152,8 @@ class GitSaver(BaseCheckpointSaver[str]):
 
     # -- the index ------------------------------------------------------------
 
-    def _thread_refs(self, thread_id: str) -> dict[str, pygit2.Oid]:
+    def thread_refs(self, thread_id: str) -> dict[str, pygit2.Oid]:
+        """The tips of every line (branch) of a thread."""
         main, forks, subs = naming.thread_ref_globs(thread_id)
         refs = self.repo.refs(forks[:-1])
         refs.update(self.repo.refs(subs[:-1]))
@@ -192,7 +173,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         if idx is not None and not refresh:
             self._indexes.move_to_end(thread_id)
             return idx
-        refs = self._thread_refs(thread_id)
+        refs = self.thread_refs(thread_id)
         if idx is None and refs:
             idx = self._load_index(thread_id)
             if idx is not None:
@@ -577,7 +558,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         source = metadata.get("source", "?")
         head = f"step {step} · {source}"
         changed = list(checkpoint.get("updated_channels") or new_versions)
-        shown = [c for c in changed if not _internal(c)] or changed
+        shown = [c for c in changed if not naming.is_internal_channel(c)] or changed
         if source == "input":
             return head
         if source == "fork":
@@ -586,7 +567,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         if wrote:
             parts = []
             for node, chans in sorted(wrote.items()):
-                chans_shown = sorted(c for c in chans if not _internal(c))
+                chans_shown = sorted(c for c in chans if not naming.is_internal_channel(c))
                 if chans_shown:
                     parts.append(f"{node} wrote {', '.join(chans_shown)}")
             if not parts:  # only internal channels (branches, resume values)
@@ -814,8 +795,8 @@ class GitSaver(BaseCheckpointSaver[str]):
                 channels.add(channel)
             if not new:
                 return None
-            node = _writer(task_id, task_path, channels)
-            shown = sorted(c for c in channels if not _internal(c)) or sorted(channels)
+            node = naming.writer_of(task_id, task_path, channels)
+            shown = sorted(c for c in channels if not naming.is_internal_channel(c)) or sorted(channels)
             entry = idx.ckpt.get((ns, cid))
             if entry is not None:
                 what = f"step {entry.step} · writes" if entry.step is not None else "writes"
@@ -869,7 +850,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         """Delete every line of a thread (its refs); ``git gc`` reclaims the objects."""
         with self.lock:
             for _ in range(100):
-                refs = self._thread_refs(thread_id)
+                refs = self.thread_refs(thread_id)
                 if not refs:
                     break
                 for ref, tip in refs.items():
@@ -927,10 +908,10 @@ class GitSaver(BaseCheckpointSaver[str]):
         if source_thread_id == target_thread_id:
             return
         with self.lock:
-            refs = self._thread_refs(source_thread_id)
+            refs = self.thread_refs(source_thread_id)
             if not refs:
                 return
-            if self._thread_refs(target_thread_id):
+            if self.thread_refs(target_thread_id):
                 raise InvalidInputError(
                     f"cannot copy thread {source_thread_id!r} to {target_thread_id!r}: the target exists; delete it first"
                 )
@@ -1013,7 +994,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         writes come along, so an interrupted step can be resumed on the fork.
         """
         with self.lock:
-            if self._thread_refs(new_thread_id):
+            if self.thread_refs(new_thread_id):
                 raise InvalidInputError(f"thread {new_thread_id!r} already exists; pick another name or delete it")
             idx = self._index(thread_id)
             entry = idx.ckpt.get((checkpoint_ns, checkpoint_id))
