@@ -481,6 +481,23 @@ def measure_rounds(ctx: Ctx, subjects: list[W.Subject], op: Callable[[W.Subject,
     return {label: statistics.median(v) for label, v in per.items()}
 
 
+def measured_row(ctx: Ctx, name: str, subjects: list[W.Subject], op: Callable[[W.Subject, int], Any],
+                 rounds: int, per: int, git: W.Subject, sq: W.Subject | None, mem: W.Subject | None,
+                 methods: Any, **row: Any) -> None:
+    """Measure ``op`` on the subjects (profiling gitckpt's ``methods`` if asked) and add its row."""
+    ctx.log(f"{name}: {rounds} rounds x {per} ops")
+    if ctx.profiler:
+        ctx.profile(git, methods)
+        ctx.profiler.start()
+    us = measure_rounds(ctx, subjects, op, rounds, per)
+    if ctx.profiler:
+        ctx.profiler.stop()
+    add_row(ctx, name, None, git, sq, mem,
+            {"gitckpt": us[git.label], "sqlite": us.get(sq.label) if sq else None,
+             "memory": us.get(mem.label) if mem else None},
+            stat="median over rounds of the mean µs/op", **row)
+
+
 def group_reads(ctx: Ctx) -> None:
     th = build_thread(ctx)
     subjects, ids, cfg = th["subjects"], th["ids"], th["cfg"]
@@ -518,19 +535,10 @@ def group_reads(ctx: Ctx) -> None:
     for name, fn, per in ops:
         if not ctx.wants(name):
             continue
-        ctx.log(f"{name}: {rounds} rounds x {per} ops")
-        if ctx.profiler:
-            ctx.profile(git, SAVER_METHODS)
-            ctx.profiler.start()
-        us = measure_rounds(ctx, subjects, fn, rounds, per)
-        if ctx.profiler:
-            ctx.profiler.stop()
-        add_row(ctx, name, None, git, sq, mem,
-                {"gitckpt": us[git.label], "sqlite": us.get(sq.label) if sq else None,
-                 "memory": us.get(mem.label) if mem else None},
-                like="reads: durability does not apply (thread built with gitckpt 'os', SQLite synchronous=OFF, "
-                     "then reopened: gitckpt 'os', SQLite default FULL)",
-                checkpoints=n, stat="median over rounds of the mean µs/op")
+        measured_row(ctx, name, subjects, fn, rounds, per, git, sq, mem, SAVER_METHODS,
+                     like="reads: durability does not apply (thread built with gitckpt 'os', SQLite "
+                          "synchronous=OFF, then reopened: gitckpt 'os', SQLite default FULL)",
+                     checkpoints=n)
 
 
 # -- store ---------------------------------------------------------------------------------
@@ -615,18 +623,8 @@ def group_store_reads(ctx: Ctx) -> None:
             if name == "store_semantic_10k" and not sq.semantic:
                 subs_here = [s for s in subjects if s is not sq]
                 note["sqlite_missing"] = "SqliteStore has no vector index here: " + sq.library
-        ctx.log(f"{name}: {rounds} rounds x {per} ops")
-        if ctx.profiler:
-            ctx.profile(git, STORE_METHODS)
-            ctx.profiler.start()
-        us = measure_rounds(ctx, subs_here, fn, rounds, per)
-        if ctx.profiler:
-            ctx.profiler.stop()
-        add_row(ctx, name, None, git, sq, mem,
-                {"gitckpt": us[git.label], "sqlite": us.get(sq.label) if sq else None,
-                 "memory": us.get(mem.label) if mem else None},
-                like="reads: durability does not apply", items=n, stat="median over rounds of the mean µs/op",
-                **note)
+        measured_row(ctx, name, subs_here, fn, rounds, per, git, sq, mem, STORE_METHODS,
+                     like="reads: durability does not apply", items=n, **note)
 
 
 def group_store_put(ctx: Ctx) -> None:
