@@ -54,12 +54,16 @@ def test_delta_channel_history_matches_in_memory_saver(saver):
 
 
 async def test_delta_channel_history_async(saver):
-    graph = delta_graph(saver)
-    for _ in range(4):
-        await graph.ainvoke({"items": ["in"]}, CFG)
-    assert len((await graph.aget_state(CFG)).values["items"]) == 8
-    direct = await saver.aget_delta_channel_history(config=CFG, channels=["items"])
-    assert set(direct) == {"items"}
+    seen = {}
+    for name, cp in (("git", saver), ("memory", InMemorySaver())):
+        graph = delta_graph(cp)
+        for _ in range(4):
+            await graph.ainvoke({"items": ["in"]}, CFG)
+        seen[name + "-state"] = (await graph.aget_state(CFG)).values["items"]
+        raw = (await cp.aget_delta_channel_history(config=CFG, channels=["items"]))["items"]
+        seen[name] = ([(c, v) for _, c, v in raw["writes"]], raw.get("seed"))
+    assert len(seen["git-state"]) == 8 and seen["git-state"] == seen["memory-state"]
+    assert seen["git"] == seen["memory"] and (seen["git"][0] or seen["git"][1] is not None)
 
 
 class Counter(TypedDict):

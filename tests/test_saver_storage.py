@@ -279,14 +279,18 @@ READER = textwrap.dedent(
     """
     import sys, json
     from gitckpt import GitSaver
+    import time
     saver = GitSaver(sys.argv[1])
-    seen = 0
-    for _ in range(200):
-        tups = list(saver.list({"configurable": {"thread_id": "shared"}}, limit=5))
-        for t in tups:
-            assert t.checkpoint["channel_values"]["who"].endswith(str(t.metadata["step"]))
-        seen = max(seen, len(list(saver.list({"configurable": {"thread_id": "shared"}}))))
-    print(json.dumps(seen))
+    seen, reads, deadline = 0, 0, time.monotonic() + 120
+    while seen < 60 and time.monotonic() < deadline:
+        tups = list(saver.list({"configurable": {"thread_id": "shared"}}))
+        for t in tups:  # every checkpoint read while the writer writes is whole
+            assert t.checkpoint["channel_values"]["who"] == f"w-{t.metadata['step']}"
+            assert t.pending_writes in ([], [(f"task-w-{t.metadata['step']}", "who", f"w-w-{t.metadata['step']}")])
+        steps = sorted(t.metadata["step"] for t in tups)
+        assert steps == list(range(len(steps)))  # a prefix of the history, never a gap
+        seen, reads = len(tups), reads + 1
+    print(json.dumps([seen, reads]))
     """
 )
 
@@ -299,7 +303,8 @@ def test_reader_while_writer_writes(repo_path, tmp_path):
     r = subprocess.run([sys.executable, str(tmp_path / "reader.py"), str(repo_path)], capture_output=True, text=True)
     assert w.wait(timeout=120) == 0
     assert r.returncode == 0, r.stderr
-    assert 0 <= json.loads(r.stdout) <= 60
+    seen, reads = json.loads(r.stdout)
+    assert seen == 60 and reads >= 1
 
 
 def test_index_cache_file_is_used_and_never_trusted_blindly(repo_path, monkeypatch):
