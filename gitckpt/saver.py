@@ -563,7 +563,8 @@ class GitSaver(BaseCheckpointSaver[str]):
             return head
         if source == "fork":
             return f"{head} of {parent}" if parent else head
-        wrote = idx.wrote.get((ns, parent)) if parent and source == "loop" else None
+        # consumed here: only the parent's next checkpoint is described by it
+        wrote = idx.wrote.pop((ns, parent), None) if parent and source == "loop" else None
         if wrote:
             parts = []
             for node, chans in sorted(wrote.items()):
@@ -841,6 +842,8 @@ class GitSaver(BaseCheckpointSaver[str]):
             if line not in idx.heads:
                 idx.heads[line] = (ns, None)
             idx.wrote.setdefault((ns, cid), {}).setdefault(node, set()).update(channels)
+            if len(idx.wrote) > 64:  # late writes are never consumed: keep the newest only
+                del idx.wrote[next(iter(idx.wrote))]
 
         self._submit(thread_id, _Update(prepare, record, is_put=False, needs=(ns, cid)))
 
