@@ -48,6 +48,7 @@ from langgraph.checkpoint.base import (
 
 from . import codec, naming
 from .errors import ConfigError, CorruptObjectError, InvalidInputError, NotFoundError
+from ._values import DecodedCache
 from .index import Entry, ThreadIndex, is_main_line
 from .repo import BLOB, TREE, GitRepo, iter_commits, retry_cas
 
@@ -89,6 +90,8 @@ class GitSaver(BaseCheckpointSaver[str]):
             and survives a crash of the process; ``"fsync"`` — every put is also
             flushed to disk before it returns, so it survives a power loss.
         auto_pack: merge the small packs it writes in the background (``docs/format.md``, 9).
+        decoded_cache_bytes: how many bytes of stored values to keep decoded in
+            memory (0 turns the cache off). Reads always get their own copies.
 
     Example:
         >>> saver = GitSaver("agent.git")
@@ -103,6 +106,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         serde: SerializerProtocol | None = None,
         durability: str = "os",
         auto_pack: bool = True,
+        decoded_cache_bytes: int = 16 << 20,
     ) -> None:
         super().__init__(serde=serde)
         self.repo = path if isinstance(path, GitRepo) else GitRepo(path, durability=durability, auto_pack=auto_pack)
@@ -112,6 +116,8 @@ class GitSaver(BaseCheckpointSaver[str]):
         self._bases: OrderedDict[tuple, tuple] = OrderedDict()
         # (thread, ns, channel) -> (items of the full chunks, chunk oids, group oids)
         self._chunks: OrderedDict[tuple, tuple] = OrderedDict()
+        # blob id -> decoded value (reads get fresh copies; see _values.py)
+        self._decoded = DecodedCache(decoded_cache_bytes)
         self._queue: dict[str, list[_Update]] = {}
         self._queue_lock = threading.Lock()
 
@@ -274,6 +280,16 @@ class GitSaver(BaseCheckpointSaver[str]):
 
     # -- reading --------------------------------------------------------------
 
+    def _load_blob(self, oid: pygit2.Oid, what: str) -> Any:
+        """The decoded value of a blob: a fresh copy of the cached one, or decoded now."""
+        hit, value = self._decoded.get(oid)
+        if hit:
+            return value
+        data = self.repo.read_blob(oid, what)
+        value = self._load(data, what)
+        self._decoded.put(oid, value, len(data))
+        return value
+
     def _load(self, data: bytes, what: str) -> Any:
         try:
             return self.serde.loads_typed(codec.unpack_value(data))
@@ -290,7 +306,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         for gname, (goid, _) in sorted(self.repo.tree_entries(oid).items()):
             group_oids.append(goid)
             for cname, (coid, _) in sorted(self.repo.tree_entries(goid).items()):
-                part = self._load(self.repo.read_blob(coid, what), what)
+                part = self._load_blob(coid, what)
                 if not isinstance(part, list):
                     raise CorruptObjectError(f"{what}: chunk {gname}/{cname} is not a list")
                 items.extend(part)
@@ -306,8 +322,8 @@ class GitSaver(BaseCheckpointSaver[str]):
             cp_oid, md_oid = tree["checkpoint"][0], tree["metadata"][0]
         except KeyError as exc:
             raise CorruptObjectError(f"{what}: commit {entry.commit} has no {exc} file") from exc
-        checkpoint = self._load(self.repo.read_blob(cp_oid, what), what)
-        metadata = self._load(self.repo.read_blob(md_oid, what), what)
+        checkpoint = self._load_blob(cp_oid, what)
+        metadata = self._load_blob(md_oid, what)
         values: dict[str, Any] = {}
         if "channels" in tree:
             entries = self.repo.tree_entries(tree["channels"][0])
@@ -319,7 +335,7 @@ class GitSaver(BaseCheckpointSaver[str]):
                 if mode == TREE:
                     values[ch] = self._read_list((thread_id, ns, ch), oid, f"{what} channel {ch!r}")
                 else:
-                    values[ch] = self._load(self.repo.read_blob(oid, what), f"{what} channel {ch!r}")
+                    values[ch] = self._load_blob(oid, f"{what} channel {ch!r}")
             self._remember_base(
                 (thread_id, ns, cid), entries, checkpoint.get("channel_versions", {}), checkpoint.get("versions_seen", {})
             )
@@ -453,7 +469,7 @@ class GitSaver(BaseCheckpointSaver[str]):
     def _metadata(self, thread_id: str, cid: str, entry: Entry) -> dict[str, Any]:
         what = f"thread {thread_id!r} checkpoint {cid}"
         tree = self._tree_of(entry, what)
-        return self._load(self.repo.read_blob(tree["metadata"][0], what), what)
+        return self._load_blob(tree["metadata"][0], what)
 
     def threads(self) -> list[str]:
         """Every thread id in the repository, sorted."""
@@ -494,7 +510,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         if base is None:
             what = f"thread {thread_id!r} checkpoint {cid}"
             tree = self._tree_of(entry, what)
-            cp = self._load(self.repo.read_blob(tree["checkpoint"][0], what), what)
+            cp = self._load_blob(tree["checkpoint"][0], what)
             entries = self.repo.tree_entries(tree["channels"][0]) if "channels" in tree else {}
             self._remember_base(key, entries, cp.get("channel_versions", {}), cp.get("versions_seen", {}))
             base = self._bases[key]
