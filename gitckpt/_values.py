@@ -177,14 +177,19 @@ class DecodedCache:
     """Blob id -> decoded value, bounded by the total size of its templates (bytes).
 
     ``get`` returns ``(True, a new copy)`` or ``(False, None)``; ``put`` keeps
-    the template of a value just decoded, if :func:`freeze` can make one, and
-    remembers the blobs whose values it cannot, so they are not examined again.
+    the template of a value decoded for the second time, if :func:`freeze` can
+    make one, and remembers the blobs whose values it cannot, so they are not
+    examined again.
     """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.size = 0
         self.data: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
+        # Blobs read once. A value is kept from its second read on: a one-off
+        # read (an old checkpoint looked up once) pays no template, and the
+        # values a chat re-reads at every turn are kept from the second turn.
+        self._once: OrderedDict[Any, None] = OrderedDict()
 
     def get(self, oid: Any) -> tuple[bool, Any]:
         hit = self.data.get(oid)
@@ -196,6 +201,12 @@ class DecodedCache:
     def put(self, oid: Any, value: Any, nbytes: int) -> None:
         if self.max_bytes <= 0 or nbytes > self.max_bytes // 8 or oid in self.data:
             return
+        if oid not in self._once:
+            self._once[oid] = None
+            if len(self._once) > 8192:
+                self._once.popitem(last=False)
+            return
+        del self._once[oid]
         try:
             template = freeze(value)
         except Unsupported:
@@ -210,4 +221,5 @@ class DecodedCache:
 
     def clear(self) -> None:
         self.data.clear()
+        self._once.clear()
         self.size = 0

@@ -48,6 +48,21 @@ def tree_bytes(entries: dict[str, tuple[bytes, int]]) -> bytes:
     return bytes(out)
 
 
+def parse_tree(data: bytes) -> dict[str, tuple[bytes, int]]:
+    """The entries of a git tree object's content: ``name -> (raw oid, mode)``."""
+    out: dict[str, tuple[bytes, int]] = {}
+    pos, n = 0, len(data)
+    find = data.find
+    while pos < n:
+        sp = find(b" ", pos)
+        nul = find(b"\x00", sp)
+        if sp < 0 or nul < 0 or nul + 21 > n:
+            raise ValueError("truncated tree entry")
+        out[data[sp + 1 : nul].decode("utf-8", "surrogateescape")] = (data[nul + 1 : nul + 21], int(data[pos:sp], 8))
+        pos = nul + 21
+    return out
+
+
 def _obj_header(kind: int, size: int) -> bytes:
     byte = (kind << 4) | (size & 0x0F)
     size >>= 4

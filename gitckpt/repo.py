@@ -56,6 +56,58 @@ def _libc_syncfs():
 _SYNCFS = _libc_syncfs()
 
 
+class _Closer:
+    """Closes file descriptors on a background thread.
+
+    Renaming a new ref file over the old one frees the old file's inode, and on
+    ext4 that is the slowest step of an update (115-190 µs measured, against
+    ~5 µs for the rename itself; with the ``discard`` mount option more). An
+    update keeps the old ref file open across its rename, so the inode is only
+    freed when that descriptor is closed: here, after the update has returned.
+    """
+
+    def __init__(self) -> None:
+        self._fds: list[int] = []
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def close_later(self, fd: int) -> None:
+        with self._cond:
+            self._fds.append(fd)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="gitckpt-closer", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._fds:
+                    if not self._cond.wait(timeout=5.0) and not self._fds:
+                        self._thread = None
+                        return
+                fds, self._fds = self._fds, []
+            for fd in fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def drain(self) -> None:
+        with self._cond:
+            fds, self._fds = self._fds, []
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+_closer = _Closer()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _closer.__init__())
+
+
 def open_repository(path: str | os.PathLike, *, create: bool = True) -> pygit2.Repository:
     """Open the bare repository at ``path``, creating it if allowed and absent.
 
@@ -120,6 +172,9 @@ def _configure(repo: pygit2.Repository) -> None:
         pass
 
 
+_KIND_NAMES = {packs.OBJ_BLOB: "blob", packs.OBJ_TREE: "tree", packs.OBJ_COMMIT: "commit"}
+
+
 class CommitInfo(NamedTuple):
     id: pygit2.Oid
     tree_id: pygit2.Oid
@@ -171,6 +226,7 @@ class GitRepo:
             raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
         self.path = Path(path).expanduser()
         self.repo = open_repository(self.path, create=create)
+        self._odb = self.repo.odb
         self.durability = durability
         self.lock = threading.RLock()
         self.sig = pygit2.Signature(_SIG_NAME, _SIG_EMAIL)
@@ -271,13 +327,22 @@ class GitRepo:
             self._commit_cache.put(oid, info)
         return info
 
+    def _read_raw(self, oid: pygit2.Oid, kind: int, what: str) -> bytes:
+        """An object's content, read from the object database without building a pygit2 object."""
+        if oid.raw in self._staged:
+            self.flush()
+        try:
+            got, data = self._odb.read(oid)
+        except (KeyError, ValueError, pygit2.GitError) as exc:
+            raise CorruptObjectError(f"{what}: git object {oid} is missing or unreadable ({exc})") from exc
+        if got != kind:
+            raise CorruptObjectError(f"{what}: git object {oid} is not a {_KIND_NAMES.get(kind, kind)}")
+        return data
+
     def read_blob(self, oid: pygit2.Oid, what: str = "blob") -> bytes:
         data = self._blob_cache.get(oid)
         if data is None:
-            obj = self._lookup(oid, what)
-            if not isinstance(obj, pygit2.Blob):
-                raise CorruptObjectError(f"{what}: git object {oid} is not a blob")
-            data = obj.data
+            data = self._read_raw(oid, packs.OBJ_BLOB, what)
             self._blob_cache.put(oid, data)
         return data
 
@@ -285,10 +350,11 @@ class GitRepo:
         """A tree as ``{name: (oid, filemode)}`` (a fresh dict: callers may change it)."""
         entries = self._tree_cache.get(oid)
         if entries is None:
-            tree = self._lookup(oid, what)
-            if not isinstance(tree, pygit2.Tree):
-                raise CorruptObjectError(f"{what}: git object {oid} is not a tree")
-            entries = {e.name: (e.id, e.filemode) for e in tree}
+            data = self._read_raw(oid, packs.OBJ_TREE, what)
+            try:
+                entries = {name: (pygit2.Oid(raw=raw), mode) for name, (raw, mode) in packs.parse_tree(data).items()}
+            except ValueError as exc:
+                raise CorruptObjectError(f"{what}: git object {oid} is not a valid tree ({exc})") from exc
             self._tree_cache.put(oid, entries)
         return dict(entries)
 
@@ -405,8 +471,22 @@ class GitRepo:
             _clear_stale_lock(lock)
             return False
         done = False
+        held = -1
         try:
-            if self.ref(name) != old:
+            if old is not None:
+                try:  # see _Closer: the old file's inode is freed after we return
+                    held = os.open(path, os.O_RDONLY)
+                except OSError:
+                    held = -1
+            current = None
+            if held >= 0:
+                try:
+                    current = pygit2.Oid(hex=os.pread(held, 128, 0).strip().decode())
+                except (OSError, ValueError, UnicodeDecodeError):
+                    current = None
+            if current is None:
+                current = self.ref(name)
+            if current != old:
                 return False
             content = str(new).encode() + b"\n"
             try:
@@ -429,6 +509,8 @@ class GitRepo:
                     os.unlink(lock)
                 except FileNotFoundError:
                     pass
+            if held >= 0:
+                _closer.close_later(held)
         self.barrier()  # the ref's new value and its rename are durable
         return True
 

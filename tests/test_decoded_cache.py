@@ -112,6 +112,7 @@ def test_a_full_cache_adds_no_object_for_the_garbage_collector_to_walk():
     before = len(gc.get_objects())
     for i, batch in enumerate(batches):
         cache.put(i, batch, 1000)
+        cache.put(i, batch, 1000)  # kept from the second read on
     gc.collect()
     assert len(cache.data) == 10
     assert len(gc.get_objects()) - before < 50  # 3,000 messages cached: no live objects for them
@@ -120,13 +121,18 @@ def test_a_full_cache_adds_no_object_for_the_garbage_collector_to_walk():
 def test_cache_is_bounded_by_the_size_of_its_templates_and_remembers_what_it_cannot_keep():
     size = len(freeze([0] * 10))
     cache = DecodedCache(max_bytes=10 * size)
+    cache.put("once", [1], 1)
+    assert cache.get("once") == (False, None)  # a value read once is not kept
     for i in range(50):
+        cache.put(i, [i] * 10, 1)
         cache.put(i, [i] * 10, 1)
     assert cache.size <= 10 * size and len(cache.data) == 10
     assert cache.get(49) == (True, [49] * 10) and cache.get(0) == (False, None)
     cache.put("note", Note("x"), 10)
+    cache.put("note", Note("x"), 10)
     assert cache.get("note") == (False, None) and "note" in cache.data
     off = DecodedCache(max_bytes=0)
+    off.put(1, [1], 1)
     off.put(1, [1], 1)
     assert off.get(1) == (False, None)
 
@@ -147,17 +153,19 @@ def test_a_caller_changing_what_it_read_does_not_change_the_next_read(repo_path,
     msgs = [HumanMessage(content=f"m{i}", id=str(i), additional_kwargs={"k": [i]}) for i in range(n)]
     with GitSaver(repo_path) as saver:
         cfg = _chat_checkpoint(saver, "t", msgs)
-        first = saver.get_tuple(cfg)
-        got = first.checkpoint["channel_values"]["messages"]
-        got[0].content = "changed"
-        got[1].additional_kwargs["k"].append("changed")
-        got.append(HumanMessage(content="extra"))
-        first.checkpoint["channel_values"]["note"].text = "changed"
-        first.metadata["step"] = -1
+        for _ in range(4):  # decoded, decoded and kept, then from the cache twice
+            got = saver.get_tuple(cfg)
+            assert got.checkpoint["channel_values"]["messages"] == msgs
+            assert got.checkpoint["channel_values"]["note"] == Note("n")
+            assert got.metadata["step"] == n
+            values = got.checkpoint["channel_values"]
+            values["messages"][0].content = "changed"
+            values["messages"][1].additional_kwargs["k"].append("changed")
+            values["messages"].append(HumanMessage(content="extra"))
+            values["note"].text = "changed"
+            got.metadata["step"] = -1
+        assert any(isinstance(v[0], bytes) for v in saver._decoded.data.values())  # the cache was used
         second = saver.get_tuple(cfg)
-        assert second.checkpoint["channel_values"]["messages"] == msgs
-        assert second.checkpoint["channel_values"]["note"] == Note("n")
-        assert second.metadata["step"] == n
     # and a new process's view (nothing cached) is the same
     with GitSaver(repo_path, decoded_cache_bytes=0) as fresh:
         assert fresh.get_tuple(cfg).checkpoint == second.checkpoint
