@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -417,3 +418,23 @@ def test_writes_with_awkward_task_ids_are_idempotent_and_survive_forks(saver):
     forked = {"configurable": {"thread_id": "w2", "checkpoint_ns": "", "checkpoint_id": a}}
     saver.put_writes(forked, [("x", 1)], task)  # still idempotent on the fork
     assert GitSaver(saver.repo.path).get_tuple(forked).pending_writes == expected
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to count open files")
+def test_ref_updates_leave_no_file_open(repo_path):
+    # Each ref update keeps the replaced ref file open until a background thread
+    # closes it (format.md, 9): all of them must be closed soon after.
+    def open_files():
+        return len(os.listdir("/proc/self/fd"))
+
+    with GitSaver(repo_path, auto_pack=False) as saver:
+        put(saver, "warm-up")
+        before = open_files()
+        parent = None
+        for i in range(60):
+            parent = put(saver, "t", parent, values={"n": i})
+        deadline = time.monotonic() + 10
+        while open_files() > before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert open_files() <= before
+        assert saver.get_tuple({"configurable": {"thread_id": "t"}}).checkpoint["channel_values"] == {"n": 59}
