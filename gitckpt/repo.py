@@ -87,25 +87,25 @@ class _Closer:
                         self._thread = None
                         return
                 fds, self._fds = self._fds, []
-            for fd in fds:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+            _close_all(fds)
 
-    def drain(self) -> None:
-        with self._cond:
-            fds, self._fds = self._fds, []
-        for fd in fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+    def after_fork_in_child(self) -> None:
+        fds = self._fds  # the parent's thread does not exist here: close them now
+        self.__init__()
+        _close_all(fds)
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 _closer = _Closer()
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=lambda: _closer.__init__())
+    os.register_at_fork(after_in_child=_closer.after_fork_in_child)
 
 
 def open_repository(path: str | os.PathLike, *, create: bool = True) -> pygit2.Repository:
