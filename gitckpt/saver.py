@@ -315,6 +315,13 @@ class GitSaver(BaseCheckpointSaver[str]):
         self._remember_chunks(key, items[: full * CHUNK], chunk_oids[:full], group_oids)
         return items
 
+    def _read_channel(self, thread_id: str, ns: str, ch: str, oid: pygit2.Oid, mode: int, what: str) -> Any:
+        """A stored channel value: a chunked list (a tree) or one blob."""
+        what = f"{what} channel {ch!r}"
+        if mode == TREE:
+            return self._read_list((thread_id, ns, ch), oid, what)
+        return self._load_blob(oid, what)
+
     def _read_checkpoint(self, thread_id: str, ns: str, cid: str, entry: Entry) -> tuple[Checkpoint, CheckpointMetadata]:
         what = f"thread {thread_id!r} checkpoint {cid}"
         tree = self._tree_of(entry, what)
@@ -332,10 +339,7 @@ class GitSaver(BaseCheckpointSaver[str]):
                 ch = names.get(name) or naming.decode(name)
                 if ch is None:
                     continue
-                if mode == TREE:
-                    values[ch] = self._read_list((thread_id, ns, ch), oid, f"{what} channel {ch!r}")
-                else:
-                    values[ch] = self._load_blob(oid, f"{what} channel {ch!r}")
+                values[ch] = self._read_channel(thread_id, ns, ch, oid, mode, what)
             self._remember_base(
                 (thread_id, ns, cid), entries, checkpoint.get("channel_versions", {}), checkpoint.get("versions_seen", {})
             )
@@ -1095,11 +1099,7 @@ class GitSaver(BaseCheckpointSaver[str]):
                     name = naming.encode_tree_name(ch)
                     if name in stored:
                         oid, mode = stored[name]
-                        found[ch] = (
-                            self._read_list((thread_id, ns, ch), oid, what)
-                            if mode == TREE
-                            else self._load(self.repo.read_blob(oid, what), what)
-                        )
+                        found[ch] = self._read_channel(thread_id, ns, ch, oid, mode, what)
                 for write in reversed(self._pending_writes(thread_id, idx, ns, cursor)):
                     if write[1] in remaining:
                         collected[write[1]].append(write)
