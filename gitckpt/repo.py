@@ -476,17 +476,9 @@ class GitRepo:
             if old is not None:
                 try:  # see _Closer: the old file's inode is freed after we return
                     held = os.open(path, os.O_RDONLY)
-                except OSError:
-                    held = -1
-            current = None
-            if held >= 0:
-                try:
-                    current = pygit2.Oid(hex=os.pread(held, 128, 0).strip().decode())
-                except (OSError, ValueError, UnicodeDecodeError):
-                    current = None
-            if current is None:
-                current = self.ref(name)
-            if current != old:
+                except OSError:  # packed, or not there: nothing to free
+                    pass
+            if self.ref(name) != old:
                 return False
             content = str(new).encode() + b"\n"
             try:
