@@ -111,8 +111,12 @@ def build_pack(objects: list[tuple[int, bytes, bytes]]) -> tuple[bytes, bytes, b
     return bytes(body), bytes(idx), checksum
 
 
-def write_pack(pack_dir: str, objects: list[tuple[int, bytes, bytes]], fsync: bool = False) -> str:
-    """Write ``objects`` as ``pack-<sha>.pack`` + ``.idx`` in ``pack_dir``; return the pack's path.
+def write_pack(pack_dir: str, objects: list[tuple[int, bytes, bytes]],
+               fsync: bool = False) -> tuple[str, bytes, bytes]:
+    """Write ``objects`` as ``pack-<sha>.pack`` + ``.idx`` in ``pack_dir``.
+
+    Returns ``(name, pack bytes, idx bytes)``, ``name`` being ``pack-<sha>``
+    (``fsync`` mode journals the bytes: journal.py).
 
     Git reads a pack only once its ``.idx`` exists, so the ``.pack`` is written
     in place and only the ``.idx`` goes through a temporary name and a rename:
@@ -120,17 +124,18 @@ def write_pack(pack_dir: str, objects: list[tuple[int, bytes, bytes]], fsync: bo
     index-less ``.pack``, which git ignores and ``git gc`` removes.)
     """
     pack, idx, checksum = build_pack(objects)
-    name = os.path.join(pack_dir, "pack-" + checksum.hex())
+    stem = "pack-" + checksum.hex()
+    name = os.path.join(pack_dir, stem)
     if os.path.exists(name + ".idx"):  # the very same objects, already stored
-        return name + ".pack"
-    _write_file(name + ".pack", pack, fsync)
+        return stem, pack, idx
+    write_file(name + ".pack", pack, fsync)
     tmp = os.path.join(pack_dir, f"tmp_gitckpt_{os.getpid()}_{checksum.hex()[:12]}.idx")
-    _write_file(tmp, idx, fsync)
+    write_file(tmp, idx, fsync)
     os.rename(tmp, name + ".idx")
-    return name + ".pack"
+    return stem, pack, idx
 
 
-def _write_file(path: str, data: bytes, fsync: bool) -> None:
+def write_file(path: str, data: bytes, fsync: bool) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o444)
     try:
         os.write(fd, data)

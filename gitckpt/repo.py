@@ -25,6 +25,7 @@ from typing import NamedTuple
 import pygit2
 from pygit2.enums import FileMode
 
+from . import journal as _journal
 from . import packs
 from .errors import ConflictError, CorruptObjectError, RepositoryError
 
@@ -238,6 +239,11 @@ class GitRepo:
         self._blob_cache = LRU(max_weight=64 << 20, weigh=len)
         self._tree_cache = LRU(max_weight=65536)
         self._commit_cache = LRU(max_weight=65536)
+        # fsync mode: updates are made durable by a journal (journal.py); packs
+        # written since the last journal record or barrier wait here to go in it.
+        self._journal = _journal.Journal(self.gitdir, self._syncfs) if durability == "fsync" else None
+        self._unjournaled: list[_journal.PackFiles] = []
+        self.recovered = self._recover()
 
     # -- objects --------------------------------------------------------------
     #
@@ -263,7 +269,9 @@ class GitRepo:
         pack_dir = os.path.join(self.gitdir, "objects", "pack")
         for attempt in range(20):
             try:
-                packs.write_pack(pack_dir, objects)  # made durable by barrier() before the ref moves
+                written = packs.write_pack(pack_dir, objects)  # made durable before a ref names them
+                if self._journal is not None:
+                    self._unjournaled.append(written)
                 break
             except FileNotFoundError:
                 if attempt == 19:
@@ -446,18 +454,28 @@ class GitRepo:
         self._packed_cache = (key, refs)
         return refs
 
-    def update_ref(self, name: str, old: pygit2.Oid | None, new: pygit2.Oid) -> bool:
+    def update_ref(self, name: str, old: pygit2.Oid | None, new: pygit2.Oid, *, journal: bool = True) -> bool:
         """Compare-and-swap: point ``name`` at ``new`` if it still points at ``old``.
 
         ``old=None`` means the ref must not exist yet. Returns False when another
         writer got there first; the caller re-reads and retries. This is git's
         own protocol (``<ref>.lock`` created exclusively, checked, renamed over
         the ref), so git, libgit2 and other gitckpt processes all respect it.
+
+        In ``fsync`` mode the update (its new packs and this ref move) is
+        appended to the journal and flushed, with the lock held, before the
+        rename publishes it; an update too large for the journal (or
+        ``journal=False``) takes a ``syncfs`` before and after instead.
         """
         path = os.path.join(self.gitdir, name)
         lock = path + ".lock"
         self.flush()
-        self.barrier()  # objects are durable before a ref names them
+        jr = self._journal if journal else None
+        if jr is not None and not jr.fits(sum(len(p) + len(i) for _, p, i in self._unjournaled) + len(name) + 128):
+            jr = None
+        if jr is None:
+            self.barrier()  # objects are durable before a ref names them
+            self._unjournaled.clear()
         try:
             try:
                 fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -491,7 +509,11 @@ class GitRepo:
             os.write(fd, content)
             os.close(fd)
             fd = -1
-            os.rename(lock, path)
+            with self.lock:  # a checkpoint of the journal must not overtake this rename
+                if jr is not None:
+                    jr.append(self._unjournaled, [(name, None if old is None else str(old), str(new))])
+                    self._unjournaled.clear()
+                os.rename(lock, path)
             done = True
         finally:
             if fd >= 0:
@@ -503,7 +525,8 @@ class GitRepo:
                     pass
             if held >= 0:
                 _closer.close_later(held)
-        self.barrier()  # the ref's new value and its rename are durable
+        if jr is None:
+            self.barrier()  # the ref's new value and its rename are durable
         return True
 
     def delete_ref(self, name: str, old: pygit2.Oid | None = None) -> bool:
@@ -521,12 +544,15 @@ class GitRepo:
         """In ``fsync`` mode, wait until everything written so far is on disk.
 
         One ``syncfs`` (Linux) flushes the pack, its index and their directory
-        entries at once, where per-file fsyncs would need four; an update takes
-        two barriers: before the ref names the new objects, and after the ref's
-        rename. Elsewhere it falls back to ``os.sync()``.
+        entries at once, where per-file fsyncs would need four. Updates use the
+        journal instead (update_ref); a deletion takes one barrier.
+        Elsewhere it falls back to ``os.sync()``.
         """
         if self.durability != "fsync":
             return
+        self._syncfs()
+
+    def _syncfs(self) -> None:
         if _SYNCFS is not None:
             fd = os.open(str(self.path), os.O_RDONLY)
             try:
@@ -541,6 +567,55 @@ class GitRepo:
     def close(self) -> None:
         if self._maint:
             self._maint.close()
+        if self._journal is not None:
+            with self.lock:
+                self._journal.close()
+
+    def _recover(self) -> int:
+        """Replay the journals of ``fsync``-mode writers that died (journal.py).
+
+        Packs are written again where their files are missing or differ; then
+        each ref move is redone where the ref still holds the value it was moved
+        from, repeating until nothing changes (journals of several processes may
+        depend on each other). Everything is made durable before the journals
+        are deleted. Returns the number of ref moves redone.
+        """
+        if not os.path.isdir(os.path.join(self.gitdir, _journal.DIRNAME)) or not os.access(self.gitdir, os.W_OK):
+            return 0
+        orphans = _journal.Orphans(self.gitdir)
+        records = orphans.claim()
+        if not orphans.claimed:
+            return 0
+        complete = True
+        redone = 0
+        try:
+            pack_dir = os.path.join(self.gitdir, "objects", "pack")
+            for written, _ in records:
+                for stem, pack, idx in written:
+                    _journal.restore_pack(pack_dir, stem, pack, idx)
+            moves = [m for _, refs in records for m in refs]
+            changed = True
+            while changed:
+                changed = False
+                for name, old, new in moves:
+                    cur = self.ref(name)
+                    want_old = None if old is None else pygit2.Oid(hex=old)
+                    if cur is not None and str(cur) == new or cur != want_old:
+                        continue
+                    for _ in range(50):
+                        if self.update_ref(name, want_old, pygit2.Oid(hex=new), journal=False):
+                            redone += 1
+                            changed = True
+                            break
+                        if self.ref(name) != want_old:
+                            break
+                        time.sleep(0.02)
+                    else:  # locked all along: leave the journal for the next process
+                        complete = False
+            self._syncfs()
+        finally:
+            orphans.release(delete=complete)
+        return redone
 
     # -- trees by difference (used by GitStore) --------------------------------
 
