@@ -133,7 +133,7 @@ class Subject:
 
 GIT_DURABILITY = {
     "os": "os (write+rename; survives a process crash)",
-    "fsync": "fsync (on disk before each put returns; survives power loss)",
+    "fsync": "fsync (on disk before each put returns, through a journal flushed with fdatasync; survives power loss)",
 }
 SQLITE_DURABILITY = {
     "FULL": "WAL, synchronous=FULL (default; survives power loss)",
