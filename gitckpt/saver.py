@@ -60,9 +60,17 @@ CHUNK_MIN = 2 * CHUNK
 
 _CACHE_THREADS = 256
 #: Threads with at least this many checkpoints keep an index cache file; it is
-#: rewritten after this many newly indexed commits, and on close().
+#: rewritten on close() and after ``_SAVE_EVERY`` newly indexed commits or a
+#: quarter of the thread, whichever is more (_due): rewriting it costs time in
+#: proportion to the thread, so saving it geometrically keeps the cost per put
+#: flat (it was 143 ms every 1,000 puts at 10,000 commits, measured).
 _SAVE_MIN = 200
 _SAVE_EVERY = 1000
+
+
+def _due(idx: ThreadIndex) -> bool:
+    """Is the thread's index cache file due to be rewritten?"""
+    return idx.unsaved >= _SAVE_EVERY and idx.unsaved >= len(idx.seen) // 4
 
 
 class _Update:
@@ -197,14 +205,14 @@ class GitSaver(BaseCheckpointSaver[str]):
                 for ref, tip in refs.items():
                     if idx.tips.get(ref) != tip:
                         self._walk(idx, ref, tip)
-                if idx.unsaved >= _SAVE_EVERY:
+                if _due(idx):
                     self._save_index(thread_id, idx)
                 return idx
         idx = ThreadIndex()
         for ref, tip in sorted(refs.items(), key=lambda kv: not is_main_line(kv[0])):
             self._walk(idx, ref, tip)
         self._indexes[thread_id] = idx
-        if idx.unsaved >= _SAVE_EVERY:
+        if _due(idx):
             self._save_index(thread_id, idx)
         if len(self._indexes) > _CACHE_THREADS:
             old_id, old = self._indexes.popitem(last=False)
@@ -668,7 +676,7 @@ class GitSaver(BaseCheckpointSaver[str]):
                 except BaseException as exc:
                     update.error = exc
             update.done = True
-        if not failed and idx.unsaved >= _SAVE_EVERY:
+        if not failed and _due(idx):
             self._save_index(thread_id, idx)
 
     def _run_alone(self, thread_id: str, update: _Update) -> None:

@@ -438,3 +438,32 @@ def test_ref_updates_leave_no_file_open(repo_path):
             time.sleep(0.05)
         assert open_files() <= before
         assert saver.get_tuple({"configurable": {"thread_id": "t"}}).checkpoint["channel_values"] == {"n": 59}
+
+
+def test_index_cache_file_is_rewritten_geometrically(repo_path, monkeypatch):
+    """Rewriting the cache file costs time in proportion to the thread, so a
+    growing thread rewrites it after a quarter more commits (not after a fixed
+    number), and the file on disk is never more than that quarter behind."""
+    import gitckpt.saver as saver_mod
+    from gitckpt.index import ThreadIndex
+
+    monkeypatch.setattr(saver_mod, "_SAVE_MIN", 5)
+    monkeypatch.setattr(saver_mod, "_SAVE_EVERY", 10)
+    s = GitSaver(repo_path)
+    saves = []
+    original = s._save_index
+
+    def counting(thread_id, idx):
+        saves.append(len(idx.seen))
+        original(thread_id, idx)
+
+    s._save_index = counting
+    parent = None
+    for i in range(400):
+        parent = put(s, "long", parent=parent, values={"i": i}, metadata={"step": i})
+    cache = repo_path / "gitckpt-cache" / "threads" / "long"
+    on_disk = ThreadIndex.from_bytes(cache.read_bytes())
+    assert 10 <= len(saves) <= 16  # a fixed interval of 10 would have been 40 rewrites
+    assert all(b - a >= max(10, a // 4) for a, b in zip(saves, saves[1:]))
+    assert len(on_disk.seen) >= 400 * 3 // 4
+    s.close()
