@@ -18,6 +18,7 @@ import itertools
 import os
 import struct
 import zlib
+from collections.abc import Callable
 
 OBJ_COMMIT, OBJ_TREE, OBJ_BLOB = 1, 2, 3
 _NAMES = {OBJ_COMMIT: b"commit", OBJ_TREE: b"tree", OBJ_BLOB: b"blob"}
@@ -111,28 +112,55 @@ def build_pack(objects: list[tuple[int, bytes, bytes]]) -> tuple[bytes, bytes, b
     return bytes(body), bytes(idx), checksum
 
 
-def write_pack(pack_dir: str, objects: list[tuple[int, bytes, bytes]],
-               fsync: bool = False) -> tuple[str, bytes, bytes]:
+def write_pack(pack_dir: str, objects: list[tuple[int, bytes, bytes]], fsync: bool = False,
+               files: Callable[[], tuple[int, str] | None] | None = None) -> tuple[str, bytes, bytes]:
     """Write ``objects`` as ``pack-<sha>.pack`` + ``.idx`` in ``pack_dir``.
 
     Returns ``(name, pack bytes, idx bytes)``, ``name`` being ``pack-<sha>``
-    (``fsync`` mode journals the bytes: journal.py).
+    (``fsync`` mode journals the bytes: journal.py). ``files`` hands out open,
+    empty files created beforehand (repo.py's file pool): each is written and
+    renamed to its name, so no file is created here.
 
-    Git reads a pack only once its ``.idx`` exists, so the ``.pack`` is written
-    in place and only the ``.idx`` goes through a temporary name and a rename:
-    a reader sees either no pack or a complete one. (A crash mid-write leaves an
-    index-less ``.pack``, which git ignores and ``git gc`` removes.)
+    Git reads a pack only once its ``.idx`` exists, and the ``.idx`` is put in
+    place last, by a rename: a reader sees either no pack or a complete one. (A
+    crash mid-write leaves an index-less ``.pack`` or a ``tmp_`` file, which
+    git ignores and ``git gc`` removes.)
     """
     pack, idx, checksum = build_pack(objects)
     stem = "pack-" + checksum.hex()
     name = os.path.join(pack_dir, stem)
     if os.path.exists(name + ".idx"):  # the very same objects, already stored
         return stem, pack, idx
-    write_file(name + ".pack", pack, fsync)
-    tmp = os.path.join(pack_dir, f"tmp_gitckpt_{os.getpid()}_{checksum.hex()[:12]}.idx")
-    write_file(tmp, idx, fsync)
-    os.rename(tmp, name + ".idx")
+    got = files() if files is not None and not fsync else None
+    if got is None:
+        write_file(name + ".pack", pack, fsync)
+    else:
+        _fill(got, name + ".pack", pack)
+    got = files() if files is not None and not fsync else None
+    if got is None:
+        tmp = os.path.join(pack_dir, f"tmp_gitckpt_{os.getpid()}_{checksum.hex()[:12]}.idx")
+        write_file(tmp, idx, fsync)
+        os.rename(tmp, name + ".idx")
+    else:
+        _fill(got, name + ".idx", idx)
     return stem, pack, idx
+
+
+def _fill(file: tuple[int, str], path: str, data: bytes) -> None:
+    """Write ``data`` into an open, empty file and rename it to ``path``."""
+    fd, tmp = file
+    try:
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def write_file(path: str, data: bytes, fsync: bool) -> None:

@@ -100,7 +100,14 @@ def run_with_timeout(fn, seconds=60):
 
 def test_sync_methods_inside_a_sync_graph_do_not_deadlock(saver):
     graph = introspecting_graph(saver)
+    # LangGraph's default durability ("async") saves a step's checkpoint while
+    # the next step runs, so what a node sees of the history depends on timing
     out = run_with_timeout(lambda: graph.invoke({"n": 0, "seen": 0}, {"configurable": {"thread_id": "x"}}))
+    assert out["n"] == 2 and out["seen"] >= 1
+    # with durability="sync" every earlier checkpoint is stored before the next step
+    out = run_with_timeout(
+        lambda: graph.invoke({"n": 0, "seen": 0}, {"configurable": {"thread_id": "x2"}}, durability="sync")
+    )
     assert out["n"] == 2 and out["seen"] >= 2
 
 

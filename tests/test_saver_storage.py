@@ -467,3 +467,37 @@ def test_index_cache_file_is_rewritten_geometrically(repo_path, monkeypatch):
     assert all(b - a >= max(10, a // 4) for a, b in zip(saves, saves[1:]))
     assert len(on_disk.seen) >= 400 * 3 // 4
     s.close()
+
+
+def test_pack_files_are_written_into_files_made_ahead_and_none_is_left(repo_path):
+    """Updates write their .pack and .idx into empty files the saver created
+    beforehand, off the update's path; close() deletes the unused ones, and so
+    does a process that exits without closing."""
+    s = GitSaver(repo_path)
+    parent = None
+    for i in range(20):
+        parent = put(s, "t", parent=parent, values={"i": i}, metadata={"step": i})
+    pack_dir = repo_path / "objects" / "pack"
+    spare = list(pack_dir.glob("tmp_gitckpt_*"))
+    assert spare  # made ahead, waiting
+    assert all(p.stat().st_size == 0 for p in spare)
+    s.repo._maint.wait()
+    assert len(list(pack_dir.glob("pack-*.idx"))) >= 1
+    s.close()
+    assert list(pack_dir.glob("tmp_gitckpt_*")) == []
+    assert [t.checkpoint["id"] for t in GitSaver(repo_path).list({"configurable": {"thread_id": "t"}})][0] == parent
+
+    code = (
+        "import sys; from gitckpt import GitSaver; from langgraph.checkpoint.base import empty_checkpoint\n"
+        "s = GitSaver(sys.argv[1]); cfg = {'configurable': {'thread_id': 'u', 'checkpoint_ns': ''}}\n"
+        "for i in range(10):\n"
+        "    cp = empty_checkpoint(); cp['channel_values'] = {'x': i}; cp['channel_versions'] = {'x': i + 1}\n"
+        "    cfg = s.put(cfg, cp, {'step': i}, {'x': i + 1})\n"
+        "print(len(s.repo._pool._state['files']))\n"  # exits without close()
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(repo_path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) > 0  # it had spare files when it exited...
+    assert list(pack_dir.glob("tmp_gitckpt_*")) == []  # ...and removed them
+    fsck = subprocess.run(["git", "--git-dir", str(repo_path), "fsck", "--strict"], capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stderr
