@@ -478,6 +478,10 @@ def test_pack_files_are_written_into_files_made_ahead_and_none_is_left(repo_path
     for i in range(20):
         parent = put(s, "t", parent=parent, values={"i": i}, metadata={"step": i})
     pack_dir = repo_path / "objects" / "pack"
+    for _ in range(500):  # the background thread makes spare files after the puts took some
+        if s.repo._pool._state["files"]:
+            break
+        time.sleep(0.01)
     spare = list(pack_dir.glob("tmp_gitckpt_*"))
     assert spare  # made ahead, waiting
     assert all(p.stat().st_size == 0 for p in spare)
@@ -493,6 +497,10 @@ def test_pack_files_are_written_into_files_made_ahead_and_none_is_left(repo_path
         "for i in range(10):\n"
         "    cp = empty_checkpoint(); cp['channel_values'] = {'x': i}; cp['channel_versions'] = {'x': i + 1}\n"
         "    cfg = s.put(cfg, cp, {'step': i}, {'x': i + 1})\n"
+        "import time\n"
+        "for _ in range(500):\n"  # let the background thread make spare files
+        "    if s.repo._pool._state['files']: break\n"
+        "    time.sleep(0.01)\n"
         "print(len(s.repo._pool._state['files']))\n"  # exits without close()
     )
     out = subprocess.run([sys.executable, "-c", code, str(repo_path)], capture_output=True, text=True, timeout=60)
