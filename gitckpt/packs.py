@@ -125,8 +125,8 @@ def write_pack(pack_dir: str, objects: list[tuple[int, bytes, bytes]], fsync: bo
     ``.idx`` last: git reads a pack only once its ``.idx`` exists, so a reader
     sees either no pack or a complete one. A pack of the very same objects that
     is already there is replaced by identical bytes, which is harmless, so there
-    is no check for it (a ``stat`` in the pack directory measured up to
-    80-140 µs while a background repack was deleting packs there). A crash
+    is no check for it (in the benchmark's profiles that ``stat`` in the pack
+    directory took 80-140 µs a call on average). A crash
     mid-write leaves a ``tmp_`` file or an index-less ``.pack``, which git
     ignores and ``git gc`` removes.
     """
