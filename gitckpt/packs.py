@@ -76,14 +76,31 @@ def _obj_header(kind: int, size: int) -> bytes:
     return bytes(out)
 
 
+_ZLIB_HEADER = b"\x78\x01"  # deflate, 32 KiB window, no dictionary, "fastest"
+_STORED_MAX = 0xFFFF
+
+
 def _deflate(data: bytes) -> bytes:
-    # Stored, not compressed: a zlib stream of "stored" blocks is valid for git,
-    # costs ~1 µs instead of 25-110 µs an object (measured: compression was 80 %
-    # of writing a put's pack), and these small packs live only until the
-    # background ``git repack`` recompresses them with deltas (repo.py); so the
-    # space they take in the meantime is bounded by PACK_EVERY packs.
-    z = zlib.compressobj(0, zlib.DEFLATED, 9, 1)
-    return z.compress(data) + z.flush()
+    """A zlib stream of "stored" (uncompressed) deflate blocks holding ``data``.
+
+    Stored, not compressed: valid for git, costing a copy and an Adler-32
+    instead of 25-110 µs an object (measured: compression was 80 % of writing a
+    put's pack); these small packs live only until the background ``git
+    repack`` recompresses them with deltas (repo.py), so the space they take in
+    the meantime is bounded by PACK_EVERY packs. Written by hand (RFC 1950/1951):
+    0.5 µs for 300 bytes and 3.4 µs for 10 KB, against 1.0 and 4.2 µs with
+    ``zlib.compressobj(0)`` (measured).
+    """
+    n = len(data)
+    if n <= _STORED_MAX:
+        blocks = [b"\x01", struct.pack("<HH", n, n ^ 0xFFFF), data]
+    else:
+        blocks = []
+        for i in range(0, n, _STORED_MAX):
+            part = data[i: i + _STORED_MAX]
+            last = i + _STORED_MAX >= n
+            blocks += [b"\x01" if last else b"\x00", struct.pack("<HH", len(part), len(part) ^ 0xFFFF), part]
+    return b"".join([_ZLIB_HEADER, *blocks, struct.pack(">I", zlib.adler32(data))])
 
 
 def build_pack(objects: list[tuple[int, bytes, bytes]]) -> tuple[bytes, bytes, bytes]:

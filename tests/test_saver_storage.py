@@ -509,3 +509,13 @@ def test_pack_files_are_written_into_files_made_ahead_and_none_is_left(repo_path
     assert list(pack_dir.glob("tmp_gitckpt_*")) == []  # ...and removed them
     fsck = subprocess.run(["git", "--git-dir", str(repo_path), "fsck", "--strict"], capture_output=True, text=True)
     assert fsck.returncode == 0, fsck.stderr
+
+
+@given(st.binary(max_size=200_000))
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_stored_deflate_streams_inflate_to_their_data(data):
+    import zlib
+
+    from gitckpt.packs import _deflate
+
+    assert zlib.decompress(_deflate(data)) == data
