@@ -252,9 +252,6 @@ def restore_pack(pack_dir: str, name: str, pack: bytes, idx: bytes) -> bool:
         except OSError:
             pass
         os.makedirs(pack_dir, exist_ok=True)
-        tmp = os.path.join(pack_dir, f"tmp_gitckpt_{os.getpid()}_{name[5:17]}{ext}")
-        _unlink(tmp)
-        packs.write_file(tmp, data, fsync=True)
-        os.replace(tmp, base + ext)
+        packs.put_file(base + ext, data, fsync=True)
         wrote = True
     return wrote

@@ -17,6 +17,7 @@ import hashlib
 import itertools
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Callable
 
@@ -151,16 +152,17 @@ def write_pack(pack_dir: str, objects: list[tuple[int, bytes, bytes]], fsync: bo
     stem = "pack-" + checksum.hex()
     name = os.path.join(pack_dir, stem)
     for ext, data in ((".pack", pack), (".idx", idx)):
-        got = files() if files is not None else None
-        if got is None:
-            tmp = os.path.join(pack_dir, f"tmp_gitckpt_{os.getpid()}_{checksum.hex()[:12]}{ext}")
-            got = (os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o444), tmp)
-        _fill(got, name + ext, data, fsync)
+        put_file(name + ext, data, fsync, files() if files is not None else None)
     return stem, pack, idx
 
 
-def _fill(file: tuple[int, str], path: str, data: bytes, fsync: bool = False) -> None:
-    """Write ``data`` into an open, empty file and rename it to ``path``."""
+def put_file(path: str, data: bytes, fsync: bool = False, file: tuple[int, str] | None = None) -> None:
+    """Write ``data`` into ``file`` (an open, empty ``(fd, path)``; by default a
+    new ``tmp_`` file next to ``path``) and rename it to ``path``."""
+    if file is None:
+        folder, base = os.path.split(path)
+        tmp = os.path.join(folder, f"tmp_gitckpt_{os.getpid()}_{threading.get_ident()}_{base}")
+        file = (os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o444), tmp)
     fd, tmp = file
     try:
         try:
@@ -176,13 +178,3 @@ def _fill(file: tuple[int, str], path: str, data: bytes, fsync: bool = False) ->
         except OSError:
             pass
         raise
-
-
-def write_file(path: str, data: bytes, fsync: bool) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o444)
-    try:
-        os.write(fd, data)
-        if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -94,6 +94,18 @@ def lose_everything_but_the_journals(before: Path, after: Path, lost: Path) -> l
     return files
 
 
+def crashed_copy(tmp_path: Path, turns: int) -> tuple[Path, Path]:
+    """A writer that dies after ``turns`` turns on a new repository, and the copy of
+    that repository where only its journal survived: ``(repository, copy)``."""
+    path = tmp_path / "agent.git"
+    GitSaver(path).close()
+    snapshot(path, tmp_path / "before.git")
+    run_writer(path, "t", turns)
+    lost = tmp_path / "lost.git"
+    lose_everything_but_the_journals(tmp_path / "before.git", path, lost)
+    return path, lost
+
+
 def fsck(path: Path) -> None:
     if shutil.which("git"):
         r = subprocess.run(["git", "--git-dir", str(path), "fsck", "--strict", "--no-dangling"],
@@ -146,12 +158,7 @@ def test_every_update_survives_the_loss_of_all_git_files_written_after_the_last_
 
 def test_replay_with_git_files_partly_written(tmp_path: Path) -> None:
     """Packs present but refs old, and packs emptied while their index survived."""
-    path = tmp_path / "agent.git"
-    GitSaver(path).close()
-    snapshot(path, tmp_path / "before.git")
-    run_writer(path, "t", 3)
-    lost = tmp_path / "lost.git"
-    lose_everything_but_the_journals(tmp_path / "before.git", path, lost)
+    path, lost = crashed_copy(tmp_path, 3)
     pack_dir = path / "objects" / "pack"
     names = sorted(p.name for p in pack_dir.glob("pack-*.pack"))
     for i, name in enumerate(names):  # every other pack written in full, the rest truncated to nothing
@@ -165,12 +172,8 @@ def test_replay_with_git_files_partly_written(tmp_path: Path) -> None:
 
 
 def test_a_torn_last_record_is_ignored(tmp_path: Path) -> None:
-    path = tmp_path / "agent.git"
-    GitSaver(path).close()
-    snapshot(path, tmp_path / "before.git")
-    run_writer(path, "t", 2)
-    lost = tmp_path / "lost.git"
-    (f,) = lose_everything_but_the_journals(tmp_path / "before.git", path, lost)
+    path, lost = crashed_copy(tmp_path, 2)
+    (f,) = journal_files(lost)
     data = bytearray((lost / journal.DIRNAME / f.name).read_bytes())
     records = list(journal.read_records(bytes(data)))
     # find the end of the records and damage the last one's final byte (a write that never completed)
