@@ -22,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
+import time
 import zlib
 from collections.abc import Callable, Iterator
 
@@ -216,8 +217,10 @@ class Orphans:
             if os.fstat(fd).st_nlink == 0:  # replayed and deleted by someone else meanwhile
                 os.close(fd)
                 continue
-            if name.endswith(".tmp"):  # died while creating it: it holds nothing yet
-                _unlink(path)
+            if name.endswith(".tmp"):  # its writer died while creating it: it holds nothing yet
+                # (a young one may be a live writer's, between its creation and its lock)
+                if time.time() - os.fstat(fd).st_mtime > 60:
+                    _unlink(path)
                 os.close(fd)
                 continue
             size = os.fstat(fd).st_size
