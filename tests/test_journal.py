@@ -302,3 +302,40 @@ def test_an_update_too_large_for_the_journal_is_synced_directly(repo_path: Path,
     got = GitSaver(repo_path).get_tuple(cfg)
     assert got.checkpoint["channel_values"]["x"] == big
     assert got.pending_writes == [("t", "x", b"small")]
+
+
+STORE_CHILD = r"""
+import os, signal, sys
+from gitckpt import GitStore
+store = GitStore(sys.argv[1], durability="fsync")
+for i in range(int(sys.argv[2])):
+    store.put(("users", f"u{i % 3}"), f"k{i}", {"n": i, "text": "x" * (i % 50)})
+store.delete(("users", "u0"), "k0")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_durable_store_survives_the_loss_of_its_git_files(tmp_path: Path) -> None:
+    from gitckpt import GitStore
+
+    path = tmp_path / "agent.git"
+    GitStore(path).close()
+    snapshot(path, tmp_path / "before.git")
+    out = subprocess.run([sys.executable, "-c", STORE_CHILD, str(path), "40"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == -9, out.stderr
+    lost = tmp_path / "lost.git"
+    assert len(lose_everything_but_the_journals(tmp_path / "before.git", path, lost)) == 1
+    assert not (lost / "refs" / "heads" / "store").exists()  # nothing of the store reached the copy
+
+    def items(p: Path) -> list:
+        s = GitStore(p)
+        try:
+            return sorted((it.namespace, it.key, it.value["n"]) for it in s.search(("users",), limit=100))
+        finally:
+            s.close()
+
+    got = items(lost)
+    assert len(got) == 39 and (("users", "u0"), "k0") not in [g[:2] for g in got]  # the deletion too
+    assert got == items(path)
+    fsck(lost)
