@@ -30,6 +30,9 @@ import msgpack
 
 from . import packs
 
+#: ``fdatasync`` where the platform has it (Linux), else ``fsync`` (macOS).
+_fdatasync = getattr(os, "fdatasync", os.fsync)
+
 DIRNAME = "gitckpt-journal"
 SUFFIX = ".wal"
 
@@ -83,7 +86,7 @@ class Journal:
         crc = zlib.crc32(payload, zlib.crc32(head)) & 0xFFFFFFFF
         head = struct.pack(_REC_FMT, _REC, self.generation, self.seq, len(payload), crc)
         os.pwrite(self.fd, head + payload, self.offset)
-        os.fdatasync(self.fd)
+        _fdatasync(self.fd)
         self.offset += len(head) + len(payload)
         return True
 
@@ -152,7 +155,7 @@ class Journal:
         head = struct.pack(">16sQ", _HEADER, self.generation)
         os.pwrite(self.fd, struct.pack(_HEADER_FMT, _HEADER, self.generation, zlib.crc32(head) & 0xFFFFFFFF), 0)
         if sync:
-            os.fdatasync(self.fd)
+            _fdatasync(self.fd)
 
 
 def _fsync_dir(path: str) -> None:

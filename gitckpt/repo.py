@@ -598,7 +598,7 @@ class GitRepo:
                 # force out when the rename replaces the ref (auto_da_alloc), which
                 # measured as the slowest step of an update.
                 os.posix_fallocate(fd, 0, len(content))
-            except OSError:
+            except (OSError, AttributeError):  # not supported here, or no posix_fallocate (macOS)
                 pass
             os.write(fd, content)
             os.close(fd)
