@@ -170,13 +170,12 @@ class _FilePool:
             pass
         finally:
             with st["cond"]:
-                keep = not st["closed"] and st["pid"] == os.getpid()
-                if keep:
+                if not st["closed"] and st["pid"] == os.getpid():
                     st["files"].extend(made)
+                else:  # deleted before close() (or exit) is told the refill is over
+                    _unlink_files(made)
                 st["refilling"] = False
                 st["cond"].notify_all()
-            if not keep:
-                _unlink_files(made)
 
     def close(self) -> None:
         self._finalizer()
