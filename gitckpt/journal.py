@@ -68,15 +68,12 @@ class Journal:
         self.generation = 0
         self.seq = 0
         self.offset = _DATA_START
-        self.checkpoints = 0  # how many times it filled up (for tests and the benchmark)
-
-    def fits(self, size: int) -> bool:
-        return _REC_SIZE + size <= (self.capacity - _DATA_START) // 2
+        self.checkpoints = 0  # how many times it filled up (tests read it)
 
     def append(self, packs_written: list[PackFiles], refs: list[RefMove]) -> bool:
         """Make one update durable; False if it is too large (the caller uses barriers)."""
         payload = msgpack.packb([[list(p) for p in packs_written], [list(r) for r in refs]], use_bin_type=True)
-        if not self.fits(len(payload)):
+        if _REC_SIZE + len(payload) > (self.capacity - _DATA_START) // 2:
             return False
         self._ensure_open()
         if self.offset + _REC_SIZE + len(payload) > self.capacity:

@@ -557,18 +557,14 @@ class GitRepo:
 
         In ``fsync`` mode the update (its new packs and this ref move) is
         appended to the journal and flushed, with the lock held, before the
-        rename publishes it; an update too large for the journal (or
-        ``journal=False``) takes a ``syncfs`` before and after instead.
+        rename publishes it; an update the journal refuses as too large (or
+        ``journal=False``) takes a ``syncfs`` before the rename and one after.
         """
         path = os.path.join(self.gitdir, name)
         lock = path + ".lock"
         self.flush()
         jr = self._journal if journal else None
-        if jr is not None and not jr.fits(sum(len(p) + len(i) for _, p, i in self._unjournaled) + len(name) + 128):
-            jr = None
-        if jr is None:
-            self.barrier()  # objects are durable before a ref names them
-            self._unjournaled.clear()
+        journaled = False
         try:
             try:
                 fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -603,9 +599,11 @@ class GitRepo:
             os.close(fd)
             fd = -1
             with self.lock:  # a checkpoint of the journal must not overtake this rename
-                if jr is not None:
-                    jr.append(self._unjournaled, [(name, None if old is None else str(old), str(new))])
-                    self._unjournaled.clear()
+                if jr is not None:  # False: too large for the journal
+                    journaled = jr.append(self._unjournaled, [(name, None if old is None else str(old), str(new))])
+                if not journaled:
+                    self.barrier()  # objects are durable before a ref names them
+                self._unjournaled.clear()
                 os.rename(lock, path)
             done = True
         finally:
@@ -618,7 +616,7 @@ class GitRepo:
                     pass
             if held >= 0:
                 _closer.close_later(held)
-        if jr is None:
+        if not journaled:
             self.barrier()  # the ref's new value and its rename are durable
         return True
 
