@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import operator
+import os
 import shutil
 import textwrap
 from pathlib import Path
@@ -342,10 +343,14 @@ def test_show_errors(demo_repo):
     repo, _ = demo_repo
     assert fails("show", "1", "zzz", repo=repo) == "Error: thread '1' has no checkpoint 'zzz' (see `gitckpt log 1`)"
     ids = [r["checkpoint_id"] for r in history(repo, "1")]
-    common = ids[0][:8]
-    assert all(i.startswith(common) for i in ids)
+    # ids are time-ordered, so ids made close together share a prefix; the first 8 characters change
+    # every 27 s, so take the longest prefix two ids share, not the first 8 characters of all of them
+    ordered = sorted(ids)
+    common = max((os.path.commonprefix(pair) for pair in zip(ordered, ordered[1:])), key=len)
+    assert len(common) >= 8
+    sharing = sum(i.startswith(common) for i in ids)
     err = fails("show", "1", common, repo=repo)
-    assert err.startswith(f"Error: checkpoint '{common}' is ambiguous in thread '1': it starts 8 ids (")
+    assert err.startswith(f"Error: checkpoint '{common}' is ambiguous in thread '1': it starts {sharing} ids (")
     assert fails("show", "9", repo=repo) == f"Error: no thread '9' in {repo} (see `gitckpt threads`)"
 
 
