@@ -138,6 +138,8 @@ def writer_of(task_id: str, task_path: str, channels=()) -> str:
 #   refs/heads/store                       the GitStore history (see store.py)
 
 HEADS = "refs/heads/"
+#: The folders that hold every line of every thread (main lines, fork lines, subgraph lines).
+LINE_PREFIXES = (f"{HEADS}threads/", f"{HEADS}forks/", f"{HEADS}subgraphs/")
 
 
 def thread_ref(thread_id: str) -> str:

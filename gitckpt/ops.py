@@ -811,8 +811,6 @@ def store_history(repo: Any, namespace: tuple[str, ...] = (), key: str | None = 
 
 # -- watching -------------------------------------------------------------------------
 
-_LINE_PREFIXES = ("refs/heads/threads/", "refs/heads/forks/", "refs/heads/subgraphs/")
-
 
 class CheckpointFeed:
     """The checkpoints that appeared since the last look, for ``gitckpt watch``.
@@ -834,10 +832,7 @@ class CheckpointFeed:
     def _refs(self) -> dict[str, pygit2.Oid]:
         if self.thread_id is not None:
             return self.saver.thread_refs(self.thread_id)
-        refs: dict[str, pygit2.Oid] = {}
-        for prefix in _LINE_PREFIXES:
-            refs.update(self.saver.repo.refs(prefix))
-        return refs
+        return self.saver.repo.refs(*naming.LINE_PREFIXES)
 
     def new_checkpoints(self) -> list[tuple[str, CheckpointRow]]:
         repo = self.saver.repo

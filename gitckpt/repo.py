@@ -8,6 +8,7 @@ packing) lives here.
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import ctypes.util
 import os
@@ -467,7 +468,7 @@ class GitRepo:
         try:
             fd = os.open(path, os.O_RDONLY)
         except (FileNotFoundError, NotADirectoryError):
-            return self._packed_refs().get(name)
+            return self._packed_refs()[0].get(name)
         try:
             text = os.read(fd, 128).strip()
         except IsADirectoryError:
@@ -484,32 +485,50 @@ class GitRepo:
         except (ValueError, UnicodeDecodeError):
             return None
 
-    def refs(self, prefix: str) -> dict[str, pygit2.Oid]:
-        """Every ref whose name starts with ``prefix`` (a directory, ending in ``/``).
+    def refs(self, *prefixes: str, names: Iterable[str] = ()) -> dict[str, pygit2.Oid]:
+        """Every ref whose name starts with one of ``prefixes`` (directories, ending
+        in ``/``), and the refs ``names`` that exist.
 
-        Reads the loose refs of that one directory and the cached packed-refs,
-        so the cost is the number of refs under ``prefix``, not in the repository.
+        Reads the loose refs of those directories, then packed-refs (one ``stat``,
+        parsed again only when it changed; a prefix is a bisection of its sorted
+        names), so the cost is the number of refs asked for, not the number in
+        the repository. Loose refs are read first: ``git pack-refs`` writes
+        packed-refs before it deletes the loose files, so a ref is never missed
+        while it moves from one to the other.
         """
         out: dict[str, pygit2.Oid] = {}
-        packed = self._packed_refs()
+        for prefix in prefixes:
+            stack = [(os.path.join(self.gitdir, prefix), prefix)]
+            while stack:
+                folder, name_prefix = stack.pop()
+                try:
+                    entries = list(os.scandir(folder))
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append((entry.path, name_prefix + entry.name + "/"))
+                    elif not entry.name.endswith(".lock"):
+                        oid = self._read_ref_file(entry.path)
+                        if oid is not None:
+                            out[name_prefix + entry.name] = oid
+        missing = []
+        for name in names:
+            oid = self._read_ref_file(os.path.join(self.gitdir, name))
+            if oid is not None:
+                out[name] = oid
+            else:
+                missing.append(name)
+        packed, sorted_names = self._packed_refs()
         if packed:
-            for name, oid in packed.items():
-                if name.startswith(prefix):
-                    out[name] = oid
-        stack = [(os.path.join(self.gitdir, prefix), prefix)]
-        while stack:
-            folder, name_prefix = stack.pop()
-            try:
-                entries = list(os.scandir(folder))
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append((entry.path, name_prefix + entry.name + "/"))
-                elif not entry.name.endswith(".lock"):
-                    oid = self._read_ref_file(entry.path)
-                    if oid is not None:
-                        out[name_prefix + entry.name] = oid
+            for prefix in prefixes:
+                i = bisect.bisect_left(sorted_names, prefix)
+                while i < len(sorted_names) and sorted_names[i].startswith(prefix):
+                    out.setdefault(sorted_names[i], packed[sorted_names[i]])
+                    i += 1
+            for name in missing:
+                if name in packed:
+                    out[name] = packed[name]
         return out
 
     @staticmethod
@@ -520,6 +539,8 @@ class GitRepo:
             return None  # being renamed or deleted right now
         try:
             text = os.read(fd, 128).strip()
+        except OSError:
+            return None  # a directory, not a ref
         finally:
             os.close(fd)
         try:
@@ -527,12 +548,13 @@ class GitRepo:
         except (ValueError, UnicodeDecodeError):
             return None
 
-    def _packed_refs(self) -> dict[str, pygit2.Oid]:
+    def _packed_refs(self) -> tuple[dict[str, pygit2.Oid], list[str]]:
+        """packed-refs as ``({name: oid}, sorted names)``, re-read only when the file changed."""
         path = os.path.join(self.gitdir, "packed-refs")
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            return {}
+            return {}, []
         key = (st.st_mtime_ns, st.st_size, st.st_ino)
         if self._packed_cache is not None and self._packed_cache[0] == key:
             return self._packed_cache[1]
@@ -544,8 +566,8 @@ class GitRepo:
                 continue
             sha, _, name = line.partition(" ")
             refs[name] = pygit2.Oid(hex=sha)
-        self._packed_cache = (key, refs)
-        return refs
+        self._packed_cache = (key, (refs, sorted(refs)))
+        return self._packed_cache[1]
 
     def update_ref(self, name: str, old: pygit2.Oid | None, new: pygit2.Oid, *, journal: bool = True) -> bool:
         """Compare-and-swap: point ``name`` at ``new`` if it still points at ``old``.

@@ -169,12 +169,7 @@ class GitSaver(BaseCheckpointSaver[str]):
     def thread_refs(self, thread_id: str) -> dict[str, pygit2.Oid]:
         """The tips of every line (branch) of a thread."""
         main, forks, subs = naming.thread_ref_globs(thread_id)
-        refs = self.repo.refs(forks[:-1])
-        refs.update(self.repo.refs(subs[:-1]))
-        tip = self.repo.ref(main)
-        if tip is not None:
-            refs[main] = tip
-        return refs
+        return self.repo.refs(forks[:-1], subs[:-1], names=(main,))
 
     def _index(self, thread_id: str, refresh: bool = True) -> ThreadIndex:
         """The thread's index, brought up to date with its refs. Hold ``self.lock``.
@@ -487,16 +482,15 @@ class GitSaver(BaseCheckpointSaver[str]):
         """Every thread id in the repository, sorted."""
         found: set[str] = set()
         with self.lock:
-            for prefix in ("refs/heads/threads/", "refs/heads/forks/", "refs/heads/subgraphs/"):
-                for ref, tip in self.repo.refs(prefix).items():
-                    parsed = naming.parse_line_ref(ref)
-                    if parsed is None:
-                        continue
-                    tid = naming.decode(parsed[0])
-                    if tid is None:  # a shortened name: the commit knows the real id
-                        tid = self._thread_of_commit(tip)
-                    if tid is not None:
-                        found.add(tid)
+            for ref, tip in self.repo.refs(*naming.LINE_PREFIXES).items():
+                parsed = naming.parse_line_ref(ref)
+                if parsed is None:
+                    continue
+                tid = naming.decode(parsed[0])
+                if tid is None:  # a shortened name: the commit knows the real id
+                    tid = self._thread_of_commit(tip)
+                if tid is not None:
+                    found.add(tid)
         return sorted(found)
 
     def _thread_of_commit(self, oid: pygit2.Oid) -> str | None:
