@@ -10,6 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pygit2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -393,6 +394,29 @@ def test_packed_refs_read_write_and_delete(saver, repo_path):
     assert git(repo_path, "fsck", "--strict").returncode == 0
 
 
+def test_packed_refs_are_looked_up_by_prefix_without_mixing_threads(saver, repo_path):
+    # thread ids that are prefixes of each other, each with a fork line and a subgraph line
+    ids = {}
+    for t in ("1", "10", "1-b", "2"):
+        a = put(saver, t, values={"x": t})
+        b = put(saver, t, parent=a, values={"x": t + "!"})
+        put(saver, t, parent=a, values={"x": t + "?"})  # a second child of a: a fork line
+        put(saver, t, ns="sub", values={"y": t})
+        ids[t] = {a, b}
+    git(repo_path, "pack-refs", "--all", "--prune")
+    assert not [p for p in (repo_path / "refs" / "heads").rglob("*") if p.is_file()]  # every ref is packed
+    packed_lines = {t: GitSaver(repo_path).thread_refs(t) for t in ids}
+    loose = put(saver, "1", values={"x": "loose"})  # a loose ref of thread 1 beside packed ones
+    fresh = GitSaver(repo_path)
+    for t, refs in packed_lines.items():
+        assert len(refs) == 3, (t, sorted(refs))  # main line, fork line, subgraph line; no other thread's
+        assert all(naming.decode(naming.parse_line_ref(r)[0]) == t for r in refs)
+        got = {tup.checkpoint["id"] for tup in fresh.list({"configurable": {"thread_id": t, "checkpoint_ns": ""}})}
+        assert ids[t] <= got and len(got) == 3 + (t == "1")
+    assert fresh.get_tuple({"configurable": {"thread_id": "1"}}).checkpoint["id"] == loose
+    assert fresh.threads() == ["1", "1-b", "10", "2"]
+
+
 def test_writes_before_a_threads_first_checkpoint_stay_on_its_main_line(saver, repo_path):
     first = str(uuid6(clock_seq=-1))
     cfg = {"configurable": {"thread_id": "new", "checkpoint_ns": "", "checkpoint_id": first}}
@@ -525,3 +549,29 @@ def test_stored_deflate_streams_inflate_to_their_data(data):
     from gitckpt.packs import _deflate
 
     assert zlib.decompress(_deflate(data)) == data
+
+
+_TREE_NAMES = st.text(st.sampled_from("ab.-_0~é"), min_size=1, max_size=4).filter(lambda n: n not in (".", ".."))
+
+
+@given(st.dictionaries(_TREE_NAMES, st.booleans(), min_size=1, max_size=12))
+@settings(max_examples=60, deadline=None)
+def test_tree_bytes_orders_entries_as_git_does(kinds):
+    # names that are prefixes of each other ("a", "a.", "a-b"), some of them trees: git sorts a tree's
+    # name as if it ended in "/", and libgit2's tree builder is the reference
+    import tempfile
+
+    from gitckpt.packs import tree_bytes
+
+    repo = pygit2.init_repository(tempfile.mkdtemp(), bare=True)
+    blob = repo.create_blob(b"x")
+    sub = repo.TreeBuilder()
+    sub.insert("x", blob, pygit2.GIT_FILEMODE_BLOB)
+    subtree = sub.write()
+    builder = repo.TreeBuilder()
+    entries = {}
+    for name, is_tree in kinds.items():
+        oid, mode = (subtree, 0o040000) if is_tree else (blob, 0o100644)
+        builder.insert(name, oid, mode)
+        entries[name] = (oid.raw, mode)
+    assert tree_bytes(entries) == repo[builder.write()].read_raw()
