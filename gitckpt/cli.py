@@ -1004,6 +1004,136 @@ def watch(thread: str | None, repo: str | None, as_json: bool) -> None:
         observer.join()
 
 
+# -- push / pull / sync ---------------------------------------------------------------------
+
+
+def _sync_outcome(action: str, r: Any) -> str:
+    """One ref's result for people, on one line."""
+    if r.status == "forked":
+        where = ops.short_ref(r.target)
+        return f"pushed as {where}" if action == "push" else f"diverged, remote's line kept as {where}"
+    if r.status in ("rejected", "diverged"):
+        return f"{r.status}: {r.detail}"
+    if r.status == "pushed":
+        return f"pushed ({r.detail})"
+    if r.status == "merged":
+        return f"merged: {r.detail.rpartition('; ')[2]}"
+    return r.status
+
+
+def _sync_table(result: Any, verb: str) -> None:
+    where = "to" if result.action == "push" else "from"
+    label = result.remote if result.remote == result.url else f"{result.remote} ({result.url})"
+    shown = [r for r in result.refs if r.status != "up to date"]
+    same = len(result.refs) - len(shown)
+    if not shown:
+        what = f"{same} branch(es) already up to date" if same else "no threads or store on either side"
+        click.echo(f"Nothing to {result.action} {where} {label}: {what}.")
+        return
+    click.echo(f"{verb} {where} {label}:")
+    table = _table("Branch|f", "Result|f")
+    for r in shown:
+        table.add_row(ops.short_ref(r.ref), _sync_outcome(result.action, r))
+    _console().print(table)
+    if same:
+        click.echo(f"{same} other branch(es) already up to date.")
+
+
+def _sync_failure(result: Any) -> None:
+    if result.ok:
+        return
+    bad = [r for r in result.refs if r.status in ("rejected", "diverged")]
+    if result.action == "push":
+        raise click.ClickException(
+            f"{len(bad)} ref(s) rejected by {result.remote}: pull first (`gitckpt pull {result.remote}`)"
+        )
+    raise click.ClickException(f"{len(bad)} ref(s) could not be pulled from {result.remote}; see the table above")
+
+
+def _run_sync(action: str, remote: str | None, threads_: tuple[str, ...], repo: str | None, as_json: bool) -> None:
+    from . import sync
+
+    path = _resolve_repo(repo)
+    names = list(threads_) or None
+    if action == "sync":
+        both = sync.sync(path, remote, names, store=names is None)
+        results = [both.pull, both.push]
+        if as_json:
+            _echo_json(both.to_dict())
+    else:
+        fn = sync.push if action == "push" else sync.pull
+        results = [fn(path, remote, names, store=names is None)]
+        if as_json:
+            _echo_json(results[0].to_dict())
+    if not as_json:
+        for result in results:
+            _sync_table(result, "Pushed" if result.action == "push" else "Pulled")
+    for result in results:
+        _sync_failure(result)
+
+
+@cli.command()
+@click.argument("remote", required=False)
+@click.argument("threads_", metavar="[THREAD]...", nargs=-1)
+@repo_option
+@json_option
+def push(remote: str | None, threads_: tuple[str, ...], repo: str | None, as_json: bool) -> None:
+    """Send threads and the store to a remote; never forced.
+
+    REMOTE is a remote configured in the repository (default: origin) or a URL
+    (git://, ssh://, https://, file:// or a path). With THREADs (after REMOTE),
+    only those threads; otherwise every thread and the store. A branch the
+    remote changed in a way this repository has not seen is rejected (exit
+    status 1): pull first. A thread both sides continued is sent as a fork
+    line of that thread.
+
+    \b
+    Example:
+        git --git-dir .gitckpt remote add origin git://server/team.git
+        gitckpt push
+        gitckpt push origin 1 user-42
+    """
+    _run_sync("push", remote, threads_, repo, as_json)
+
+
+@cli.command()
+@click.argument("remote", required=False)
+@click.argument("threads_", metavar="[THREAD]...", nargs=-1)
+@repo_option
+@json_option
+def pull(remote: str | None, threads_: tuple[str, ...], repo: str | None, as_json: bool) -> None:
+    """Bring a remote's threads and store here; nothing local is rewritten.
+
+    New branches are created and branches the remote moved forward are
+    fast-forwarded. A thread both sides continued keeps the remote's line as a
+    fork line (forks/THREAD/ID), and LangGraph continues from the newest
+    checkpoint of either. A store both sides changed gets a merge commit (of an
+    item changed on both sides, the later update wins). REMOTE and THREADs as
+    for `push`.
+
+    \b
+    Example:
+        gitckpt pull
+        gitckpt pull git://server/team.git 1
+    """
+    _run_sync("pull", remote, threads_, repo, as_json)
+
+
+@cli.command("sync")
+@click.argument("remote", required=False)
+@repo_option
+@json_option
+def sync_(remote: str | None, repo: str | None, as_json: bool) -> None:
+    """Pull, then push: afterwards both sides hold every checkpoint.
+
+    \b
+    Example:
+        gitckpt sync
+        gitckpt sync origin --json
+    """
+    _run_sync("sync", remote, (), repo, as_json)
+
+
 # -- store ---------------------------------------------------------------------------------------
 
 

@@ -27,6 +27,10 @@ class ConflictError(GitckptError):
     """A ref could not be updated after repeated compare-and-swap retries."""
 
 
+class RemoteError(GitckptError):
+    """A git remote is unknown or unreachable, or refused what was asked of it."""
+
+
 class InvalidInputError(GitckptError, ValueError):
     """An argument is malformed (bad JSON, bad namespace, value that cannot be stored)."""
 
