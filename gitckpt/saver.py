@@ -544,8 +544,10 @@ class GitSaver(BaseCheckpointSaver[str]):
         nfull = n // CHUNK
         # how many leading full chunks are the same as last time (C-speed compare)
         same = min(len(prev_chunks), nfull)
-        prev_part = prev_items if same == len(prev_chunks) else prev_items[: same * CHUNK]
+        whole = same == len(prev_chunks)  # the remembered items are all a prefix of the new list
+        prev_part = prev_items if whole else prev_items[: same * CHUNK]
         if same and value[: same * CHUNK] != prev_part:
+            whole = False
             same = 0
             for i in range(min(len(prev_chunks), nfull)):
                 if value[i * CHUNK : (i + 1) * CHUNK] != prev_items[i * CHUNK : (i + 1) * CHUNK]:
@@ -565,7 +567,12 @@ class GitSaver(BaseCheckpointSaver[str]):
                 goid = self.repo.tree({f"{j:02d}": (o, BLOB) for j, o in enumerate(members)})
             groups[f"{gi:04d}"] = (goid, TREE)
             group_oids.append(goid)
-        self._remember_chunks(key, value[: nfull * CHUNK], chunk_oids[:nfull], group_oids[: nfull // GROUP])
+        if whole:  # extend the private copy by the new full chunks: a put at item 10,000 copies no prefix
+            prev_items.extend(value[len(prev_items) : nfull * CHUNK])
+            items = prev_items
+        else:
+            items = value[: nfull * CHUNK]
+        self._remember_chunks(key, items, chunk_oids[:nfull], group_oids[: nfull // GROUP])
         return self.repo.tree(groups)
 
     def _encode_channel(self, key: tuple, value: Any) -> tuple[pygit2.Oid, int]:
