@@ -26,7 +26,7 @@ import operator
 import pickle
 import uuid
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import BaseModel
 
@@ -187,7 +187,8 @@ _UNCACHEABLE = object()
 
 
 class DecodedCache:
-    """Blob id -> decoded value, bounded by the total size of its templates (bytes).
+    """Blob id (or an extension value's bytes, see :meth:`ext_hook`) -> decoded
+    value, bounded by the total size of its templates (bytes).
 
     ``get`` returns ``(True, a new copy)`` or ``(False, None)``; ``put`` keeps
     the template of a value decoded for the second time, if :func:`freeze` can
@@ -211,15 +212,16 @@ class DecodedCache:
         self.data.move_to_end(oid)
         return True, thaw(hit[0])
 
-    def put(self, oid: Any, value: Any, nbytes: int) -> None:
+    def put(self, oid: Any, value: Any, nbytes: int, *, at_once: bool = False) -> None:
         if self.max_bytes <= 0 or nbytes > self.max_bytes // 8 or oid in self.data:
             return
-        if oid not in self._once:
-            self._once[oid] = None
-            if len(self._once) > 8192:
-                self._once.popitem(last=False)
-            return
-        del self._once[oid]
+        if not at_once:
+            if oid not in self._once:
+                self._once[oid] = None
+                if len(self._once) > 8192:
+                    self._once.popitem(last=False)
+                return
+            del self._once[oid]
         try:
             template = freeze(value)
         except Unsupported:
@@ -231,6 +233,30 @@ class DecodedCache:
         while self.size > self.max_bytes:
             _, (_, n) = self.data.popitem(last=False)
             self.size -= n
+
+    def ext_hook(self, decode: Callable[[int, bytes], Any]) -> Callable[[int, bytes], Any]:
+        """A msgpack ``ext_hook`` that decodes each extension value once.
+
+        LangGraph's serializer writes every LangChain message (every pydantic
+        model, every constructed object) as one msgpack extension value, so the
+        same message has the same bytes in every list that holds it: in the
+        checkpoint after the one it was added in, in the next chunk of a long
+        list, in a pending write. ``decode`` (the serializer's own hook) runs
+        for bytes seen for the first time, and its result is kept, by those
+        bytes, as a template; the next occurrence is rebuilt from it. Values
+        that cannot be templated are decoded every time, as before.
+        """
+        get, put = self.get, self.put
+
+        def hook(code: int, data: bytes) -> Any:
+            hit, value = get(data)
+            if hit:
+                return value
+            value = decode(code, data)
+            put(data, value, len(data), at_once=True)
+            return value
+
+        return hook
 
     def clear(self) -> None:
         self.data.clear()

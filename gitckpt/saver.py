@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import ormsgpack
 import pygit2
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -45,6 +46,7 @@ from langgraph.checkpoint.base import (
     get_checkpoint_metadata,
     writes_sort_key,
 )
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from . import codec, naming
 from .errors import ConfigError, CorruptObjectError, InvalidInputError, NotFoundError
@@ -126,6 +128,15 @@ class GitSaver(BaseCheckpointSaver[str]):
         self._chunks: OrderedDict[tuple, tuple] = OrderedDict()
         # blob id -> decoded value (reads get fresh copies; see _values.py)
         self._decoded = DecodedCache(decoded_cache_bytes)
+        # LangGraph's own serializer: its msgpack values are decoded with an ext_hook
+        # that decodes each message once (_values.DecodedCache.ext_hook; format.md 11)
+        inner = getattr(self.serde, "_unpack_ext_hook", None)
+        self._msgpack_hook = (
+            self._decoded.ext_hook(inner)
+            if type(self.serde) is JsonPlusSerializer and inner is not None and decoded_cache_bytes > 0
+            and not getattr(self.serde, "_custom_unpack_ext_hook", True)
+            else None
+        )
         self._queue: dict[str, list[_Update]] = {}
         self._queue_lock = threading.Lock()
 
@@ -295,9 +306,16 @@ class GitSaver(BaseCheckpointSaver[str]):
 
     def _load(self, data: bytes, what: str) -> Any:
         try:
-            return self.serde.loads_typed(codec.unpack_value(data))
+            return self._loads(codec.unpack_value(data))
         except Exception as exc:
             raise CorruptObjectError(f"{what}: cannot decode the stored value ({exc})") from exc
+
+    def _loads(self, typed: tuple[str, bytes]) -> Any:
+        """``serde.loads_typed``; for LangGraph's own serializer, its msgpack branch
+        with the hook that decodes each message once."""
+        if self._msgpack_hook is not None and typed[0] == "msgpack":
+            return ormsgpack.unpackb(typed[1], ext_hook=self._msgpack_hook, option=ormsgpack.OPT_NON_STR_KEYS)
+        return self.serde.loads_typed(typed)
 
     def _tree_of(self, entry: Entry, what: str) -> dict[str, tuple[pygit2.Oid, int]]:
         return self.repo.tree_entries(entry.tree, what)
@@ -367,7 +385,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         for oid in self._write_blobs(idx, ns, cid).values():
             try:
                 task_id, widx, channel, task_path, typed = codec.unpack_write(self.repo.read_blob(oid, what))
-                value = self.serde.loads_typed(typed)
+                value = self._loads(typed)
             except CorruptObjectError:
                 raise
             except Exception as exc:

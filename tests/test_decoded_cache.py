@@ -183,3 +183,55 @@ def test_reads_with_and_without_the_cache_are_equal(repo_path):
     with GitSaver(repo_path, decoded_cache_bytes=0) as fresh:
         uncached = [serde.dumps_typed(t.checkpoint) for t in fresh.list({"configurable": {"thread_id": "t"}})]
     assert cached == cached_again == uncached
+
+
+def _odd_values():
+    from langgraph.types import Send
+
+    when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    return [
+        messages(),
+        {"note": Note("n"), "color": Color.RED, "when": when, "id": uuid.UUID(int=7)},
+        [Send("node", {"x": 1}), {1, 2}, (1, "a"), {(1, 2): "tuple key"}],
+        {"nested": {"deeper": [messages()[1], {"k": messages()[0]}]}},
+        None,
+        b"raw bytes",
+    ]
+
+
+def test_each_message_is_decoded_once_and_reads_equal_the_serializers_own(repo_path):
+    # GitSaver decodes msgpack values with an ext_hook that keeps each extension value (a message) by its
+    # bytes; every read must still equal what JsonPlusSerializer.loads_typed gives, type for type
+    with GitSaver(repo_path) as saver:
+        assert saver._msgpack_hook is not None
+        for value in _odd_values():
+            typed = saver.serde.dumps_typed(value)
+            want = saver.serde.loads_typed(typed)
+            for _ in range(3):  # decoded, then rebuilt from the kept templates
+                got = saver._loads(typed)
+                assert got == want and type(got) is type(want)
+                assert saver.serde.dumps_typed(got) == typed
+        assert any(isinstance(k, bytes) for k in saver._decoded.data)  # items were kept by their bytes
+
+
+def test_a_message_shared_by_two_lists_is_not_shared_by_their_reads(repo_path):
+    a, b, c = (HumanMessage(content=x, id=x, additional_kwargs={"k": [x]}) for x in "abc")
+    with GitSaver(repo_path) as saver:
+        first = _chat_checkpoint(saver, "t", [a, b])
+        second = _chat_checkpoint(saver, "t", [b, c], first["configurable"]["checkpoint_id"])
+        read_first = saver.get_tuple(first).checkpoint["channel_values"]["messages"]
+        read_second = saver.get_tuple(second).checkpoint["channel_values"]["messages"]  # b from the kept template
+        read_second[0].additional_kwargs["k"].append("changed")
+        read_second[0].content = "changed"
+        assert read_first[1] == b and read_first[1] is not read_second[0]
+        assert saver.get_tuple(first).checkpoint["channel_values"]["messages"] == [a, b]
+        assert saver.get_tuple(second).checkpoint["channel_values"]["messages"] == [b, c]
+
+
+def test_other_serializers_are_used_as_they_are(repo_path):
+    from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+
+    assert GitSaver(repo_path, serde=EncryptedSerializer.from_pycryptodome_aes(key=b"k" * 16))._msgpack_hook is None
+    assert GitSaver(repo_path, decoded_cache_bytes=0)._msgpack_hook is None
+    custom = JsonPlusSerializer(__unpack_ext_hook__=lambda code, data: ("custom", code))
+    assert GitSaver(repo_path, serde=custom)._msgpack_hook is None
