@@ -28,6 +28,7 @@ from .errors import GitckptError, InvalidInputError, NotFoundError
 
 DEFAULT_REPO = ".gitckpt"
 REPO_ENV = "GITCKPT_REPO"
+SERDE_ENV = "GITCKPT_SERDE"
 
 # -- output -----------------------------------------------------------------------
 
@@ -145,12 +146,12 @@ def _resolve_repo(repo: str | None) -> Path:
 class Session:
     """The repository a command works on, opened once, closed when it ends."""
 
-    def __init__(self, path: Path, create: bool = False) -> None:
+    def __init__(self, path: Path, create: bool = False, serde: Any = None) -> None:
         from .repo import GitRepo
         from .saver import GitSaver
 
         self.path = path
-        self.saver = GitSaver(GitRepo(path, create=create))
+        self.saver = GitSaver(GitRepo(path, create=create), serde=serde)
         self._store = None
 
     @property
@@ -179,9 +180,14 @@ def _display_path(path: Path) -> str:
     return str(rel) if str(rel) != "." else "."
 
 
+def _serde() -> Any:
+    """The serializer named by ``gitckpt --serde`` (or $GITCKPT_SERDE); None: LangGraph's default."""
+    return ops.load_serializer(click.get_current_context().find_root().params.get("serde"))
+
+
 def _session(repo: str | None, create: bool = False) -> Session:
     ctx = click.get_current_context()
-    session = Session(_resolve_repo(repo), create=create)
+    session = Session(_resolve_repo(repo), create=create, serde=_serde())
     ctx.call_on_close(session.close)
     return session
 
@@ -224,8 +230,11 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.group(cls=GitckptGroup, context_settings=CONTEXT)
 @click.option("--repo", "repo", metavar="PATH", default=None, envvar=REPO_ENV,
               help=f"The repository for every command (default: ${REPO_ENV}, else ./{DEFAULT_REPO}).")
+@click.option("--serde", "serde", metavar="SPEC", default=None, envvar=SERDE_ENV,
+              help="The serializer the checkpoints were written with: 'aes' (EncryptedSerializer, key in "
+                   f"$LANGGRAPH_AES_KEY) or FILE.py:ATTR / module:ATTR (default: ${SERDE_ENV}, else LangGraph's).")
 @click.version_option(__version__, prog_name="gitckpt", message="%(prog)s %(version)s")
-def cli(repo: str | None) -> None:
+def cli(repo: str | None, serde: str | None) -> None:
     """Audit, diff, fork and replay LangGraph runs stored in a git repository.
 
     Every thread is a branch and every checkpoint a commit, so plain git works
@@ -922,11 +931,12 @@ def verify(repo: str | None, as_json: bool) -> None:
     from .repo import open_repository
 
     open_repository(path, create=False)  # a clear error before the progress bar
+    serde = _serde()
     if as_json:
-        problems = ops.verify(path)
+        problems = ops.verify(path, serde=serde)
     else:
         with _Bar("verify") as bar:
-            problems = ops.verify(path, progress=bar)
+            problems = ops.verify(path, progress=bar, serde=serde)
     if as_json:
         _echo_json({"ok": not problems, "problems": problems})
         if problems:

@@ -590,6 +590,39 @@ def load_graph(spec: str | None, saver: Any, store: Any = None, cwd: Path | None
     raise InvalidInputError(f"graph {spec!r} is a {type(obj).__name__}, not a LangGraph graph (StateGraph or compiled graph)")
 
 
+def load_serializer(spec: str | None, cwd: Path | None = None) -> Any:
+    """The serializer a repository was written with, for reading it back.
+
+    ``None`` or ``""``: LangGraph's default (``JsonPlusSerializer``). ``aes``:
+    ``EncryptedSerializer.from_pycryptodome_aes()``, whose key is read from
+    ``$LANGGRAPH_AES_KEY``. ``FILE.py:ATTR`` or ``module.name:ATTR``: a serializer
+    (anything with ``dumps_typed``/``loads_typed``), or a function returning one.
+    """
+    if not spec:
+        return None
+    if spec == "aes":
+        if not os.environ.get("LANGGRAPH_AES_KEY"):
+            raise InvalidInputError("--serde aes reads the key from $LANGGRAPH_AES_KEY, which is not set")
+        try:
+            from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+
+            return EncryptedSerializer.from_pycryptodome_aes()
+        except ImportError as exc:
+            raise InvalidInputError(f"--serde aes needs pycryptodome (pip install pycryptodome): {exc}") from None
+        except Exception as exc:  # a key of the wrong length
+            raise InvalidInputError(f"--serde aes: {type(exc).__name__}: {exc}") from None
+    obj = _load_object(spec, cwd or Path.cwd(), "--serde")
+    if not hasattr(obj, "loads_typed") and callable(obj):
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise InvalidInputError(f"--serde {spec!r}: the factory failed: {type(exc).__name__}: {exc}") from exc
+    if not (hasattr(obj, "loads_typed") and hasattr(obj, "dumps_typed")):
+        raise InvalidInputError(f"--serde {spec!r} is a {type(obj).__name__}, not a serializer "
+                                "(it needs dumps_typed and loads_typed)")
+    return obj
+
+
 def load_embeddings(spec: str) -> Any:
     """An embeddings object from ``provider:model`` (LangChain's init_embeddings)
     or from ``FILE.py:ATTR`` / ``module.name:ATTR`` (an ``Embeddings`` or a function)."""
@@ -608,16 +641,17 @@ def load_embeddings(spec: str) -> Any:
 # -- verify ---------------------------------------------------------------------------
 
 
-def verify(repo_path: str | os.PathLike, progress: Progress | None = None) -> list[str]:
+def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde: Any = None) -> list[str]:
     """Check a repository: every checkpoint and pending write of every thread
-    decodes, every history is intact, every store item decodes, and ``git
+    decodes (with ``serde``, the serializer it was written with; default
+    LangGraph's), every history is intact, every store item decodes, and ``git
     fsck`` finds every object. Returns the problems found (empty: all good).
     """
     from .repo import GitRepo
     from .saver import GitSaver
 
     problems: list[str] = []
-    saver = GitSaver(GitRepo(repo_path, create=False, auto_pack=False))
+    saver = GitSaver(GitRepo(repo_path, create=False, auto_pack=False), serde=serde)
     try:
         threads = saver.threads()
         histories: dict[str, ThreadHistory] = {}

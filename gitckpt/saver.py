@@ -89,6 +89,17 @@ class _Update:
         self.error: BaseException | None = None
 
 
+def _serde_hint(data: Any) -> str:
+    """What to do about a value that would not decode because it is encrypted."""
+    if data is None:
+        return ""
+    kind = data[0] if isinstance(data, tuple) else bytes(data[:32]).partition(b"\n")[0].decode("ascii", "replace")
+    if "+" not in kind:
+        return ""
+    return (f"; it is encrypted ({kind}): read it with the serializer that wrote it "
+            "(GitSaver(serde=...), or `gitckpt --serde aes` with $LANGGRAPH_AES_KEY set)")
+
+
 class GitSaver(BaseCheckpointSaver[str]):
     """A drop-in ``BaseCheckpointSaver`` on a bare git repository, sync and async.
 
@@ -306,9 +317,10 @@ class GitSaver(BaseCheckpointSaver[str]):
 
     def _load(self, data: bytes, what: str) -> Any:
         try:
-            return self._loads(codec.unpack_value(data))
+            typed = codec.unpack_value(data)
+            return self._loads(typed)
         except Exception as exc:
-            raise CorruptObjectError(f"{what}: cannot decode the stored value ({exc})") from exc
+            raise CorruptObjectError(f"{what}: cannot decode the stored value ({exc}){_serde_hint(data)}") from exc
 
     def _loads(self, typed: tuple[str, bytes]) -> Any:
         """``serde.loads_typed``; for LangGraph's own serializer, its msgpack branch
@@ -383,13 +395,14 @@ class GitSaver(BaseCheckpointSaver[str]):
         what = f"thread {thread_id!r} checkpoint {cid} pending write"
         rows = []
         for oid in self._write_blobs(idx, ns, cid).values():
+            typed = None
             try:
                 task_id, widx, channel, task_path, typed = codec.unpack_write(self.repo.read_blob(oid, what))
                 value = self._loads(typed)
             except CorruptObjectError:
                 raise
             except Exception as exc:
-                raise CorruptObjectError(f"{what}: cannot decode blob {oid} ({exc})") from exc
+                raise CorruptObjectError(f"{what}: cannot decode blob {oid} ({exc}){_serde_hint(typed)}") from exc
             rows.append((writes_sort_key(task_path, task_id, widx), (task_id, channel, value)))
         rows.sort(key=lambda r: r[0])
         return [w for _, w in rows]

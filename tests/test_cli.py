@@ -81,8 +81,8 @@ def fails(*args: str, repo: Path | None = None, **kw) -> str:
     return lines[0]
 
 
-def js(*args: str, repo: Path | None = None):
-    return json.loads(ok(*args, "--json", repo=repo).stdout)
+def js(*args: str, repo: Path | None = None, **kw):
+    return json.loads(ok(*args, "--json", repo=repo, **kw).stdout)
 
 
 # -- fixtures -----------------------------------------------------------------------
@@ -641,6 +641,43 @@ def test_verify_ok_and_problems(demo_repo):
     assert result.stderr.splitlines()[-1] == f"Error: 1 problem(s) found in {repo}"
     data = json.loads(run("verify", "--json", repo=repo).stdout)
     assert data["ok"] is False and len(data["problems"]) == 1
+
+
+def test_an_encrypted_repository_is_read_with_serde(tmp_path):
+    from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+
+    key = "0123456789abcdef"
+    repo = tmp_path / "secret.git"
+    with GitSaver(repo, serde=EncryptedSerializer.from_pycryptodome_aes(key=key.encode())) as saver:
+        class Note(TypedDict):
+            note: str
+
+        b = StateGraph(Note)
+        b.add_node("n", lambda s: {"note": "top secret"})
+        b.add_edge(START, "n")
+        b.compile(checkpointer=saver).invoke({"note": "hi"}, {"configurable": {"thread_id": "1"}})
+    # without the serializer: a sentence that says what to do, not a traceback
+    err = fails("show", "1", repo=repo)
+    assert err.startswith("Error: thread '1' checkpoint ") and err.endswith(
+        "it is encrypted (msgpack+aes): read it with the serializer that wrote it "
+        "(GitSaver(serde=...), or `gitckpt --serde aes` with $LANGGRAPH_AES_KEY set)")
+    assert run("verify", repo=repo).exit_code == 1
+    with_key = {"LANGGRAPH_AES_KEY": key}
+    assert js("--serde", "aes", "show", "1", repo=repo, env=with_key)["values"] == {"note": "top secret"}
+    assert ok("--serde", "aes", "verify", repo=repo, env=with_key).stdout.startswith("OK: 1 thread(s)")
+    assert js("show", "1", repo=repo, env={**with_key, "GITCKPT_SERDE": "aes"})["values"] == {"note": "top secret"}
+    # a serializer of the user's own, named as module:ATTR (here a class: called to make one)
+    spec = "langgraph.checkpoint.serde.jsonplus:JsonPlusSerializer"
+    assert fails("--serde", spec, "show", "1", repo=repo).startswith("Error: thread '1' checkpoint ")
+    # bad specs
+    assert fails("--serde", "aes", "show", "1", repo=repo, env={"LANGGRAPH_AES_KEY": ""}) == (
+        "Error: --serde aes reads the key from $LANGGRAPH_AES_KEY, which is not set")
+    assert fails("--serde", "json:dumps", "show", "1", repo=repo).startswith(
+        "Error: --serde 'json:dumps': the factory failed: TypeError")
+    assert fails("--serde", "os:sep", "show", "1", repo=repo) == (
+        "Error: --serde 'os:sep' is a str, not a serializer (it needs dumps_typed and loads_typed)")
+    assert fails("--serde", "nope", "show", "1", repo=repo) == (
+        "Error: --serde 'nope' must look like FILE.py:ATTR or module.name:ATTR")
 
 
 def test_verify_names_a_broken_history(demo_repo):
