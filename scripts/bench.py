@@ -783,6 +783,22 @@ def settle() -> None:
     time.sleep(0.5)
 
 
+def release_peers(ctx: Ctx) -> None:
+    """Close the peers a finished group built and drop them, so the next group
+    does not run beside them. Measured: with the read thread's SqliteSaver and
+    InMemorySaver (10,000 checkpoints each) still open, GitStore's puts in the
+    next group took 1.7 times as long and SqliteStore's 1.3 times (store_put
+    1.10 and 1.31@os; with them closed 0.86 and 0.71@os). The gitckpt subject
+    stays: the profiles of unmet targets reuse its thread."""
+    th = ctx._cache.get("thread")
+    if th is None:
+        return
+    for sub in [s for s in th["subjects"] if s.kind != "gitckpt"]:
+        sub.close()
+        th["subjects"].remove(sub)
+    gc.collect()
+
+
 def run(names: list[str], sizes: dict, workdir: Path, log: Callable[[str], None], only_git: str | None = None,
         profiler: CallProfiler | None = None, cache: dict | None = None) -> Ctx:
     ctx = Ctx(workdir=workdir, sizes=sizes, selected=set(names), log=log, only_git=only_git, profiler=profiler)
@@ -797,6 +813,7 @@ def run(names: list[str], sizes: dict, workdir: Path, log: Callable[[str], None]
         t = time.perf_counter()
         GROUPS[g](ctx)
         ctx.info.setdefault("group_seconds", {})[g] = round(time.perf_counter() - t, 1)
+        release_peers(ctx)
     order = {n: i for i, n in enumerate(SPECS)}
     ctx.rows = dict(sorted(ctx.rows.items(), key=lambda kv: (order[kv[0].split("@")[0]], kv[0])))
     return ctx
