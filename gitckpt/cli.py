@@ -574,7 +574,7 @@ def _run_config(s: Session, thread: str, ns: str, row: ops.CheckpointRow | None,
     the checkpoint's metadata (e.g. ``user_id``; for a checkpoint made by
     update_state or a replay, its nearest ancestor's), then ``--config``."""
     configurable: dict[str, Any] = {}
-    hist = s.history(thread, with_writes=False) if row is not None else None
+    hist = s.history(thread) if row is not None else None
     for _ in range(100):  # an update or fork checkpoint records none: look at its ancestors
         if row is None:
             break
@@ -826,7 +826,7 @@ def delete(thread: str, repo: str | None) -> None:
     """
     s = _session(repo)
     info = _require_thread(s, thread)
-    tips = ops.thread_history(s.saver, thread, with_writes=False).tips
+    tips = s.history(thread).tips
     s.saver.delete_thread(thread)
     click.echo(f"Deleted thread {thread} ({info['checkpoints']} checkpoints, {len(tips)} branch(es)).")
     for ref, tip in sorted(tips.items()):

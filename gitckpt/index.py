@@ -22,6 +22,7 @@ import msgpack
 import pygit2
 
 from . import codec
+from .errors import CorruptObjectError
 
 #: Version of the cache file format (bump when ThreadIndex's fields change).
 CACHE_VERSION = 2
@@ -164,14 +165,23 @@ class ThreadIndex:
         self.writes.pop(key, None)
 
     def apply(self, commit: pygit2.Commit, line: str) -> None:
-        """Record one commit found by a walk (called oldest first)."""
+        """Record one commit found by a walk (called oldest first).
+
+        Raises :class:`CorruptObjectError` for a gitckpt commit whose trailers
+        are missing or malformed (written by hand, or damaged)."""
         self.unsaved += 1
         t = codec.parse_trailers(commit.message)
         kind = t.get(codec.KIND)
         ns = t.get(codec.NS, "")
         if kind == "checkpoint":
-            cid = t[codec.CHECKPOINT]
+            cid = t.get(codec.CHECKPOINT)
+            if not cid:
+                raise CorruptObjectError(f"commit {commit.id} has no Checkpoint-Id trailer")
             step = t.get(codec.STEP)
+            try:
+                step_n = int(step) if step not in (None, "") else None
+            except ValueError:
+                raise CorruptObjectError(f"checkpoint {cid}: commit {commit.id} has a bad Step trailer {step!r}") from None
             self.add_checkpoint(
                 ns,
                 cid,
@@ -179,14 +189,17 @@ class ThreadIndex:
                     commit=commit.id,
                     tree=commit.tree_id,
                     parent=t.get(codec.PARENT),
-                    step=int(step) if step not in (None, "") else None,
+                    step=step_n,
                     source=t.get(codec.SOURCE),
                     run_id=t.get(codec.RUN),
                     line=line,
                 ),
             )
         elif kind == "writes":
-            self.add_writes(ns, t[codec.WRITES_FOR], pygit2.Oid(hex=t[codec.WRITES_TREE]))
+            try:
+                self.add_writes(ns, t[codec.WRITES_FOR], pygit2.Oid(hex=t[codec.WRITES_TREE]))
+            except (KeyError, ValueError) as exc:
+                raise CorruptObjectError(f"commit {commit.id}: a writes commit with a missing or bad {exc} trailer") from None
         elif kind == "delete":
             for item in t.get(codec.DELETED, "").split("\n"):
                 if item:

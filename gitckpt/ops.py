@@ -29,7 +29,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -112,22 +112,61 @@ def jsonable(value: Any) -> Any:
 # -- the history of a thread ----------------------------------------------------
 
 
-@dataclasses.dataclass
 class CheckpointRow:
-    """One checkpoint, as its commit describes it."""
+    """One checkpoint of a thread's history.
 
-    checkpoint_id: str
-    parent_checkpoint_id: str | None
-    step: int | None
-    source: str | None
-    checkpoint_ns: str
-    run_id: str | None
-    commit: str
-    time: int  # unix seconds of the commit
-    subject: str
-    root: bool  # the commit has no parent (the start of the history, or what prune kept)
-    wrote: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # node -> channels
-    lines: list[str] = dataclasses.field(default_factory=list)  # refs whose newest checkpoint this is
+    Its id, parent, step, source and run come from the thread's index; its
+    commit's subject, time and parents, and which nodes wrote which channels
+    to make it, are read the first time they are asked for. So a command that
+    shows the newest ten checkpoints of a long thread reads ten commits, not
+    the whole history.
+    """
+
+    __slots__ = ("checkpoint_id", "parent_checkpoint_id", "step", "source", "checkpoint_ns", "run_id", "lines",
+                 "_oid", "_repo", "_hist", "_wrote")
+
+    def __init__(self, checkpoint_id: str, parent_checkpoint_id: str | None, step: int | None, source: str | None,
+                 checkpoint_ns: str, run_id: str | None, oid: pygit2.Oid, repo: Any,
+                 hist: ThreadHistory | None = None, lines: list[str] | None = None) -> None:
+        self.checkpoint_id = checkpoint_id
+        self.parent_checkpoint_id = parent_checkpoint_id
+        self.step = step
+        self.source = source
+        self.checkpoint_ns = checkpoint_ns
+        self.run_id = run_id
+        self.lines = lines if lines is not None else []  # refs whose newest checkpoint this is
+        self._oid, self._repo, self._hist = oid, repo, hist
+        self._wrote: dict[str, list[str]] | None = None
+
+    @property
+    def commit(self) -> str:
+        return str(self._oid)
+
+    def _info(self) -> Any:
+        return self._repo.commit_info(self._oid, f"checkpoint {self.checkpoint_id}")
+
+    @property
+    def time(self) -> int:
+        """Unix seconds of the commit."""
+        return self._info().commit_time
+
+    @property
+    def subject(self) -> str:
+        return self._info().message.split("\n", 1)[0]
+
+    @property
+    def root(self) -> bool:
+        """The commit has no parent (the start of the history, or what prune kept)."""
+        return not self._info().parent_ids
+
+    @property
+    def wrote(self) -> dict[str, list[str]]:
+        """``{node: channels}`` the parent's pending writes say made this checkpoint (a ``loop`` step)."""
+        if self._wrote is None:
+            self._wrote = {}
+            if self._hist is not None and self.source == "loop" and self.parent_checkpoint_id:
+                self._wrote = _wrote(self._repo, self._hist.writes.get((self.checkpoint_ns, self.parent_checkpoint_id), {}))
+        return self._wrote
 
     @property
     def summary(self) -> str:
@@ -161,11 +200,30 @@ def short_ref(ref: str) -> str:
     return ref[len(naming.HEADS):] if ref.startswith(naming.HEADS) else ref
 
 
+class _Writes(Mapping):
+    """``(ns, checkpoint id) -> {entry name: blob}`` of pending writes, read from
+    the ``writes/<id>`` trees the index names when a checkpoint's are asked for."""
+
+    def __init__(self, saver: Any, subtrees: dict[tuple[str, str], list[pygit2.Oid]]) -> None:
+        self._saver, self._subtrees, self._read = saver, subtrees, {}
+
+    def __getitem__(self, key: tuple[str, str]) -> dict[str, pygit2.Oid]:
+        if key not in self._read:
+            self._read[key] = self._saver.write_blobs(self._subtrees[key], key[1])
+        return self._read[key]
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._subtrees)
+
+    def __len__(self) -> int:
+        return len(self._subtrees)
+
+
 @dataclasses.dataclass
 class ThreadHistory:
     thread_id: str
     rows: dict[tuple[str, str], CheckpointRow]  # (ns, checkpoint id) -> row
-    writes: dict[tuple[str, str], dict[str, pygit2.Oid]]  # (ns, checkpoint id) -> {entry name: blob}
+    writes: Mapping[tuple[str, str], dict[str, pygit2.Oid]]  # (ns, checkpoint id) -> {entry name: blob}
     tips: dict[str, str]  # line ref -> tip commit
 
     def namespaces(self) -> list[str]:
@@ -176,90 +234,33 @@ class ThreadHistory:
         return sorted((r for (n, _), r in self.rows.items() if n == ns), key=lambda r: r.checkpoint_id, reverse=True)
 
 
-def thread_history(saver: Any, thread_id: str, *, with_writes: bool = True) -> ThreadHistory:
-    """Every checkpoint of a thread (every namespace, every line) from the commits.
-
-    Reads commit messages and, with ``with_writes``, the small header of each
-    pending-write blob (to name the node that wrote it); no channel value is
-    decoded. Raises :class:`NotFoundError` if the thread does not exist.
+def thread_history(saver: Any, thread_id: str, *, fresh: bool = False) -> ThreadHistory:
+    """Every checkpoint of a thread (every namespace, every line), from the
+    saver's index of the thread (docs/format.md, 6): a new process reads the
+    index's cache file and walks only newer commits, so this does not walk a
+    long history. ``fresh`` walks it all instead (``verify``). Raises
+    :class:`NotFoundError` if the thread does not exist.
     """
-    refs = saver.thread_refs(thread_id)
-    if not refs:
-        raise NotFoundError(f"no thread {thread_id!r} in {saver.repo.path} (see `gitckpt threads`)")
+    with saver.lock:
+        try:
+            idx = saver.thread_index(thread_id, fresh=fresh)
+        except CorruptObjectError as exc:
+            raise CorruptObjectError(f"thread {thread_id!r}: {exc}") from exc
+        if not idx.tips:
+            raise NotFoundError(f"no thread {thread_id!r} in {saver.repo.path} (see `gitckpt threads`)")
+        entries = list(idx.ckpt.items())
+        heads = dict(idx.heads)
+        subtrees = {key: list(oids) for key, oids in idx.writes.items()}
+        tips = {ref: str(oid) for ref, oid in idx.tips.items()}
+    hist = ThreadHistory(thread_id, {}, _Writes(saver, subtrees), tips)
     repo = saver.repo
-    rows: dict[tuple[str, str], CheckpointRow] = {}
-    write_trees: dict[tuple[str, str], dict[str, pygit2.Oid]] = {}
-    deleted: set[tuple[str, str]] = set()
-    heads: dict[str, tuple[str, str] | None] = {}
-    seen: set[pygit2.Oid] = set()
-    # main lines first, so a checkpoint shared by several lines is found once
-    for ref in sorted(refs, key=lambda r: ("/forks/" in r or "@" in r.rsplit("/", 1)[-1], r)):
-        tip = refs[ref]
-        head: tuple[str, str] | None = None
-        oid: pygit2.Oid | None = tip
-        # the line's newest checkpoint: first checkpoint commit from the tip
-        while oid is not None and head is None:
-            commit = repo.get(oid, f"line {short_ref(ref)}")
-            t = codec.parse_trailers(commit.message)
-            if t.get(codec.KIND) == "checkpoint":
-                head = (t.get(codec.NS, ""), t[codec.CHECKPOINT])
-            oid = commit.parent_ids[0] if commit.parent_ids else None
-        heads[ref] = head
-        stack = [tip]
-        while stack:
-            oid = stack.pop()
-            if oid in seen:
-                continue
-            seen.add(oid)
-            commit = repo.get(oid, f"thread {thread_id!r} commit")
-            stack.extend(commit.parent_ids)
-            t = codec.parse_trailers(commit.message)
-            kind = t.get(codec.KIND)
-            ns = t.get(codec.NS, "")
-            if kind == "checkpoint":
-                cid = t.get(codec.CHECKPOINT)
-                if not cid:
-                    raise CorruptObjectError(f"thread {thread_id!r}: commit {commit.id} has no Checkpoint-Id trailer")
-                step = t.get(codec.STEP)
-                try:
-                    step_n = int(step) if step not in (None, "") else None
-                except ValueError:
-                    raise CorruptObjectError(
-                        f"thread {thread_id!r} checkpoint {cid}: commit {commit.id} has a bad Step trailer {step!r}"
-                    ) from None
-                rows.setdefault((ns, cid), CheckpointRow(
-                    checkpoint_id=cid, parent_checkpoint_id=t.get(codec.PARENT), step=step_n,
-                    source=t.get(codec.SOURCE), checkpoint_ns=ns, run_id=t.get(codec.RUN),
-                    commit=str(commit.id), time=commit.commit_time,
-                    subject=commit.message.split("\n", 1)[0], root=not commit.parent_ids,
-                ))
-            elif kind == "writes" and with_writes:
-                cid = t.get(codec.WRITES_FOR)
-                if cid:
-                    tree = commit.tree
-                    try:
-                        sub = tree["writes"][naming.encode_tree_name(cid)]
-                    except KeyError:
-                        continue
-                    bucket = write_trees.setdefault((ns, cid), {})
-                    for e in repo.get(sub.id, "writes tree"):
-                        bucket.setdefault(e.name, e.id)
-            elif kind == "delete":
-                for item in t.get(codec.DELETED, "").split("\n"):
-                    if item:
-                        d_ns, _, d_cid = item.rpartition(" ")
-                        deleted.add((d_ns, d_cid))
-    for key in deleted:
-        rows.pop(key, None)
-        write_trees.pop(key, None)
-    for ref, head in heads.items():
-        if head is not None and head in rows:
-            rows[head].lines.append(ref)
-    hist = ThreadHistory(thread_id, rows, write_trees, {r: str(o) for r, o in refs.items()})
-    if with_writes:
-        for row in rows.values():
-            if row.source == "loop" and row.parent_checkpoint_id:
-                row.wrote = _wrote(repo, write_trees.get((row.checkpoint_ns, row.parent_checkpoint_id), {}))
+    hist.rows = {
+        (ns, cid): CheckpointRow(cid, e.parent, e.step, e.source, ns, e.run_id, e.commit, repo, hist)
+        for (ns, cid), e in entries
+    }
+    for ref, (ns, head) in heads.items():
+        if head is not None and (ns, head) in hist.rows:
+            hist.rows[(ns, head)].lines.append(ref)
     return hist
 
 
@@ -657,9 +658,9 @@ def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde
         histories: dict[str, ThreadHistory] = {}
         for tid in threads:
             try:
-                histories[tid] = thread_history(saver, tid)
+                histories[tid] = thread_history(saver, tid, fresh=True)
             except GitckptError as exc:
-                problems.append(f"thread {tid!r}: {exc}")
+                problems.append(str(exc))
         store_items = _store_items(saver.repo, problems)
         total = sum(len(h.rows) for h in histories.values()) + len(store_items) + 1
         done = 0
@@ -893,11 +894,8 @@ class CheckpointFeed:
                 self.reported.add((tid, ns, cid))
                 step = t.get(codec.STEP)
                 found.append((tid, CheckpointRow(
-                    checkpoint_id=cid, parent_checkpoint_id=t.get(codec.PARENT),
-                    step=int(step) if step and step.lstrip("-").isdigit() else None,
-                    source=t.get(codec.SOURCE), checkpoint_ns=ns, run_id=t.get(codec.RUN),
-                    commit=str(commit.id), time=commit.commit_time,
-                    subject=commit.message.split("\n", 1)[0], root=not commit.parent_ids, lines=[ref],
+                    cid, t.get(codec.PARENT), int(step) if step and step.lstrip("-").isdigit() else None,
+                    t.get(codec.SOURCE), ns, t.get(codec.RUN), commit.id, repo, lines=[ref],
                 )))
         found.sort(key=lambda item: item[1].checkpoint_id)
         return found

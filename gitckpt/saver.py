@@ -225,9 +225,7 @@ class GitSaver(BaseCheckpointSaver[str]):
                 if _due(idx):
                     self._save_index(thread_id, idx)
                 return idx
-        idx = ThreadIndex()
-        for ref, tip in sorted(refs.items(), key=lambda kv: not is_main_line(kv[0])):
-            self._walk(idx, ref, tip)
+        idx = self._build_index(refs)
         self._indexes[thread_id] = idx
         if _due(idx):
             self._save_index(thread_id, idx)
@@ -236,6 +234,22 @@ class GitSaver(BaseCheckpointSaver[str]):
             if old.unsaved and sum(len(v) for v in old.order.values()) >= _SAVE_MIN:
                 self._save_index(old_id, old)
         return idx
+
+    def _build_index(self, refs: dict[str, pygit2.Oid]) -> ThreadIndex:
+        """A thread's index walked from its line tips (main lines first)."""
+        idx = ThreadIndex()
+        for ref, tip in sorted(refs.items(), key=lambda kv: not is_main_line(kv[0])):
+            self._walk(idx, ref, tip)
+        return idx
+
+    def thread_index(self, thread_id: str, *, fresh: bool = False) -> ThreadIndex:
+        """The thread's index (docs/format.md, 6), up to date with its refs: every
+        checkpoint's commit, tree, parent, step, source and run, and where its
+        pending writes are. ``fresh`` walks the history again instead of using
+        the index kept in memory or in the cache file (``gitckpt verify`` does).
+        Hold ``self.lock`` while reading it: writers of this process update it."""
+        with self.lock:
+            return self._build_index(self.thread_refs(thread_id)) if fresh else self._index(thread_id)
 
     # The index of a long thread is also kept in a cache file, so that a new
     # process (a CLI command, a restarted server) reads it instead of walking
@@ -380,13 +394,17 @@ class GitSaver(BaseCheckpointSaver[str]):
         return checkpoint, metadata
 
     def _write_blobs(self, idx: ThreadIndex, ns: str, cid: str) -> dict[str, pygit2.Oid]:
-        """``{tree entry name: blob}`` of every pending write recorded for a checkpoint.
+        """``{tree entry name: blob}`` of every pending write recorded for a checkpoint."""
+        return self.write_blobs(idx.writes.get((ns, cid), ()), cid)
+
+    def write_blobs(self, subtrees: Sequence[pygit2.Oid], cid: str) -> dict[str, pygit2.Oid]:
+        """``{tree entry name: blob}`` of a checkpoint's ``writes/<id>`` subtrees (the index's ``writes``).
 
         Names are ``<encoded task id>.<idx>``; a later subtree's entry replaces an
         earlier one of the same name (special writes such as errors are replaced).
         """
         out: dict[str, pygit2.Oid] = {}
-        for subtree in idx.writes.get((ns, cid), ()):
+        for subtree in subtrees:
             for name, (oid, _) in self.repo.tree_entries(subtree, f"writes of checkpoint {cid}").items():
                 out[name] = oid
         return out

@@ -10,6 +10,7 @@ import json
 import operator
 import os
 import shutil
+import subprocess
 import textwrap
 from pathlib import Path
 from typing import Annotated, TypedDict
@@ -678,6 +679,38 @@ def test_an_encrypted_repository_is_read_with_serde(tmp_path):
         "Error: --serde 'os:sep' is a str, not a serializer (it needs dumps_typed and loads_typed)")
     assert fails("--serde", "nope", "show", "1", repo=repo) == (
         "Error: --serde 'nope' must look like FILE.py:ATTR or module.name:ATTR")
+
+
+def test_history_from_the_index_equals_a_walk_and_the_commits(demo_repo):
+    # the CLI's history comes from the saver's index (cache file included); it must say what a full
+    # walk of the commits says, and each row's subject and time must be its commit's, as git shows them
+    from gitckpt import ops
+
+    repo, _ = demo_repo
+    GitSaver(repo).close()
+    for thread in ("1", "2", "3"):
+        indexed = ops.thread_history(GitSaver(repo), thread)
+        walked = ops.thread_history(GitSaver(repo), thread, fresh=True)
+        assert {k: r.to_json() for k, r in indexed.rows.items()} == {k: r.to_json() for k, r in walked.rows.items()}
+        assert indexed.tips == walked.tips and dict(indexed.writes) == dict(walked.writes)
+        for row in indexed.rows.values():
+            shown = subprocess.run(["git", "--git-dir", str(repo), "log", "-1", "--format=%s%x00%ct%x00%P", row.commit],
+                                   capture_output=True, text=True, check=True).stdout.rstrip("\n").split("\x00")
+            assert [row.subject, row.time, row.root] == [shown[0], int(shown[1]), shown[2] == ""]
+    assert any(r.wrote for r in ops.thread_history(GitSaver(repo), "1").rows.values())
+
+
+def test_a_checkpoint_commit_without_its_id_is_named_not_a_traceback(demo_repo):
+    repo, _ = demo_repo
+    r = pygit2.Repository(str(repo))
+    sig = pygit2.Signature("x", "x@y")
+    tip = r.references["refs/heads/threads/2"].target
+    msg = codec.build_message("step 9 · loop", [(codec.KIND, "checkpoint"), (codec.THREAD, "2"), (codec.STEP, 9)])
+    bad = r.create_commit(None, sig, sig, msg, r[tip].tree_id, [tip])
+    r.references.create("refs/heads/threads/2", bad, force=True)
+    assert fails("log", "2", repo=repo) == f"Error: thread '2': commit {bad} has no Checkpoint-Id trailer"
+    data = json.loads(run("verify", "--json", repo=repo).stdout)
+    assert data["problems"] == [f"thread '2': commit {bad} has no Checkpoint-Id trailer"]
 
 
 def test_verify_names_a_broken_history(demo_repo):
