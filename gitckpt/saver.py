@@ -331,8 +331,7 @@ class GitSaver(BaseCheckpointSaver[str]):
 
     def _load(self, data: bytes, what: str) -> Any:
         try:
-            typed = codec.unpack_value(data)
-            return self._loads(typed)
+            return self._loads(codec.unpack_value(data))
         except Exception as exc:
             raise CorruptObjectError(f"{what}: cannot decode the stored value ({exc}){_serde_hint(data)}") from exc
 
