@@ -161,7 +161,11 @@ def line_ref(thread_id: str, checkpoint_ns: str, fork_of: str | None) -> str:
 
 def thread_ref_globs(thread_id: str) -> tuple[str, str, str]:
     """(main ref, glob of root forks, glob of subgraph lines) of a thread."""
-    t = encode_ref_component(thread_id)
+    return encoded_thread_ref_globs(encode_ref_component(thread_id))
+
+
+def encoded_thread_ref_globs(t: str) -> tuple[str, str, str]:
+    """:func:`thread_ref_globs` of a thread whose ref component is ``t`` (already encoded)."""
     return (f"{HEADS}threads/{t}", f"{HEADS}forks/{t}/*", f"{HEADS}subgraphs/{t}/*")
 
 

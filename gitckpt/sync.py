@@ -276,8 +276,8 @@ def _local_refs(repo: GitRepo) -> dict[str, pygit2.Oid]:
 
 def _thread_lines(repo: GitRepo, encoded: str) -> dict[str, pygit2.Oid]:
     """Every line of the thread whose encoded name is ``encoded``, read now."""
-    main, forks, subs = (f"{HEADS}threads/{encoded}", f"{HEADS}forks/{encoded}/", f"{HEADS}subgraphs/{encoded}/")
-    return repo.refs(forks, subs, names=(main,))
+    main, forks, subs = naming.encoded_thread_ref_globs(encoded)
+    return repo.refs(forks[:-1], subs[:-1], names=(main,))
 
 
 def _contains(repo: GitRepo, tip: pygit2.Oid, oid: pygit2.Oid) -> bool:
