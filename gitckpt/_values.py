@@ -222,14 +222,14 @@ class DecodedCache:
                     self._once.popitem(last=False)
                 return
             del self._once[oid]
+        key_bytes = len(oid) if type(oid) is bytes else 0  # an extension value's bytes are its key: weighed too
         try:
             template = freeze(value)
         except Unsupported:
-            self.data[oid] = (_UNCACHEABLE, 64)  # remembered, weighed as a small entry
-            self.size += 64
+            self.data[oid] = (_UNCACHEABLE, 64 + key_bytes)  # remembered, weighed as a small entry
         else:
-            self.data[oid] = (template, len(template))
-            self.size += len(template)
+            self.data[oid] = (template, len(template) + key_bytes)
+        self.size += self.data[oid][1]
         while self.size > self.max_bytes:
             _, (_, n) = self.data.popitem(last=False)
             self.size -= n

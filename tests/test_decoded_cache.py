@@ -235,3 +235,17 @@ def test_other_serializers_are_used_as_they_are(repo_path):
     assert GitSaver(repo_path, decoded_cache_bytes=0)._msgpack_hook is None
     custom = JsonPlusSerializer(__unpack_ext_hook__=lambda code, data: ("custom", code))
     assert GitSaver(repo_path, serde=custom)._msgpack_hook is None
+
+
+def test_messages_kept_by_their_bytes_count_those_bytes_against_the_bound():
+    serde = JsonPlusSerializer()
+    msgs = [HumanMessage(content="x" * 200, id=str(i)) for i in range(400)]
+    typed = serde.dumps_typed(msgs)
+    cache = DecodedCache(max_bytes=64 << 10)
+    import ormsgpack
+
+    assert ormsgpack.unpackb(typed[1], ext_hook=cache.ext_hook(serde._unpack_ext_hook),
+                             option=ormsgpack.OPT_NON_STR_KEYS) == msgs
+    kept = [k for k in cache.data if isinstance(k, bytes)]
+    assert kept and cache.size <= cache.max_bytes
+    assert cache.size == sum(len(k) + len(t) for k, (t, _) in cache.data.items())
