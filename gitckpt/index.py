@@ -173,15 +173,16 @@ class ThreadIndex:
         t = codec.parse_trailers(commit.message)
         kind = t.get(codec.KIND)
         ns = t.get(codec.NS, "")
+        where = f"thread {t[codec.THREAD]!r}: commit {commit.id}" if codec.THREAD in t else f"commit {commit.id}"
         if kind == "checkpoint":
             cid = t.get(codec.CHECKPOINT)
             if not cid:
-                raise CorruptObjectError(f"commit {commit.id} has no Checkpoint-Id trailer")
+                raise CorruptObjectError(f"{where} has no Checkpoint-Id trailer")
             step = t.get(codec.STEP)
             try:
                 step_n = int(step) if step not in (None, "") else None
             except ValueError:
-                raise CorruptObjectError(f"checkpoint {cid}: commit {commit.id} has a bad Step trailer {step!r}") from None
+                raise CorruptObjectError(f"{where} (checkpoint {cid}) has a bad Step trailer {step!r}") from None
             self.add_checkpoint(
                 ns,
                 cid,
@@ -199,7 +200,7 @@ class ThreadIndex:
             try:
                 self.add_writes(ns, t[codec.WRITES_FOR], pygit2.Oid(hex=t[codec.WRITES_TREE]))
             except (KeyError, ValueError) as exc:
-                raise CorruptObjectError(f"commit {commit.id}: a writes commit with a missing or bad {exc} trailer") from None
+                raise CorruptObjectError(f"{where} is a writes commit with a missing or bad {exc} trailer") from None
         elif kind == "delete":
             for item in t.get(codec.DELETED, "").split("\n"):
                 if item:

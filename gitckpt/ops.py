@@ -242,10 +242,7 @@ def thread_history(saver: Any, thread_id: str, *, fresh: bool = False) -> Thread
     :class:`NotFoundError` if the thread does not exist.
     """
     with saver.lock:
-        try:
-            idx = saver.thread_index(thread_id, fresh=fresh)
-        except CorruptObjectError as exc:
-            raise CorruptObjectError(f"thread {thread_id!r}: {exc}") from exc
+        idx = saver.thread_index(thread_id, fresh=fresh)
         if not idx.tips:
             raise NotFoundError(f"no thread {thread_id!r} in {saver.repo.path} (see `gitckpt threads`)")
         entries = list(idx.ckpt.items())

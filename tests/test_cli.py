@@ -711,6 +711,10 @@ def test_a_checkpoint_commit_without_its_id_is_named_not_a_traceback(demo_repo):
     assert fails("log", "2", repo=repo) == f"Error: thread '2': commit {bad} has no Checkpoint-Id trailer"
     data = json.loads(run("verify", "--json", repo=repo).stdout)
     assert data["problems"] == [f"thread '2': commit {bad} has no Checkpoint-Id trailer"]
+    from gitckpt import CorruptObjectError  # the library says the same, not a KeyError
+
+    with pytest.raises(CorruptObjectError, match=f"^thread '2': commit {bad} has no Checkpoint-Id trailer$"):
+        GitSaver(repo).get_tuple({"configurable": {"thread_id": "2"}})
 
 
 def test_verify_names_a_broken_history(demo_repo):
