@@ -1019,14 +1019,16 @@ def watch(thread: str | None, repo: str | None, as_json: bool) -> None:
 
 def _sync_outcome(action: str, r: Any) -> str:
     """One ref's result for people, on one line."""
-    if r.status == "forked":
+    from . import sync
+
+    if r.status == sync.FORKED:
         where = ops.short_ref(r.target)
         return f"pushed as {where}" if action == "push" else f"diverged, remote's line kept as {where}"
-    if r.status in ("rejected", "diverged"):
+    if r.status in (sync.REJECTED, sync.DIVERGED):
         return f"{r.status}: {r.detail}"
-    if r.status == "pushed":
+    if r.status == sync.PUSHED:
         return f"pushed ({r.detail})"
-    if r.status == "merged":
+    if r.status == sync.MERGED:
         return f"merged: {r.detail.rpartition('; ')[2]}"
     return r.status
 
@@ -1034,7 +1036,7 @@ def _sync_outcome(action: str, r: Any) -> str:
 def _sync_table(result: Any, verb: str) -> None:
     where = "to" if result.action == "push" else "from"
     label = result.remote if result.remote == result.url else f"{result.remote} ({result.url})"
-    shown = [r for r in result.refs if r.status != "up to date"]
+    shown = result.changed
     same = len(result.refs) - len(shown)
     if not shown:
         what = f"{same} branch(es) already up to date" if same else "no threads or store on either side"
@@ -1050,9 +1052,9 @@ def _sync_table(result: Any, verb: str) -> None:
 
 
 def _sync_failure(result: Any) -> None:
-    if result.ok:
+    bad = result.failed
+    if not bad:
         return
-    bad = [r for r in result.refs if r.status in ("rejected", "diverged")]
     if result.action == "push":
         raise click.ClickException(
             f"{len(bad)} ref(s) rejected by {result.remote}: pull first (`gitckpt pull {result.remote}`)"

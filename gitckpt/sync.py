@@ -94,12 +94,17 @@ class Result:
     refs: list[RefResult] = dataclasses.field(default_factory=list)
 
     @property
+    def failed(self) -> list[RefResult]:
+        """The refs that could not be pushed or pulled (rejected, diverged)."""
+        return [r for r in self.refs if r.status in (REJECTED, DIVERGED)]
+
+    @property
     def ok(self) -> bool:
-        return not any(r.status in (REJECTED, DIVERGED) for r in self.refs)
+        return not self.failed
 
     @property
     def changed(self) -> list[RefResult]:
-        return [r for r in self.refs if r.status not in (UP_TO_DATE,)]
+        return [r for r in self.refs if r.status != UP_TO_DATE]
 
     def to_dict(self) -> dict[str, Any]:
         return {"action": self.action, "remote": self.remote, "url": self.url, "ok": self.ok,
