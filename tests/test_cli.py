@@ -688,10 +688,18 @@ def test_history_from_the_index_equals_a_walk_and_the_commits(demo_repo):
 
     repo, _ = demo_repo
     GitSaver(repo).close()
+    fmt = "--format=" + "%x00".join(f"%(trailers:key={k},valueonly,separator=)" for k in
+                                    ("Gitckpt", "Checkpoint-Ns", "Checkpoint-Id", "Parent-Checkpoint-Id", "Step"))
     for thread in ("1", "2", "3"):
         indexed = ops.thread_history(GitSaver(repo), thread)
-        walked = ops.thread_history(GitSaver(repo), thread, fresh=True)
+        walked = ops.thread_history(GitSaver(repo), thread, fresh=True)  # the cache file not used
         assert {k: r.to_json() for k, r in indexed.rows.items()} == {k: r.to_json() for k, r in walked.rows.items()}
+        # plain git over the thread's branches names the same checkpoints, parents and steps
+        log = subprocess.run(["git", "--git-dir", str(repo), "log", fmt, *indexed.tips.values()],
+                             capture_output=True, text=True, check=True).stdout
+        from_git = {(ns, cid): (parent or None, int(step)) for kind, ns, cid, parent, step in
+                    (line.split("\x00") for line in log.splitlines()) if kind == "checkpoint"}
+        assert from_git == {k: (r.parent_checkpoint_id, r.step) for k, r in indexed.rows.items()}
         assert indexed.tips == walked.tips and dict(indexed.writes) == dict(walked.writes)
         for row in indexed.rows.values():
             shown = subprocess.run(["git", "--git-dir", str(repo), "log", "-1", "--format=%s%x00%ct%x00%P", row.commit],
