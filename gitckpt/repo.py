@@ -489,10 +489,10 @@ class GitRepo:
         """Every ref whose name starts with one of ``prefixes`` (directories, ending
         in ``/``), and the refs ``names`` that exist.
 
-        Reads the loose refs of those directories, then packed-refs (one ``stat``,
-        parsed again only when it changed; a prefix is a bisection of its sorted
-        names), so the cost is the number of refs asked for, not the number in
-        the repository. Loose refs are read first: ``git pack-refs`` writes
+        Reads the loose refs of those directories (``names`` as :meth:`ref` does),
+        then packed-refs (one ``stat``, parsed again only when it changed; a
+        prefix is a bisection of its sorted names), so the cost is the number of
+        refs asked for, not the number in the repository. Loose refs are read first: ``git pack-refs`` writes
         packed-refs before it deletes the loose files, so a ref is never missed
         while it moves from one to the other.
         """
@@ -512,23 +512,16 @@ class GitRepo:
                         oid = self._read_ref_file(entry.path)
                         if oid is not None:
                             out[name_prefix + entry.name] = oid
-        missing = []
         for name in names:
-            oid = self._read_ref_file(os.path.join(self.gitdir, name))
+            oid = self.ref(name)
             if oid is not None:
                 out[name] = oid
-            else:
-                missing.append(name)
         packed, sorted_names = self._packed_refs()
-        if packed:
-            for prefix in prefixes:
-                i = bisect.bisect_left(sorted_names, prefix)
-                while i < len(sorted_names) and sorted_names[i].startswith(prefix):
-                    out.setdefault(sorted_names[i], packed[sorted_names[i]])
-                    i += 1
-            for name in missing:
-                if name in packed:
-                    out[name] = packed[name]
+        for prefix in prefixes:
+            i = bisect.bisect_left(sorted_names, prefix)
+            while i < len(sorted_names) and sorted_names[i].startswith(prefix):
+                out.setdefault(sorted_names[i], packed[sorted_names[i]])
+                i += 1
         return out
 
     @staticmethod
