@@ -533,7 +533,7 @@ class GitRepo:
         try:
             text = os.read(fd, 128).strip()
         except OSError:
-            return None  # a directory, not a ref
+            return None  # gone or unreadable while being replaced
         finally:
             os.close(fd)
         try:
