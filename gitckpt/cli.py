@@ -1062,6 +1062,14 @@ def _sync_failure(result: Any) -> None:
     raise click.ClickException(f"{len(bad)} ref(s) could not be pulled from {result.remote}; see the table above")
 
 
+def remote_and_threads(f):
+    """REMOTE [THREAD]..., --repo and --json: the arguments push and pull share."""
+    for decorate in reversed((click.argument("remote", required=False),
+                              click.argument("threads_", metavar="[THREAD]...", nargs=-1), repo_option, json_option)):
+        f = decorate(f)
+    return f
+
+
 def _run_sync(action: str, remote: str | None, threads_: tuple[str, ...], repo: str | None, as_json: bool) -> None:
     from . import sync
 
@@ -1085,10 +1093,7 @@ def _run_sync(action: str, remote: str | None, threads_: tuple[str, ...], repo: 
 
 
 @cli.command()
-@click.argument("remote", required=False)
-@click.argument("threads_", metavar="[THREAD]...", nargs=-1)
-@repo_option
-@json_option
+@remote_and_threads
 def push(remote: str | None, threads_: tuple[str, ...], repo: str | None, as_json: bool) -> None:
     """Send threads and the store to a remote; never forced.
 
@@ -1109,10 +1114,7 @@ def push(remote: str | None, threads_: tuple[str, ...], repo: str | None, as_jso
 
 
 @cli.command()
-@click.argument("remote", required=False)
-@click.argument("threads_", metavar="[THREAD]...", nargs=-1)
-@repo_option
-@json_option
+@remote_and_threads
 def pull(remote: str | None, threads_: tuple[str, ...], repo: str | None, as_json: bool) -> None:
     """Bring a remote's threads and store here; nothing local is rewritten.
 
