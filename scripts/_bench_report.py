@@ -190,6 +190,12 @@ def write_docs(path: Path, result: dict, specs: dict, profiles: dict[str, str]) 
             "store_build_seconds": "building the store (s)",
             "background_git_cpu_seconds": "CPU seconds used by child processes (gitckpt's background `git repack`)",
             "group_seconds": "wall time per scenario group (s)",
+            "cold_read_objects": "git objects read by a cold `get_tuple` by id on the read thread (a saver opened "
+                                 "afresh, 200 checkpoints the rows did not read): objects per call, µs per object "
+                                 "in `GitRepo._read_raw`, their share of the call's time, µs per call",
+            "chat_thread_get_old_us": "`get_tuple` by an old id on the chat's own thread (its list grows to "
+                                      "3 messages a turn), savers reopened after the chat (µs; not a target, "
+                                      "context for `get_old_10k`)",
         }
         for k, v in info.items():
             w(f"- {labels.get(k, k)}: {v}")
@@ -209,6 +215,9 @@ def write_docs(path: Path, result: dict, specs: dict, profiles: dict[str, str]) 
             got = (f"gitckpt = {fmt_value(r['gitckpt'], r['unit'])}" if key.startswith("put_growth")
                    else f"gitckpt/sqlite = {fmt_ratio(rs)}, gitckpt/memory = {fmt_ratio(rm)}")
             w(f"### `{key}` — {got}; target {r['target']}\n")
+            if r.get("floor_memory_vs_sqlite") is not None:
+                w(f"_In this run InMemorySaver, which does no I/O, took {fmt_ratio(r['floor_memory_vs_sqlite'])}× "
+                  "SQLite's time per turn._\n")
             w(f"<!-- why:{key} -->")
             w(kept.get(key, _placeholder(key, r)).rstrip("\n"))
             w(f"<!-- /why:{key} -->\n")

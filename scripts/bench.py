@@ -245,12 +245,47 @@ def group_chat(ctx: Ctx) -> None:
                     {"gitckpt": ms[git.label], "sqlite": ms.get(sq.label) if sq else None,
                      "memory": ms.get("memory")},
                     turns=turns, checkpoints_per_turn=4, messages_per_turn=3,
+                    floor_memory_vs_sqlite=ratio(ms.get("memory"), ms.get(sq.label)) if sq else None,
                     ratio_vs_sqlite_block_iqr=block_stats(blocks, git.label, sq.label) if sq else None,
                     ratio_vs_memory_block_iqr=block_stats(blocks, git.label, "memory") if mem else None)
         if ctx.wants("disk_after_chat"):
             add_row(ctx, "disk_after_chat", mode, git, sq, mem,
                     {"gitckpt": sizes[git.label], "sqlite": sizes.get(sq.label) if sq else None,
                      "memory": sizes.get("memory")}, turns=turns)
+    if not ctx.only_git:
+        chat_thread_reads(ctx)
+
+
+def chat_thread_reads(ctx: Ctx) -> None:
+    """Context for the read rows, not a scenario: ``get_tuple`` by an old id on
+    the chat's own thread (a message list that grows to 3 x turns), the savers
+    reopened after the chat. The read rows' thread holds a window of nine
+    messages per checkpoint instead."""
+    subjects, _, _, _ = ctx._cache["chat"]
+    mem = next((s for s in subjects if s.kind == "memory"), None)
+    if mem is None:
+        return
+    cfg = {"configurable": {"thread_id": "chat-1", "checkpoint_ns": ""}}
+    fresh = [W.git_saver(ctx.workdir, "chat-git-os", "os"), W.sqlite_saver(ctx.workdir, "chat-sqlite-full", "FULL"),
+             mem]
+    picks: dict[str, list[str]] = {}  # each saver's own ids (LangGraph made them), at the same positions
+    for s in fresh:
+        ids = sorted(t.config["configurable"]["checkpoint_id"] for t in s.obj.list(cfg))
+        picks[s.label] = [ids[(i * 7919) % max(1, 9 * len(ids) // 10)] for i in range(40)]
+    n = len(ids)
+
+    def get_old(s: W.Subject, k: int) -> None:
+        cid = picks[s.label][k % 40]
+        tup = s.obj.get_tuple({"configurable": {"thread_id": "chat-1", "checkpoint_ns": "", "checkpoint_id": cid}})
+        assert tup is not None and tup.checkpoint["id"] == cid, (s.label, cid)
+
+    us = measure_rounds(ctx, fresh, get_old, 8, 5)
+    for s in fresh[:2]:
+        s.close()
+    git, sq = us[fresh[0].label], us[fresh[1].label]
+    ctx.info["chat_thread_get_old_us"] = {
+        "gitckpt": round(git), "sqlite": round(sq), "memory": round(us[mem.label]),
+        "ratio_vs_sqlite": round(git / sq, 3), "checkpoints": n, "messages_at_most": 3 * ctx.sizes["chat_turns"]}
 
 
 async def _chat_async(ctx: Ctx) -> None:
@@ -294,7 +329,8 @@ async def _chat_async(ctx: Ctx) -> None:
         sq = by.get(f"asqlite[{W.PAIRS[mode]}]")
         add_row(ctx, "chat_turn_async", mode, git, sq, mem,
                 {"gitckpt": ms[git.label], "sqlite": ms.get(sq.label) if sq else None, "memory": ms.get("memory")},
-                turns=turns, ratio_vs_sqlite_block_iqr=block_stats(blocks, git.label, sq.label) if sq else None)
+                turns=turns, floor_memory_vs_sqlite=ratio(ms.get("memory"), ms.get(sq.label)) if sq else None,
+                ratio_vs_sqlite_block_iqr=block_stats(blocks, git.label, sq.label) if sq else None)
 
 
 def group_chat_async(ctx: Ctx) -> None:
@@ -539,6 +575,39 @@ def group_reads(ctx: Ctx) -> None:
                      like="reads: durability does not apply (thread built with gitckpt 'os', SQLite "
                           "synchronous=OFF, then reopened: gitckpt 'os', SQLite default FULL)",
                      checkpoints=n)
+    if not ctx.profiler and ctx.wants("get_old_10k"):
+        ctx.info["cold_read_objects"] = cold_read_objects(ctx, ids[n // 5: n // 10 * 3], tid)
+
+
+def cold_read_objects(ctx: Ctx, ids: list[str], tid: str) -> dict:
+    """What a cold ``get_tuple`` by id spends reading git objects: a saver
+    opened afresh (empty caches) reads up to 200 checkpoints once each,
+    counting and timing its object reads (``GitRepo._read_raw``)."""
+    s = W.git_saver(ctx.workdir, "reads-git", "os")
+    repo = s.obj.repo
+    inner = repo._read_raw
+    spent = [0, 0.0]
+
+    def counted(*a: Any) -> Any:
+        t = W.perf()
+        try:
+            return inner(*a)
+        finally:
+            spent[0] += 1
+            spent[1] += W.perf() - t
+
+    s.obj.get_tuple({"configurable": {"thread_id": tid, "checkpoint_ns": ""}})  # the index, outside the count
+    repo._read_raw = counted
+    picks = ids[:: max(1, len(ids) // 200)][:200]  # distinct: each read is a first read
+    t = W.perf()
+    for cid in picks:
+        s.obj.get_tuple({"configurable": {"thread_id": tid, "checkpoint_ns": "", "checkpoint_id": cid}})
+    total = W.perf() - t
+    s.close()
+    return {"objects_per_get": round(spent[0] / len(picks), 2),
+            "us_per_object": round(spent[1] / max(1, spent[0]) * 1e6, 2),
+            "share_of_get": round(spent[1] / total, 3),
+            "us_per_get": round(total / len(picks) * 1e6, 1)}
 
 
 # -- store ---------------------------------------------------------------------------------

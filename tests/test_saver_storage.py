@@ -626,3 +626,66 @@ def test_a_long_list_reads_back_as_put_whatever_changed(tmp_path_factory, start,
             assert tup.checkpoint["channel_values"].get("items", []) == want
     saver.close()
     fresh.close()
+
+
+def _objects_under(repo_path, tree: str) -> set[str]:
+    """``tree`` and every tree and blob below it, as plain git lists them."""
+    out = git(repo_path, "ls-tree", "-r", "-t", tree).stdout.splitlines()
+    return {tree} | {line.split()[2] for line in out}
+
+
+def test_a_lookup_reads_the_objects_of_what_it_returns_and_nothing_else(repo_path):
+    """Issue 5: lookups never scan a history. Once a saver has its index, a
+    get_tuple by id reads that checkpoint's tree and its pending writes (each
+    object once), and list(before, limit) only objects of the checkpoints it
+    returns, wherever they sit in a long thread. Checked against plain git."""
+    s = GitSaver(repo_path)
+    config = {"configurable": {"thread_id": "long", "checkpoint_ns": ""}}
+    versions: dict = {}
+    ids = []
+    for i in range(120):
+        cp = empty_checkpoint()
+        cp["id"] = str(uuid6(clock_seq=i))
+        cp["channel_values"] = {"messages": [f"m{j}" for j in range(max(0, i - 3), i + 1)], "counter": i // 2}
+        changed = ["messages"] + (["counter"] if i % 2 == 0 else [])
+        new = {ch: s.get_next_version(versions.get(ch), None) for ch in changed}
+        versions.update(new)
+        cp["channel_versions"] = dict(versions)
+        config = s.put(config, cp, {"source": "loop", "step": i}, new)
+        s.put_writes(config, [("messages", f"w{i}")], f"task-{i}")
+        ids.append(cp["id"])
+    s.close()
+
+    # what each checkpoint is made of, from plain git: its commit's tree, and its writes tree
+    objects: dict[str, set[str]] = {}
+    log = git(repo_path, "log", "--format=%T%x00%B%x01", "threads/long").stdout.split("\x01")
+    for entry in filter(str.strip, log):
+        tree, _, body = entry.strip().partition("\x00")
+        trailers = dict(line.split(": ", 1) for line in body.splitlines() if ": " in line)
+        if trailers.get("Gitckpt") == "checkpoint":
+            objects.setdefault(trailers["Checkpoint-Id"], set()).update(_objects_under(repo_path, tree))
+        elif trailers.get("Gitckpt") == "writes":
+            objects.setdefault(trailers["Writes-For"], set()).update(_objects_under(repo_path, trailers["Writes-Tree"]))
+    assert set(objects) == set(ids)
+
+    def reads(call):
+        """The objects a fresh saver reads for ``call``, once its index is built."""
+        fresh = GitSaver(repo_path)
+        fresh.get_tuple({"configurable": {"thread_id": "long"}})
+        got: list[str] = []
+        raw, lookup = fresh.repo._read_raw, fresh.repo._lookup
+        fresh.repo._read_raw = lambda oid, *a: (got.append(str(oid)), raw(oid, *a))[1]
+        fresh.repo._lookup = lambda oid, *a: (got.append(str(oid)), lookup(oid, *a))[1]
+        result = call(fresh)
+        fresh.close()
+        return result, got
+
+    cid = ids[30]
+    tup, got = reads(lambda f: f.get_tuple({"configurable": {"thread_id": "long", "checkpoint_id": cid}}))
+    assert tup.checkpoint["id"] == cid and tup.pending_writes == [("task-30", "messages", "w30")]
+    assert sorted(got) == sorted(objects[cid])  # all of its objects, each once, and no other
+
+    before = {"configurable": {"thread_id": "long", "checkpoint_id": ids[70]}}
+    listed, got = reads(lambda f: list(f.list({"configurable": {"thread_id": "long"}}, before=before, limit=5)))
+    assert [t.checkpoint["id"] for t in listed] == ids[65:70][::-1]
+    assert len(got) == len(set(got)) and set(got) <= set().union(*(objects[c] for c in ids[65:70]))
