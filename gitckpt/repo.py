@@ -39,6 +39,8 @@ DURABILITY_MODES = ("os", "fsync")
 #: Small packs this process writes (one per ref update) before it starts a
 #: background ``git repack --geometric`` that merges them.
 PACK_EVERY = 64
+#: Packs written between two tries to start a repack while one is running.
+PACK_RETRY = 4
 
 _SIG_NAME = "gitckpt"
 _SIG_EMAIL = "gitckpt@localhost"
@@ -818,7 +820,11 @@ class Maintenance:
     geometrically, so the work stays proportional to what is new. Geometric
     repacking keeps every object it rolls up, reachable or not, so it never
     races with a writer that has written objects but not yet moved its ref.
-    One maintenance run at a time per repository (a lock file). Without a
+    One maintenance run at a time per repository (a lock file). A run that
+    cannot start because one is still going (here or in another process) is
+    tried again every :data:`PACK_RETRY` packs, not after another
+    :data:`PACK_EVERY`: skipping it let small packs pile up to three times
+    the bound while repacks lasted longer than 64 updates. Without a
     ``git`` executable the small packs are merged with libgit2's pack builder.
     """
 
@@ -833,8 +839,10 @@ class Maintenance:
     def wrote(self, n: int) -> None:
         self.count += n
         if self.count >= self.every:
-            self.count = 0
-            self.start()
+            if self.start():
+                self.count = 0
+            else:  # one is running: try again soon
+                self.count = self.every - PACK_RETRY
 
     def start(self) -> bool:
         with self._lock:

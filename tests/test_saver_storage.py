@@ -355,6 +355,25 @@ def test_small_packs_are_merged_in_the_background(repo_path):
     assert len(list(GitSaver(repo_path).list({"configurable": {"thread_id": "t"}}))) == 150
 
 
+def test_a_repack_that_could_not_start_is_tried_again_soon(repo_path):
+    from gitckpt.repo import MAINTENANCE_LOCK, PACK_EVERY, PACK_RETRY
+
+    saver = GitSaver(repo_path)
+    lock = repo_path / MAINTENANCE_LOCK
+    lock.write_text("another process is repacking")
+    parent = None
+    for i in range(PACK_EVERY + 2):
+        parent = put(saver, "t", parent=parent, values={"i": i}, metadata={"step": i})
+    assert saver.repo._maint._proc is None  # it could not start: the lock is held
+    lock.unlink()  # that run ended
+    for i in range(PACK_RETRY):  # a few more updates, not another PACK_EVERY
+        parent = put(saver, "t", parent=parent, values={"i": i}, metadata={"step": i})
+    assert saver.repo._maint._proc is not None
+    saver.repo._maint.wait()
+    assert len(list((repo_path / "objects" / "pack").glob("*.pack"))) < 10
+    saver.close()
+
+
 def test_small_packs_are_merged_without_a_git_executable(repo_path):
     saver = GitSaver(repo_path)
     saver.repo._maint.git = None  # as on a machine without git: libgit2's pack builder
