@@ -191,8 +191,8 @@ def write_docs(path: Path, result: dict, specs: dict, profiles: dict[str, str]) 
             "background_git_cpu_seconds": "CPU seconds used by child processes (gitckpt's background `git repack`)",
             "group_seconds": "wall time per scenario group (s)",
             "cold_read_objects": "git objects read by a cold `get_tuple` by id on the read thread (a saver opened "
-                                 "afresh, 200 checkpoints the rows did not read): objects per call, µs per object "
-                                 "in `GitRepo._read_raw`, their share of the call's time, µs per call",
+                                 "afresh reads 200 checkpoints once each): objects per call, µs per object in "
+                                 "`GitRepo._read_raw` (timer included), their share of the call's time, µs per call",
             "chat_thread_get_old_us": "`get_tuple` by an old id on the chat's own thread (its list grows to "
                                       "3 messages a turn), savers reopened after the chat (µs; not a target, "
                                       "context for `get_old_10k`)",
