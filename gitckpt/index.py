@@ -16,7 +16,9 @@ is a bisect and a slice: no lookup walks the history.
 from __future__ import annotations
 
 import bisect
+import gc
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import msgpack
 import pygit2
@@ -25,7 +27,8 @@ from . import codec
 from .errors import CorruptObjectError
 
 #: Version of the cache file format (bump when ThreadIndex's fields change).
-CACHE_VERSION = 2
+#: 3: columns, not a list per checkpoint, and object ids as raw bytes (format.md, 6).
+CACHE_VERSION = 3
 
 
 def is_main_line(ref: str) -> bool:
@@ -35,17 +38,35 @@ def is_main_line(ref: str) -> bool:
     return ref.startswith("refs/heads/subgraphs/") and "@" not in ref.rsplit("/", 1)[-1]
 
 
-@dataclass(slots=True)
-class Entry:
-    """What the index knows of one checkpoint without reading its blobs."""
+class Entry(NamedTuple):
+    """What the index knows of one checkpoint without reading its blobs.
 
-    commit: pygit2.Oid
-    tree: pygit2.Oid  # the commit's tree, so a read skips the commit object
+    Object ids are kept as their 20 raw bytes and made :class:`pygit2.Oid`
+    when asked for, and an entry is a tuple: a 10,000-checkpoint index loads
+    from its cache file with C-level loops, without building 20,000 Oids or
+    running 10,000 ``__init__`` calls (format.md, 6).
+    """
+
+    commit_raw: bytes
+    tree_raw: bytes  # the commit's tree, so a read skips the commit object
     parent: str | None
     step: int | None
     source: str | None
     run_id: str | None
     line: str
+
+    @classmethod
+    def of(cls, commit: pygit2.Oid, tree: pygit2.Oid, parent: str | None, step: int | None,
+           source: str | None, run_id: str | None, line: str) -> Entry:
+        return cls(commit.raw, tree.raw, parent, step, source, run_id, line)
+
+    @property
+    def commit(self) -> pygit2.Oid:
+        return pygit2.Oid(raw=self.commit_raw)
+
+    @property
+    def tree(self) -> pygit2.Oid:
+        return pygit2.Oid(raw=self.tree_raw)
 
 
 @dataclass
@@ -53,11 +74,11 @@ class ThreadIndex:
     tips: dict[str, pygit2.Oid] = field(default_factory=dict)  # line ref -> tip seen
     heads: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # ref -> (ns, head cid)
     ckpt: dict[tuple[str, str], Entry] = field(default_factory=dict)
-    # (ns, cid) -> the writes/<cid> subtrees holding its pending writes
-    writes: dict[tuple[str, str], list[pygit2.Oid]] = field(default_factory=dict)
+    # (ns, cid) -> the raw ids of the writes/<cid> subtrees holding its pending writes
+    writes: dict[tuple[str, str], list[bytes]] = field(default_factory=dict)
     deleted: set[tuple[str, str]] = field(default_factory=set)
     order: dict[str, list[str]] = field(default_factory=dict)  # ns -> sorted checkpoint ids
-    seen: set[pygit2.Oid] = field(default_factory=set)
+    seen: set[bytes] = field(default_factory=set)  # raw ids of the commits walked
     # in-process knowledge, for commit subjects: (ns, cid) -> {node: channels}
     wrote: dict[tuple[str, str], dict[str, set[str]]] = field(default_factory=dict)
     last_line: dict[str, str] = field(default_factory=dict)  # ns -> line last appended here
@@ -66,25 +87,62 @@ class ThreadIndex:
     # -- the cache file (a derived copy: deleting it only costs a walk) ------------
 
     def to_bytes(self) -> bytes:
+        # Columns, not a list per checkpoint, and ids as one string of raw bytes
+        # per column: a 10,000-checkpoint index loads with a few thousand
+        # Python objects fewer per column.
+        lines = sorted({e.line for e in self.ckpt.values()})
+        line_no = {line: i for i, line in enumerate(lines)}
+        keys = list(self.ckpt)
+        entries = [self.ckpt[k] for k in keys]
+        wkeys = list(self.writes)
         return msgpack.packb(
             {
                 "v": CACHE_VERSION,
                 "tips": {ref: oid.raw for ref, oid in self.tips.items()},
                 "heads": {ref: list(v) for ref, v in self.heads.items()},
-                "ckpt": [
-                    [ns, cid, e.commit.raw, e.tree.raw, e.parent, e.step, e.source, e.run_id, e.line]
-                    for (ns, cid), e in self.ckpt.items()
-                ],
-                "writes": [[ns, cid, [o.raw for o in oids]] for (ns, cid), oids in self.writes.items()],
+                "lines": lines,
+                "ckpt": {
+                    "ns": [k[0] for k in keys],
+                    "cid": [k[1] for k in keys],
+                    "commit": b"".join(e.commit_raw for e in entries),
+                    "tree": b"".join(e.tree_raw for e in entries),
+                    "parent": [e.parent for e in entries],
+                    "step": [e.step for e in entries],
+                    "source": [e.source for e in entries],
+                    "run_id": [e.run_id for e in entries],
+                    "line": [line_no[e.line] for e in entries],
+                },
+                "writes": {
+                    "ns": [k[0] for k in wkeys],
+                    "cid": [k[1] for k in wkeys],
+                    "count": [len(self.writes[k]) for k in wkeys],
+                    "ids": b"".join(raw for k in wkeys for raw in self.writes[k]),
+                },
                 "deleted": [list(k) for k in self.deleted],
-                "seen": b"".join(o.raw for o in self.seen),
+                "seen": b"".join(self.seen),
             },
             use_bin_type=True,
         )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ThreadIndex | None:
-        """The index stored in a cache file, or None if it is unreadable or outdated."""
+        """The index stored in a cache file, or None if it is unreadable or outdated.
+
+        The garbage collector is paused while it builds: every object made
+        here lives on, so collecting would only walk the process's whole heap
+        again and again (measured: two thirds of loading a 10,000-checkpoint
+        index in a process that had imported LangGraph)."""
+        paused = gc.isenabled()
+        if paused:
+            gc.disable()
+        try:
+            return cls._from_bytes(data)
+        finally:
+            if paused:
+                gc.enable()
+
+    @classmethod
+    def _from_bytes(cls, data: bytes) -> ThreadIndex | None:
         try:
             d = msgpack.unpackb(data, raw=False)
             if d.get("v") != CACHE_VERSION:
@@ -92,17 +150,44 @@ class ThreadIndex:
             idx = cls()
             idx.tips = {ref: pygit2.Oid(raw=raw) for ref, raw in d["tips"].items()}
             idx.heads = {ref: (v[0], v[1]) for ref, v in d["heads"].items()}
-            for ns, cid, raw, tree, parent, step, source, run_id, line in d["ckpt"]:
-                idx.ckpt[(ns, cid)] = Entry(
-                    pygit2.Oid(raw=raw), pygit2.Oid(raw=tree), parent, step, source, run_id, line
-                )
-                idx.order.setdefault(ns, []).append(cid)
-            for ids in idx.order.values():
-                ids.sort()
-            idx.writes = {(ns, cid): [pygit2.Oid(raw=r) for r in oids] for ns, cid, oids in d["writes"]}
+            c, lines = d["ckpt"], d["lines"]
+            n = len(c["cid"])
+            commits, trees = c["commit"], c["tree"]
+            if not (len(commits) == len(trees) == 20 * n
+                    and all(len(c[k]) == n for k in ("ns", "parent", "step", "source", "run_id", "line"))):
+                return None
+            # C-level loops (map, zip, dict): this is most of a cold start on a long thread
+            at = range(0, 20 * n, 20)
+            entries = map(Entry._make, zip(
+                [commits[i : i + 20] for i in at], [trees[i : i + 20] for i in at], c["parent"], c["step"],
+                c["source"], c["run_id"], [lines[i] for i in c["line"]],
+            ))
+            idx.ckpt = dict(zip(zip(c["ns"], c["cid"]), entries))
+            if len(idx.ckpt) != n:  # a checkpoint twice: not a file this code wrote
+                return None
+            namespaces = set(c["ns"])
+            if len(namespaces) == 1:
+                idx.order = {namespaces.pop(): sorted(c["cid"])}
+            else:
+                for ns, cid in idx.ckpt:
+                    idx.order.setdefault(ns, []).append(cid)
+                for ids in idx.order.values():
+                    ids.sort()
+            w = d["writes"]
+            raw_ids, counts = w["ids"], w["count"]
+            if len(raw_ids) != 20 * sum(counts) or not len(w["ns"]) == len(w["cid"]) == len(counts):
+                return None
+            if all(k == 1 for k in counts):  # one put_writes per checkpoint: the usual case
+                lists = [[raw_ids[j : j + 20]] for j in range(0, len(raw_ids), 20)]
+            else:
+                lists, j = [], 0
+                for k in counts:
+                    lists.append([raw_ids[x : x + 20] for x in range(j, j + 20 * k, 20)])
+                    j += 20 * k
+            idx.writes = dict(zip(zip(w["ns"], w["cid"]), lists))
             idx.deleted = {(k[0], k[1]) for k in d["deleted"]}
             seen = d["seen"]
-            idx.seen = {pygit2.Oid(raw=seen[i : i + 20]) for i in range(0, len(seen), 20)}
+            idx.seen = {seen[i : i + 20] for i in range(0, len(seen), 20)}
             return idx
         except Exception:  # a damaged cache is rebuilt from git, never trusted
             return None
@@ -147,12 +232,12 @@ class ThreadIndex:
     def record_tip(self, line: str, commit: pygit2.Oid) -> None:
         """This process moved ``line`` to ``commit``."""
         self.tips[line] = commit
-        self.seen.add(commit)
+        self.seen.add(commit.raw)
 
     def add_writes(self, ns: str, cid: str, subtree: pygit2.Oid) -> None:
         lst = self.writes.setdefault((ns, cid), [])
-        if subtree not in lst:
-            lst.append(subtree)
+        if subtree.raw not in lst:
+            lst.append(subtree.raw)
 
     def delete(self, ns: str, cid: str) -> None:
         key = (ns, cid)
@@ -186,7 +271,7 @@ class ThreadIndex:
             self.add_checkpoint(
                 ns,
                 cid,
-                Entry(
+                Entry.of(
                     commit=commit.id,
                     tree=commit.tree_id,
                     parent=t.get(codec.PARENT),

@@ -204,7 +204,7 @@ class _Writes(Mapping):
     """``(ns, checkpoint id) -> {entry name: blob}`` of pending writes, read from
     the ``writes/<id>`` trees the index names when a checkpoint's are asked for."""
 
-    def __init__(self, saver: Any, subtrees: dict[tuple[str, str], list[pygit2.Oid]]) -> None:
+    def __init__(self, saver: Any, subtrees: dict[tuple[str, str], list[bytes]]) -> None:
         self._saver, self._subtrees, self._read = saver, subtrees, {}
 
     def __getitem__(self, key: tuple[str, str]) -> dict[str, pygit2.Oid]:

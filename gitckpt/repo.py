@@ -950,15 +950,17 @@ def merge_packs_in_process(path: Path, small: int = 1 << 20) -> None:
         idx.with_suffix(".pack").unlink(missing_ok=True)
 
 
-def iter_commits(repo: GitRepo, tips: Iterable[pygit2.Oid], stop: set) -> Iterator[CommitInfo]:
-    """Commits reachable from ``tips`` (all parents), skipping ids in ``stop``."""
+def iter_commits(repo: GitRepo, tips: Iterable[pygit2.Oid], stop: set[bytes]) -> Iterator[CommitInfo]:
+    """Commits reachable from ``tips`` (all parents), skipping those whose raw
+    ids are in ``stop``; the raw id of each commit yielded is added to it."""
     stack = list(tips)
     seen = stop
     while stack:
         oid = stack.pop()
-        if oid in seen:
+        raw = oid.raw
+        if raw in seen:
             continue
-        seen.add(oid)
+        seen.add(raw)
         commit = repo.commit_info(oid)
         yield commit
         stack.extend(commit.parent_ids)

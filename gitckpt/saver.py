@@ -396,15 +396,17 @@ class GitSaver(BaseCheckpointSaver[str]):
         """``{tree entry name: blob}`` of every pending write recorded for a checkpoint."""
         return self.write_blobs(idx.writes.get((ns, cid), ()), cid)
 
-    def write_blobs(self, subtrees: Sequence[pygit2.Oid], cid: str) -> dict[str, pygit2.Oid]:
-        """``{tree entry name: blob}`` of a checkpoint's ``writes/<id>`` subtrees (the index's ``writes``).
+    def write_blobs(self, subtrees: Sequence[bytes], cid: str) -> dict[str, pygit2.Oid]:
+        """``{tree entry name: blob}`` of a checkpoint's ``writes/<id>`` subtrees
+        (the index's ``writes``: raw tree ids).
 
         Names are ``<encoded task id>.<idx>``; a later subtree's entry replaces an
         earlier one of the same name (special writes such as errors are replaced).
         """
         out: dict[str, pygit2.Oid] = {}
         for subtree in subtrees:
-            for name, (oid, _) in self.repo.tree_entries(subtree, f"writes of checkpoint {cid}").items():
+            tree = pygit2.Oid(raw=subtree)
+            for name, (oid, _) in self.repo.tree_entries(tree, f"writes of checkpoint {cid}").items():
                 out[name] = oid
         return out
 
@@ -821,7 +823,7 @@ class GitSaver(BaseCheckpointSaver[str]):
             idx.heads[line] = (ns, cid)
             idx.last_line[ns] = line
             step = md.get("step")
-            entry = Entry(
+            entry = Entry.of(
                 commit, root_tree, parent, step if isinstance(step, int) else None, md.get("source"), md.get("run_id"), line
             )
             idx.add_checkpoint(ns, cid, entry)

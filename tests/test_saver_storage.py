@@ -518,6 +518,35 @@ def test_index_cache_file_is_rewritten_geometrically(repo_path, monkeypatch):
     s.close()
 
 
+def test_index_cache_file_holds_exactly_what_a_walk_finds(repo_path):
+    """The cache file (columns, raw ids) loads back to the index a walk of the
+    history builds: several namespaces, several pending-write commits for one
+    checkpoint, deleted checkpoints, a fork line. A damaged file loads as None."""
+    from gitckpt.index import ThreadIndex
+
+    s = GitSaver(repo_path)
+    a = put(s, "t", values={"x": 1}, metadata={"step": 0, "run_id": "keep"})
+    b = put(s, "t", parent=a, values={"x": 2}, metadata={"step": 1, "run_id": "gone"})
+    c = put(s, "t", parent=b, values={"x": 3}, metadata={"step": 2, "run_id": "keep"})
+    put(s, "t", parent=a, values={"x": 4}, metadata={"step": 1, "run_id": "keep"})  # a fork of a
+    sub = put(s, "t", ns="child:1", values={"y": 1}, metadata={"step": 0})
+    for task in ("task-1", "task-2"):
+        s.put_writes({"configurable": {"thread_id": "t", "checkpoint_ns": "", "checkpoint_id": c}}, [("x", task)], task)
+    s.put_writes({"configurable": {"thread_id": "t", "checkpoint_ns": "child:1", "checkpoint_id": sub}}, [("y", 2)], "t3")
+    s.delete_for_runs(["gone"])
+    walked = s.thread_index("t", fresh=True)
+    assert len(walked.order) == 2 and len(walked.writes[("", c)]) == 2 and walked.deleted == {("", b)}
+    assert len(walked.tips) == 3  # main, fork, subgraph
+    loaded = ThreadIndex.from_bytes(walked.to_bytes())
+    for name in ("tips", "heads", "ckpt", "writes", "deleted", "order", "seen"):
+        assert getattr(loaded, name) == getattr(walked, name), name
+    assert loaded.ckpt[("", c)].commit == walked.ckpt[("", c)].commit  # ids as pygit2 Oids again
+    data = walked.to_bytes()
+    for damaged in (data[: len(data) // 2], data.replace(b"\xa4tree", b"\xa4xree"), b"\x00", b""):
+        assert ThreadIndex.from_bytes(damaged) is None
+    s.close()
+
+
 def test_pack_files_are_written_into_files_made_ahead_and_none_is_left(repo_path):
     """Updates write their .pack and .idx into empty files the saver created
     beforehand, off the update's path; close() deletes the unused ones, and so
