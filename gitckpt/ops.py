@@ -327,18 +327,25 @@ def resolve_checkpoint(hist: ThreadHistory, ref: str | None, ns: str = "") -> Ch
 def short_ids(ids: list[str], minimum: int = 8) -> dict[str, str]:
     """The shortest prefix (at least ``minimum`` characters) that tells each id apart."""
     ids = sorted(set(ids))
+    # the common prefix of each id and the next one in sorted order (only neighbours can share more)
+    common = [_common_prefix(a, b) for a, b in zip(ids, ids[1:])]
     out: dict[str, str] = {}
     for i, cid in enumerate(ids):
-        need = minimum
-        for other in (ids[i - 1] if i else None, ids[i + 1] if i + 1 < len(ids) else None):
-            if other is None:
-                continue
-            common = 0
-            while common < min(len(cid), len(other)) and cid[common] == other[common]:
-                common += 1
-            need = max(need, common + 1)
+        need = max(minimum, common[i - 1] + 1 if i else 0, common[i] + 1 if i < len(common) else 0)
         out[cid] = cid[: min(need, len(cid))]
     return out
+
+
+def _common_prefix(a: str, b: str) -> int:
+    """Length of the common prefix of ``a`` and ``b`` (a bisection on slices, which compare in C)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 # -- drawing the lines of a thread ------------------------------------------------

@@ -11,6 +11,7 @@ import operator
 import os
 import shutil
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Annotated, TypedDict
@@ -18,6 +19,8 @@ from typing import Annotated, TypedDict
 import pygit2
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from langgraph.graph import START, StateGraph
 
 from gitckpt import GitSaver, GitStore, codec, demo
@@ -872,3 +875,34 @@ def test_store_namespace_langgraph_refuses(demo_repo):
     assert fails("store", "get", "a.b", "k", repo=repo) == expected
     assert fails("store", "put", "a.b", "k", "{}", repo=repo) == expected
     assert fails("store", "ls", "a.b", repo=repo) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet="ab01-", max_size=12), max_size=12), st.integers(min_value=0, max_value=9))
+def test_short_ids_are_the_shortest_unique_prefixes(ids, minimum):
+    from gitckpt.ops import short_ids
+
+    out = short_ids(ids, minimum)
+    assert set(out) == set(ids)
+    for cid, short in out.items():
+        assert cid.startswith(short) and len(short) >= min(minimum, len(cid))
+        clash = [o for o in out if o != cid and o.startswith(short)]
+        assert not clash or short == cid  # unique, unless the whole id is a prefix of another
+        if len(short) > minimum:  # and no shorter prefix would do
+            assert any(o != cid and o.startswith(short[:-1]) for o in out)
+
+
+def test_log_and_threads_do_not_import_langgraph(demo_repo):
+    # they read the thread indexes only; importing LangGraph is most of a CLI command's start
+    repo, _ = demo_repo
+    code = textwrap.dedent(f"""
+        import sys
+        from gitckpt.cli import cli
+        for args in (["log", "1"], ["threads"], ["log", "1", "--graph", "--json"]):
+            cli.main(["--repo", {str(repo)!r}, *args], standalone_mode=False)
+        print(sorted({{m.split(".")[0] for m in sys.modules}} & {{"langgraph", "langchain_core", "pydantic"}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "[]"
+    assert "thread 1" in proc.stdout  # the commands did run

@@ -310,7 +310,7 @@ def test_reader_while_writer_writes(repo_path, tmp_path):
 
 
 def test_index_cache_file_is_used_and_never_trusted_blindly(repo_path, monkeypatch):
-    import gitckpt.saver as saver_mod
+    import gitckpt.threads as saver_mod
 
     monkeypatch.setattr(saver_mod, "_SAVE_MIN", 5)
     s = GitSaver(repo_path)
@@ -493,7 +493,7 @@ def test_index_cache_file_is_rewritten_geometrically(repo_path, monkeypatch):
     """Rewriting the cache file costs time in proportion to the thread, so a
     growing thread rewrites it after a quarter more commits (not after a fixed
     number), and the file on disk is never more than that quarter behind."""
-    import gitckpt.saver as saver_mod
+    import gitckpt.threads as saver_mod
     from gitckpt.index import ThreadIndex
 
     monkeypatch.setattr(saver_mod, "_SAVE_MIN", 5)
