@@ -547,6 +547,26 @@ def test_index_cache_file_holds_exactly_what_a_walk_finds(repo_path):
     s.close()
 
 
+def test_loading_an_index_leaves_the_garbage_collector_as_it_was():
+    # the collector is paused while a cache file loads (format.md, 6); it must come back on,
+    # after a damaged file too, and stay off for a program that turned it off itself
+    import gc
+
+    from gitckpt.index import ThreadIndex
+
+    good = ThreadIndex().to_bytes()
+    assert gc.isenabled()
+    for data in (good, b"\x00garbage", good[:5]):
+        ThreadIndex.from_bytes(data)
+        assert gc.isenabled()
+    gc.disable()
+    try:
+        assert ThreadIndex.from_bytes(good) is not None
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_pack_files_are_written_into_files_made_ahead_and_none_is_left(repo_path):
     """Updates write their .pack and .idx into empty files the saver created
     beforehand, off the update's path; close() deletes the unused ones, and so
