@@ -174,7 +174,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
     async def __aexit__(self, *exc: Any) -> None:
         await asyncio.to_thread(self.close)
 
-    # -- the index ------------------------------------------------------------
+    # -- the index: ThreadIndexes (threads.py) ---------------------------------
 
     # -- reading --------------------------------------------------------------
 
