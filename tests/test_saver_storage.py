@@ -541,6 +541,19 @@ def test_index_cache_file_holds_exactly_what_a_walk_finds(repo_path):
     for name in ("tips", "heads", "ckpt", "writes", "deleted", "order", "seen"):
         assert getattr(loaded, name) == getattr(walked, name), name
     assert loaded.ckpt[("", c)].commit == walked.ckpt[("", c)].commit  # ids as pygit2 Oids again
+    # the usual shape (one namespace, one writes commit per checkpoint) loads by a path of its own;
+    # ids put in descending order, as LangGraph's own tests do, so the order must be sorted on load
+    config = {"configurable": {"thread_id": "u", "checkpoint_ns": ""}}
+    for i, cid in enumerate(sorted((str(uuid6(clock_seq=k)) for k in range(4)), reverse=True)):
+        cp = empty_checkpoint()
+        cp["id"] = cid
+        config = s.put(config, cp, {"source": "loop", "step": i}, {})
+        s.put_writes(config, [("x", i)], "t")
+    usual = s.thread_index("u", fresh=True)
+    assert len(usual.writes) == 4 and all(len(v) == 1 for v in usual.writes.values())
+    loaded = ThreadIndex.from_bytes(usual.to_bytes())
+    for name in ("tips", "heads", "ckpt", "writes", "deleted", "order", "seen"):
+        assert getattr(loaded, name) == getattr(usual, name), name
     data = walked.to_bytes()
     for damaged in (data[: len(data) // 2], data.replace(b"\xa4tree", b"\xa4xree"), b"\x00", b""):
         assert ThreadIndex.from_bytes(damaged) is None
