@@ -187,11 +187,7 @@ class Session:
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
-        if self._saver is not None:
-            self._saver.close()
-        else:
-            self.indexes.save_indexes()
-            self.repo.close()
+        (self._saver or self.indexes).close()  # the indexes (shared), then the repository
 
 
 def _display_path(path: Path) -> str:

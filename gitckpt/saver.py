@@ -88,6 +88,9 @@ def _serde_hint(data: Any) -> str:
 class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
     """A drop-in ``BaseCheckpointSaver`` on a bare git repository, sync and async.
 
+    Its thread indexes (docs/format.md, 6) and ``close()`` are those of
+    :class:`~gitckpt.threads.ThreadIndexes`.
+
     Args:
         path: the bare repository; created if it does not exist.
         serde: the serializer (default LangGraph's ``JsonPlusSerializer``);
@@ -151,11 +154,6 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
     def setup(self) -> None:
         """Nothing to set up: the repository is created on open. Safe to call twice."""
 
-    def close(self) -> None:
-        """Save the index caches of changed threads; finish background packing."""
-        self.save_indexes()
-        self.repo.close()
-
     def _forget(self, thread_id: str) -> None:
         super()._forget(thread_id)
         for cache in (self._bases, self._chunks):
@@ -173,8 +171,6 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
 
     async def __aexit__(self, *exc: Any) -> None:
         await asyncio.to_thread(self.close)
-
-    # -- the index: ThreadIndexes (threads.py) ---------------------------------
 
     # -- reading --------------------------------------------------------------
 

@@ -37,6 +37,11 @@ def _due(idx: ThreadIndex) -> bool:
     return idx.unsaved >= _SAVE_EVERY and idx.unsaved >= len(idx.seen) // 4
 
 
+def _worth_saving(idx: ThreadIndex) -> bool:
+    """Does an index leaving memory (on close, or evicted) have news for its cache file?"""
+    return bool(idx.unsaved) and sum(len(v) for v in idx.order.values()) >= _SAVE_MIN
+
+
 class ThreadIndexes:
     """The index of every thread of one repository that has been asked about.
 
@@ -49,12 +54,13 @@ class ThreadIndexes:
         self.lock = repo.lock
         self._indexes: OrderedDict[str, ThreadIndex] = OrderedDict()
 
-    def save_indexes(self) -> None:
-        """Rewrite the cache files of the long threads indexed since they were last saved."""
+    def close(self) -> None:
+        """Save the index caches of changed threads; finish background packing."""
         with self.lock:
             for thread_id, idx in list(self._indexes.items()):
-                if idx.unsaved and sum(len(v) for v in idx.order.values()) >= _SAVE_MIN:
+                if _worth_saving(idx):
                     self._save_index(thread_id, idx)
+        self.repo.close()
 
     def thread_refs(self, thread_id: str) -> dict[str, pygit2.Oid]:
         """The tips of every line (branch) of a thread."""
@@ -99,7 +105,7 @@ class ThreadIndexes:
             self._save_index(thread_id, idx)
         if len(self._indexes) > _CACHE_THREADS:
             old_id, old = self._indexes.popitem(last=False)
-            if old.unsaved and sum(len(v) for v in old.order.values()) >= _SAVE_MIN:
+            if _worth_saving(old):
                 self._save_index(old_id, old)
         return idx
 
