@@ -126,7 +126,7 @@ class CheckpointRow:
                  "_oid", "_repo", "_hist", "_wrote")
 
     def __init__(self, checkpoint_id: str, parent_checkpoint_id: str | None, step: int | None, source: str | None,
-                 checkpoint_ns: str, run_id: str | None, oid: pygit2.Oid, repo: Any,
+                 checkpoint_ns: str, run_id: str | None, oid: pygit2.Oid | bytes, repo: Any,
                  hist: ThreadHistory | None = None, lines: list[str] | None = None) -> None:
         self.checkpoint_id = checkpoint_id
         self.parent_checkpoint_id = parent_checkpoint_id
@@ -135,15 +135,16 @@ class CheckpointRow:
         self.checkpoint_ns = checkpoint_ns
         self.run_id = run_id
         self.lines = lines if lines is not None else []  # refs whose newest checkpoint this is
-        self._oid, self._repo, self._hist = oid, repo, hist
+        self._oid = oid if type(oid) is bytes else oid.raw  # the commit's raw id (a 10,000-row history makes no Oids)
+        self._repo, self._hist = repo, hist
         self._wrote: dict[str, list[str]] | None = None
 
     @property
     def commit(self) -> str:
-        return str(self._oid)
+        return self._oid.hex()
 
     def _info(self) -> Any:
-        return self._repo.commit_info(self._oid, f"checkpoint {self.checkpoint_id}")
+        return self._repo.commit_info(pygit2.Oid(raw=self._oid), f"checkpoint {self.checkpoint_id}")
 
     @property
     def time(self) -> int:
@@ -252,7 +253,7 @@ def thread_history(saver: Any, thread_id: str, *, fresh: bool = False) -> Thread
     hist = ThreadHistory(thread_id, {}, _Writes(saver, subtrees), tips)
     repo = saver.repo
     hist.rows = {
-        (ns, cid): CheckpointRow(cid, e.parent, e.step, e.source, ns, e.run_id, e.commit, repo, hist)
+        (ns, cid): CheckpointRow(cid, e.parent, e.step, e.source, ns, e.run_id, e.commit_raw, repo, hist)
         for (ns, cid), e in entries
     }
     for ref, (ns, head) in heads.items():
