@@ -822,9 +822,10 @@ class Maintenance:
     races with a writer that has written objects but not yet moved its ref.
     One maintenance run at a time per repository (a lock file). A run that
     cannot start because one is still going (here or in another process) is
-    tried again every :data:`PACK_RETRY` packs, not after another
-    :data:`PACK_EVERY`: skipping it let small packs pile up to three times
-    the bound while repacks lasted longer than 64 updates. Without a
+    tried again every :data:`PACK_RETRY` packs, so the next repack starts soon
+    after the last one ends rather than up to :data:`PACK_EVERY` packs later;
+    how many small packs gather meanwhile depends on how long a repack takes
+    (format.md, 9). Without a
     ``git`` executable the small packs are merged with libgit2's pack builder.
     """
 
