@@ -48,6 +48,7 @@ from . import codec, naming
 from ._store_format import DELETE, PUT, STORE_REF, is_item_path, parse_iso, unpack_item
 from .errors import CorruptObjectError, NotFoundError, RemoteError
 from .repo import BLOB, GitRepo, retry_cas
+from .threads import line_tips
 
 DEFAULT_REMOTE = "origin"
 
@@ -279,12 +280,6 @@ def _local_refs(repo: GitRepo) -> dict[str, pygit2.Oid]:
     return repo.refs(*_LINE_PREFIXES, names=(STORE_REF,))
 
 
-def _thread_lines(repo: GitRepo, encoded: str) -> dict[str, pygit2.Oid]:
-    """Every line of the thread whose encoded name is ``encoded``, read now."""
-    main, forks, subs = naming.encoded_thread_ref_globs(encoded)
-    return repo.refs(forks[:-1], subs[:-1], names=(main,))
-
-
 def _contains(repo: GitRepo, tip: pygit2.Oid, oid: pygit2.Oid) -> bool:
     """``oid`` is ``tip`` or one of its ancestors."""
     if tip == oid:
@@ -381,7 +376,7 @@ def _pull_line(repo: GitRepo, name: str, theirs: pygit2.Oid) -> RefResult:
 
     def attempt() -> RefResult | None:
         mine = repo.ref(name)
-        for line, tip in _thread_lines(repo, encoded).items():
+        for line, tip in line_tips(repo, encoded).items():
             if _contains(repo, tip, theirs):
                 detail = "" if line == name else f"already in {_short(line)}"
                 return RefResult(name, UP_TO_DATE, _hex(mine), _hex(mine), detail=detail)
@@ -556,7 +551,7 @@ def _plan_push(repo: GitRepo, name: str, mine: pygit2.Oid,
     if _contains(repo, mine, theirs):
         return RefResult(name, PUSHED, str(theirs), str(mine), detail="fast-forward"), name
     pulled = name != STORE_REF and repo.has(theirs) and any(
-        _contains(repo, tip, theirs) for tip in _thread_lines(repo, _thread_of_ref(name) or "").values()
+        _contains(repo, tip, theirs) for tip in line_tips(repo, _thread_of_ref(name) or "").values()
     )
     if not pulled:
         what = "store" if name == STORE_REF else "line"

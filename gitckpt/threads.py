@@ -42,6 +42,13 @@ def _worth_saving(idx: ThreadIndex) -> bool:
     return bool(idx.unsaved) and sum(len(v) for v in idx.order.values()) >= _SAVE_MIN
 
 
+def line_tips(repo: GitRepo, encoded: str) -> dict[str, pygit2.Oid]:
+    """``{line ref: tip}`` of every line of the thread whose ref component is
+    ``encoded`` (naming.encode_ref_component; a shortened name need not decode)."""
+    main, forks, subs = naming.encoded_thread_ref_globs(encoded)
+    return repo.refs(forks[:-1], subs[:-1], names=(main,))
+
+
 class ThreadIndexes:
     """The index of every thread of one repository that has been asked about.
 
@@ -64,8 +71,7 @@ class ThreadIndexes:
 
     def thread_refs(self, thread_id: str) -> dict[str, pygit2.Oid]:
         """The tips of every line (branch) of a thread."""
-        main, forks, subs = naming.thread_ref_globs(thread_id)
-        return self.repo.refs(forks[:-1], subs[:-1], names=(main,))
+        return line_tips(self.repo, naming.encode_ref_component(thread_id))
 
     def _index(self, thread_id: str, refresh: bool = True) -> ThreadIndex:
         """The thread's index, brought up to date with its refs. Hold ``self.lock``.
