@@ -17,7 +17,10 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import tomllib
+try:
+    import tomllib
+except ImportError:  # Python 3.10: pytest depends on tomli there
+    import tomli as tomllib
 from packaging.requirements import Requirement
 from packaging.version import Version
 
