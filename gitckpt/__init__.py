@@ -11,6 +11,7 @@ from .errors import (
     InvalidInputError,
     NotFoundError,
     RepositoryError,
+    StorageError,
 )
 
 __version__ = "0.1.0"
@@ -22,6 +23,7 @@ __all__ = [
     "RepositoryError",
     "NotFoundError",
     "CorruptObjectError",
+    "StorageError",
     "ConflictError",
     "InvalidInputError",
 ]
