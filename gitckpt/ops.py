@@ -788,12 +788,13 @@ def gc(repo_path: str | os.PathLike, progress: Progress | None = None) -> dict[s
         ("remove packed loose objects", ["prune-packed", "-q"]),
     ]
     done = []
-    with maintenance_lock(path):
+    with maintenance_lock(path) as held:
         for i, (label, args) in enumerate(steps):
             if progress:
                 progress(i, len(steps), label)
+            # git inherits the flocked lock: killed with us, it still holds it until it ends
             proc = subprocess.run([git, "--git-dir", str(path), *args], capture_output=True, text=True,
-                                  env={**os.environ, "GIT_DIR": str(path)})
+                                  env={**os.environ, "GIT_DIR": str(path)}, pass_fds=(held.fd,))
             if proc.returncode != 0:
                 raise RepositoryError(f"gc: git {' '.join(args)} failed: {proc.stderr.strip() or proc.returncode}")
             done.append(label)

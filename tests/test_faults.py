@@ -153,3 +153,113 @@ def test_graph_state_history_shows_every_readable_step(repo_path, tmp_path, capl
         assert any(victim in r.getMessage() for r in caplog.records if r.name == "gitckpt.checkpoint.saver")
         graph.invoke({"text": "again"}, config)  # the thread goes on
         assert graph.get_state(config).values["text"].startswith("again")
+
+
+# -- 1. the maintenance lock does not outlive its holder ----------------------------------------
+
+HOLD_LOCK = textwrap.dedent("""
+    import sys, time
+    from gitckpt.git.repo import take_maintenance_lock
+    held = take_maintenance_lock(sys.argv[1])
+    print("held" if held else "busy", flush=True)
+    time.sleep(600)
+""")
+
+
+def _filled(repo_path: Path, threads: int = 3, steps: int = 40) -> dict[str, str]:
+    """A repository with some history; the latest checkpoint id of each thread."""
+    latest = {}
+    with GitSaver(repo_path, auto_pack=False) as saver:
+        for t in range(threads):
+            parent = None
+            for i in range(steps):
+                parent = put(saver, f"t{t}", parent, values={"msg": f"step {i} " * 200, "i": i})
+            latest[f"t{t}"] = parent
+    return latest
+
+
+def _all_there(repo_path: Path, latest: dict[str, str], steps: int) -> None:
+    with GitSaver(repo_path) as saver:
+        for t, cid in latest.items():
+            assert saver.get_tuple({"configurable": {"thread_id": t}}).checkpoint["id"] == cid
+            assert len(list(saver.list({"configurable": {"thread_id": t}}))) == steps
+    assert git(repo_path, "fsck", "--connectivity-only").returncode == 0
+
+
+def test_a_live_holder_keeps_the_lock_and_a_killed_one_loses_it_at_once(repo_path):
+    from gitckpt.git.repo import MAINTENANCE_LOCK, RepositoryError, maintenance_lock, take_maintenance_lock
+
+    GitSaver(repo_path).close()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(repo_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        lock = repo_path / MAINTENANCE_LOCK
+        record = json.loads(lock.read_text())
+        assert record["pid"] == holder.pid and record["host"] and record["start"]
+        # alive: never taken, however old the file looks
+        os.utime(lock, (time.time() - 7200, time.time() - 7200))
+        assert take_maintenance_lock(repo_path) is None
+        with pytest.raises(RepositoryError, match=rf"holds .*{MAINTENANCE_LOCK} \(pid {holder.pid} on "):
+            with maintenance_lock(repo_path, wait=0.3):
+                pass
+    finally:
+        holder.kill()  # SIGKILL
+        holder.wait()
+    assert lock.exists()  # left behind, as a kill -9 leaves it
+    t0 = time.monotonic()
+    with maintenance_lock(repo_path, wait=60) as held:
+        assert time.monotonic() - t0 < 1.0  # taken over at once, not after 600 s
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+        assert take_maintenance_lock(repo_path) is None  # and now held by us
+    assert not lock.exists()
+
+
+def test_gc_killed_with_sigkill_leaves_no_stuck_lock(repo_path):
+    from gitckpt.git.repo import MAINTENANCE_LOCK
+
+    latest = _filled(repo_path)
+    lock = repo_path / MAINTENANCE_LOCK
+    kills = 0
+    for _ in range(3):
+        gc = subprocess.Popen([sys.executable, "-m", "gitckpt", "--repo", str(repo_path), "gc", "--json"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not lock.exists() and gc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        if gc.poll() is None:
+            os.kill(gc.pid, signal.SIGKILL)
+            kills += 1
+        gc.wait()
+        t0 = time.monotonic()
+        again = cli(repo_path, "gc", "--json", timeout=120)
+        assert again.returncode == 0, again.stderr
+        # at most as long as the killed gc's orphaned git step still runs; never the old 60 s wait
+        assert time.monotonic() - t0 < 30
+        assert not lock.exists()
+    assert kills >= 1
+    _all_there(repo_path, latest, 40)
+
+
+def test_an_empty_unreadable_or_dead_pid_lock_is_stale(repo_path):
+    from gitckpt.git.repo import MAINTENANCE_LOCK, maintenance_lock, take_maintenance_lock
+
+    GitSaver(repo_path).close()
+    lock = repo_path / MAINTENANCE_LOCK
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    old = time.time() - 10
+    for content in (b"", b"\x00\x17garbage", dead.encode()):  # the last: an older gitckpt's bare pid
+        lock.write_bytes(content)
+        os.utime(lock, (old, old))
+        t0 = time.monotonic()
+        with maintenance_lock(repo_path, wait=60):
+            assert time.monotonic() - t0 < 1.0
+        assert not lock.exists()
+    # a record from another host is trusted for MAINTENANCE_STALE (no flock across hosts)
+    lock.write_text(json.dumps({"host": "elsewhere.invalid", "pid": 1, "start": None, "time": int(time.time())}))
+    assert take_maintenance_lock(repo_path) is None
+    older = time.time() - 601
+    os.utime(lock, (older, older))
+    held = take_maintenance_lock(repo_path)
+    assert held is not None
+    held.release()

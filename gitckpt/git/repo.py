@@ -11,6 +11,8 @@ from __future__ import annotations
 import bisect
 import ctypes
 import ctypes.util
+import errno
+import fcntl
 import os
 import shutil
 import subprocess
@@ -29,7 +31,7 @@ from pygit2.enums import FileMode
 
 from . import journal as _journal
 from . import packs
-from ..errors import ConflictError, CorruptObjectError, RepositoryError
+from ..errors import ConflictError, CorruptObjectError, RepositoryError, StorageError
 
 BLOB = int(FileMode.BLOB)
 TREE = int(FileMode.TREE)
@@ -797,6 +799,29 @@ def _clear_stale_lock(lock: str, max_age: float = 30.0) -> None:
         pass
 
 
+_STORAGE_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space and try again",
+    errno.EDQUOT: "the disk quota is used up: free some space and try again",
+    errno.EROFS: "the file system is read-only: reading works, writing needs a writable copy",
+    errno.EACCES: "permission denied: check who owns the repository's files",
+    errno.EPERM: "permission denied: check who owns the repository's files",
+    errno.EIO: "the disk reported an I/O error: check it (dmesg), then run `gitckpt verify`",
+}
+
+
+def storage_error(repo: str | os.PathLike, operation: str, exc: OSError) -> StorageError:
+    """A :class:`StorageError` for an ``OSError`` met while ``operation`` ran on ``repo``
+    (raise it ``from exc``): the repository, the operation and the cause, and what to do."""
+    cause = exc.strerror or str(exc)
+    hint = _STORAGE_HINTS.get(exc.errno or 0)
+    where = f" ({exc.filename})" if exc.filename else ""
+    return StorageError(
+        f"{operation} failed in {repo}: {cause}{where}"
+        + (f"; {hint}" if hint else "")
+        + ". Nothing written before this was lost."
+    )
+
+
 def retry_cas(attempt, what: str, tries: int = 200):
     """Run ``attempt()`` until it returns a non-None result (a won CAS)."""
     delay = 0.0005
@@ -850,20 +875,32 @@ class Maintenance:
             if self._proc is not None and self._proc.poll() is None:
                 return False
             self._proc = None
-            if not take_maintenance_lock(self.path):
+            try:
+                held = take_maintenance_lock(self.path)
+            except OSError:  # disk full or read-only: no repack now, the writes go on
+                return False
+            if held is None:
                 return False
             lock = self.path / MAINTENANCE_LOCK
             if self.git is None:
                 try:
                     merge_packs_in_process(self.path)
                 finally:
-                    lock.unlink(missing_ok=True)
+                    held.release()
                 return True
-            self._proc = subprocess.Popen(
-                ["sh", "-c", f'nice -n 10 "{self.git}" -c pack.threads=1 -c pack.depth=10 repack -d -q --geometric=2; rm -f "{lock}"'],
-                cwd=self.path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, env={**os.environ, "GIT_DIR": str(self.path)},
-            )
+            try:
+                # the child inherits the flocked descriptor: the lock is held while
+                # git runs, and dropped by the kernel if it is killed (format.md 16)
+                self._proc = subprocess.Popen(
+                    ["sh", "-c", f'nice -n 10 "{self.git}" -c pack.threads=1 -c pack.depth=10 repack -d -q --geometric=2; rm -f "{lock}"'],
+                    cwd=self.path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL, env={**os.environ, "GIT_DIR": str(self.path)},
+                    pass_fds=(held.fd,),
+                )
+            except OSError:
+                held.release()
+                return False
+            held.close_fd()
             return True
 
     def wait(self) -> None:
@@ -881,47 +918,202 @@ class Maintenance:
 
 
 MAINTENANCE_LOCK = "gitckpt-maintenance.lock"
-#: A maintenance run (background repack, ``gitckpt gc``) that holds its lock
-#: longer than this has died; its lock is removed.
+#: A lock recorded by a holder on another host (flock does not reach across
+#: NFS reliably), or by a gitckpt that did not flock it, counts as held for
+#: this long after it was taken; on the same host a dead holder is seen at once.
 MAINTENANCE_STALE = 600.0
+#: An empty or unreadable lock younger than this may be an older gitckpt's,
+#: between creating the file and writing its pid; older, it is stale.
+MAINTENANCE_EMPTY_GRACE = 2.0
 
 
-def take_maintenance_lock(path: Path) -> bool:
-    """Take the repository's maintenance lock if it is free (or stale)."""
-    lock = Path(path) / MAINTENANCE_LOCK
-    for _ in range(2):
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc), or None
+    where that cannot be read; with the pid it names one process, even after the
+    pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2:].split()
+    return fields[19].decode() if len(fields) > 19 else None
+
+
+def _pid_alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: it exists
+        pass
+    if start is not None:
+        now = process_start(pid)
+        if now is not None and now != start:
+            return False  # the pid was reused by another process
+    return True
+
+
+class MaintenanceLock:
+    """A held ``gitckpt-maintenance.lock`` (format.md 16).
+
+    The holder keeps an exclusive ``flock`` on the lock file for as long as it
+    runs (a background repack inherits the descriptor, so the lock lives as
+    long as git does); the kernel drops it when the holder dies, however it
+    dies. The file records who took it (``{"host", "pid", "start", "time"}``)
+    for the error messages and for the cases ``flock`` cannot decide.
+    """
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+
+    def release(self) -> None:
+        """Remove the lock (if it is still ours), then drop the flock."""
+        if self.fd < 0:
+            return
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                if time.time() - lock.stat().st_mtime > MAINTENANCE_STALE:
-                    lock.unlink()
-                    continue
-            except OSError:
-                continue
-            return False
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
+            if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
+                os.unlink(self.path)
+        except OSError:
+            pass
+        self.close_fd()
+
+    def close_fd(self) -> None:
+        """Drop this process's descriptor (a child that inherited it keeps the lock)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _lock_record() -> bytes:
+    import json
+
+    pid = os.getpid()
+    return json.dumps({"host": _host(), "pid": pid, "start": process_start(pid), "time": int(time.time())}).encode()
+
+
+def describe_maintenance_lock(path: Path) -> str:
+    """Who holds the lock, as recorded in it, for an error message."""
+    import json
+
+    try:
+        rec = json.loads((Path(path) / MAINTENANCE_LOCK).read_bytes())
+        return f"pid {rec['pid']} on {rec['host']}, since {time.strftime('%H:%M:%S', time.localtime(rec['time']))}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "a process that recorded nothing readable"
+
+
+def _holder_gone(fd: int, lock: Path) -> bool:
+    """Whether the lock open on ``fd`` (whose flock we hold now) belongs to nobody."""
+    import json
+
+    st = os.fstat(fd)
+    age = time.time() - st.st_mtime
+    data = os.pread(fd, 4096, 0)
+    if not data.strip():
+        return age > MAINTENANCE_EMPTY_GRACE
+    try:
+        rec = json.loads(data)
+        host, pid, start = rec["host"], int(rec["pid"]), rec.get("start")
+        flocked = True  # this version flocks its locks: the flock we hold proves the holder gone
+    except (ValueError, KeyError, TypeError):
+        try:  # an older gitckpt wrote its bare pid and did not flock
+            host, pid, start, flocked = _host(), int(data.strip()), None, False
+        except ValueError:
+            return age > MAINTENANCE_EMPTY_GRACE  # unreadable: stale
+    if host != _host():
+        return age > MAINTENANCE_STALE
+    if flocked:
         return True
-    return False
+    return not _pid_alive(pid, start) or age > MAINTENANCE_STALE
+
+
+def take_maintenance_lock(path: Path) -> MaintenanceLock | None:
+    """Take the repository's maintenance lock if it is free, or its holder is gone.
+
+    Returns the held lock, or None when a live process holds it. Raises
+    ``OSError`` when the lock cannot be written (disk full, read-only).
+    """
+    path = Path(path)
+    lock = path / MAINTENANCE_LOCK
+    for _ in range(5):
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            # a new lock appears complete and flocked (a link of a written temp file), never empty
+            tmp = path / f"{MAINTENANCE_LOCK}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                os.write(fd, _lock_record())
+                os.link(tmp, lock)
+            except FileExistsError:
+                os.close(fd)
+                continue
+            except BaseException:
+                os.close(fd)
+                raise
+            finally:
+                tmp.unlink(missing_ok=True)
+            return MaintenanceLock(lock, fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None  # its holder is alive
+        except OSError:  # no flock on this file system: judge by the record alone
+            pass
+        try:
+            if os.stat(lock).st_ino != os.fstat(fd).st_ino:
+                os.close(fd)  # released and replaced meanwhile: look again
+                continue
+        except FileNotFoundError:
+            os.close(fd)
+            continue
+        if not _holder_gone(fd, lock):
+            os.close(fd)
+            return None
+        # taken over: the inode at the path is flocked by us from now on
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, _lock_record(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        return MaintenanceLock(lock, fd)
+    return None
 
 
 @contextmanager
-def maintenance_lock(path: str | os.PathLike, wait: float = 60.0) -> Iterator[None]:
-    """Hold the maintenance lock (waiting up to ``wait`` seconds for it): one
-    repack or gc at a time per repository, across processes."""
+def maintenance_lock(path: str | os.PathLike, wait: float = 60.0) -> Iterator[MaintenanceLock]:
+    """Hold the maintenance lock (waiting up to ``wait`` seconds for a live
+    holder): one repack or gc at a time per repository, across processes."""
     path = Path(path).resolve()
     deadline = time.monotonic() + wait
-    while not take_maintenance_lock(path):
+    while True:
+        try:
+            held = take_maintenance_lock(path)
+        except OSError as exc:
+            raise storage_error(path, "taking the maintenance lock", exc) from exc
+        if held is not None:
+            break
         if time.monotonic() > deadline:
             raise RepositoryError(
-                f"another maintenance run holds {path / MAINTENANCE_LOCK}; try again later"
+                f"another maintenance run holds {path / MAINTENANCE_LOCK} ({describe_maintenance_lock(path)}) "
+                f"and is still running; try again when it has finished"
             )
         time.sleep(0.1)
     try:
-        yield
+        yield held
     finally:
-        (path / MAINTENANCE_LOCK).unlink(missing_ok=True)
+        held.release()
 
 
 def _idx_object_ids(idx: Path) -> list[pygit2.Oid]:
