@@ -10,6 +10,7 @@ from .errors import (
     GitckptError,
     InvalidInputError,
     NotFoundError,
+    RefLockError,
     RepositoryError,
     StorageError,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "CorruptObjectError",
     "StorageError",
     "ConflictError",
+    "RefLockError",
     "InvalidInputError",
 ]
 

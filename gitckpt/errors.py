@@ -35,6 +35,14 @@ class ConflictError(GitckptError):
     """A ref could not be updated after repeated compare-and-swap retries."""
 
 
+class RefLockError(ConflictError):
+    """A ref stayed locked (``<ref>.lock``) for as long as a write retries.
+
+    The message names the lock file, whether a live gitckpt process holds it,
+    and what to do (docs/format.md, 17).
+    """
+
+
 class RemoteError(GitckptError):
     """A git remote is unknown or unreachable, or refused what was asked of it."""
 

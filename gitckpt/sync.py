@@ -46,9 +46,9 @@ from pygit2.enums import CredentialType, SortMode
 
 from .checkpoint import format as fmt
 from .checkpoint.threads import line_tips
-from .errors import CorruptObjectError, NotFoundError, RemoteError
+from .errors import CorruptObjectError, GitckptError, NotFoundError, RefLockError, RemoteError
 from .git import names, trailers
-from .git.repo import BLOB, GitRepo, retry_cas
+from .git.repo import BLOB, GitRepo, lock_in_error, retry_cas
 from .store.format import DELETE, PUT, STORE_REF, is_item_path, parse_iso, unpack_item
 
 DEFAULT_REMOTE = "origin"
@@ -214,11 +214,18 @@ class _Remote:
         if not names:
             return {}
         specs = [f"+{n}:{self.local_name(n)}" for n in names]
-        try:
-            self._make().fetch(specs, callbacks=_Callbacks(), prune=pygit2.enums.FetchPrune.NO_PRUNE,
-                              message="gitckpt pull")
-        except pygit2.GitError as exc:
-            raise self._error(exc) from exc
+        for attempt in range(2):
+            try:
+                self._make().fetch(specs, callbacks=_Callbacks(), prune=pygit2.enums.FetchPrune.NO_PRUNE,
+                                  message="gitckpt pull")
+                break
+            except pygit2.GitError as exc:
+                # libgit2 writes the tracking refs under git's lock files: the same stale-lock rule
+                locked = lock_in_error(exc)
+                if locked is None:
+                    raise self._error(exc) from exc
+                if attempt == 1 or not locked[0]:
+                    raise RefLockError(f"pull from {self.label}: {locked[1]}") from exc
         out = {}
         for n in names:
             oid = self.repo.ref(self.local_name(n))
@@ -232,12 +239,11 @@ class _Remote:
     def cleanup(self) -> None:
         if not self.temporary:
             return
-        for ref in list(self.repo.repo.references.iterator()):
-            if ref.name.startswith(self.tracking):
-                try:
-                    ref.delete()
-                except pygit2.GitError:
-                    pass
+        for name, oid in self.repo.refs(self.tracking).items():
+            try:
+                self.repo.delete_ref(name, oid)  # the ref-lock rule of every writer (format.md 17)
+            except GitckptError:
+                pass
 
     def push(self, specs: list[str]) -> dict[str, str]:
         """Push ``specs`` (never forced); the refs the server refused, with its reason."""

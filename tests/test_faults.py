@@ -263,3 +263,111 @@ def test_an_empty_unreadable_or_dead_pid_lock_is_stale(repo_path):
     held = take_maintenance_lock(repo_path)
     assert held is not None
     held.release()
+
+
+# -- 2. a ref lock left by a killed process ----------------------------------------------------
+
+STALL_IN_LOCK = textwrap.dedent("""
+    import os, sys, time
+    from langgraph.checkpoint.base import empty_checkpoint
+    from langgraph.checkpoint.base.id import uuid6
+    from gitckpt import GitSaver
+
+    saver = GitSaver(sys.argv[1], auto_pack=False)
+    real_rename = os.rename
+
+    def stall(src, dst):  # the process is stopped with the ref lock taken, as a kill finds it
+        if str(src).endswith(".lock"):
+            print("locked", flush=True)
+            time.sleep(600)
+        return real_rename(src, dst)
+
+    os.rename = stall
+    cp = empty_checkpoint()
+    cp["id"] = str(uuid6(clock_seq=1))
+    saver.put({"configurable": {"thread_id": "t", "checkpoint_ns": "", "checkpoint_id": sys.argv[2]}},
+              cp, {"source": "loop", "step": 9}, {})
+""")
+
+
+def _stall_writer(repo_path: Path, parent: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", STALL_IN_LOCK, str(repo_path), parent],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_a_ref_lock_left_by_a_killed_writer_is_removed_and_puts_go_on(repo_path):
+    saver = GitSaver(repo_path, auto_pack=False)
+    ids = [put(saver, "t", None, values={"x": 0})]
+    ids.append(put(saver, "t", ids[-1], values={"x": 1}))
+    writer = _stall_writer(repo_path, ids[-1])
+    lock = repo_path / "refs" / "heads" / "threads" / "t.lock"
+    assert lock.exists()
+    writer.kill()  # SIGKILL, holding the lock
+    writer.wait()
+    assert lock.exists()
+    t0 = time.monotonic()
+    ids.append(put(saver, "t", ids[-1], values={"x": 2}))  # was: "gave up after 200 concurrent updates"
+    waited = time.monotonic() - t0
+    assert waited < 9  # the lock is stale once unchanged for REF_LOCK_STALE (5 s), inside the retries
+    assert not lock.exists()
+    assert [t.checkpoint["id"] for t in saver.list({"configurable": {"thread_id": "t"}})] == ids[::-1]
+    saver.close()
+    # an old stale lock (found after the crash, later): no wait at all, for the CLI's delete too
+    lock.write_text(ids[0] + "\n")
+    os.utime(lock, (time.time() - 60, time.time() - 60))
+    t0 = time.monotonic()
+    out = cli(repo_path, "delete", "t")
+    assert out.returncode == 0, out.stderr
+    assert time.monotonic() - t0 < 5
+    assert "t" not in GitSaver(repo_path).threads()
+    assert not lock.exists()
+
+
+def test_a_live_writers_ref_lock_is_never_taken_and_the_error_names_it(repo_path):
+    from gitckpt import RefLockError
+
+    saver = GitSaver(repo_path, auto_pack=False)
+    a = put(saver, "t", None, values={"x": 0})
+    writer = _stall_writer(repo_path, a)
+    lock = repo_path / "refs" / "heads" / "threads" / "t.lock"
+    try:
+        os.utime(lock, (time.time() - 3600, time.time() - 3600))  # old, but its writer lives
+        with pytest.raises(RefLockError, match=rf"{lock}.*held by a running gitckpt process"):
+            put(saver, "t", a, values={"x": 1})
+        assert lock.exists()
+        # deleting the thread meets the same rule and the same error, not libgit2's "failed to lock file"
+        out = cli(repo_path, "delete", "t")
+        assert out.returncode == 1
+        assert str(lock) in out.stderr and "held by a running gitckpt process" in out.stderr
+        assert saver.get_tuple({"configurable": {"thread_id": "t"}}).checkpoint["id"] == a
+    finally:
+        writer.kill()
+        writer.wait()
+    b = put(saver, "t", a, values={"x": 1})  # the holder is gone: the lock is stale (old) at once
+    assert [t.checkpoint["id"] for t in saver.list({"configurable": {"thread_id": "t"}})] == [b, a]
+    saver.close()
+
+
+def test_an_unheld_young_lock_is_waited_for_then_removed_and_packed_refs_lock_too(repo_path):
+    """A lock nobody flocks may be git's at work: it is left alone while it is young."""
+    saver = GitSaver(repo_path, auto_pack=False)
+    a = put(saver, "p", None, values={"x": 0})
+    put(saver, "q", None, values={"x": 0})
+    git(repo_path, "pack-refs", "--all", "--prune")
+    # a killed `git pack-refs` (or git gc) leaves packed-refs.lock; a killed git update-ref a ref lock
+    (repo_path / "packed-refs.lock").write_text("")
+    lock = repo_path / "refs" / "heads" / "threads" / "p.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)  # pack-refs --prune removed the empty folder
+    lock.write_text("")
+    t0 = time.monotonic()
+    b = put(saver, "p", a, values={"x": 1})
+    assert 4.5 < time.monotonic() - t0 < 9  # young: not taken before REF_LOCK_STALE
+    saver.delete_thread("q")  # a packed ref: needs packed-refs.lock, stale by now
+    assert set(GitSaver(repo_path).threads()) == {"p"}
+    assert GitSaver(repo_path).get_tuple({"configurable": {"thread_id": "p"}}).checkpoint["id"] == b
+    assert not (repo_path / "packed-refs.lock").exists()
+    assert git(repo_path, "fsck", "--strict").returncode == 0
+    assert git(repo_path, "for-each-ref", "--format=%(refname)").stdout.split() == ["refs/heads/threads/p"]
+    saver.close()

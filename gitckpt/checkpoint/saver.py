@@ -768,14 +768,17 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
 
     def delete_thread(self, thread_id: str) -> None:
         """Delete every line of a thread (its refs); ``git gc`` reclaims the objects."""
+        def attempt() -> bool | None:
+            refs = self.thread_refs(thread_id)
+            for ref, tip in refs.items():
+                self.repo.delete_ref(ref, tip)
+            return True if not refs or not self.thread_refs(thread_id) else None
+
         with self.lock:
-            for _ in range(100):
-                refs = self.thread_refs(thread_id)
-                if not refs:
-                    break
-                for ref, tip in refs.items():
-                    self.repo.delete_ref(ref, tip)
-            self._forget(thread_id)
+            try:
+                retry_cas(attempt, f"delete of thread {thread_id!r}")
+            finally:
+                self._forget(thread_id)
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints (and their writes) that the given runs created.

@@ -9,6 +9,7 @@ packing) lives here.
 from __future__ import annotations
 
 import bisect
+import logging
 import ctypes
 import ctypes.util
 import errno
@@ -31,7 +32,9 @@ from pygit2.enums import FileMode
 
 from . import journal as _journal
 from . import packs
-from ..errors import ConflictError, CorruptObjectError, RepositoryError, StorageError
+from ..errors import ConflictError, CorruptObjectError, RefLockError, RepositoryError, StorageError
+
+_log = logging.getLogger(__name__)
 
 BLOB = int(FileMode.BLOB)
 TREE = int(FileMode.TREE)
@@ -375,6 +378,8 @@ class GitRepo:
                 if attempt == 19:
                     raise
                 os.makedirs(pack_dir, exist_ok=True)
+            except OSError as exc:  # the objects stay staged: a later flush writes them
+                raise storage_error(self.path, f"writing {len(objects)} new object(s)", exc) from exc
         self._staged.clear()
         if self._maint:
             self._maint.wrote(1)
@@ -585,16 +590,10 @@ class GitRepo:
         jr = self._journal if journal else None
         journaled = False
         try:
-            try:
-                fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileNotFoundError:
-                try:
-                    os.makedirs(os.path.dirname(path), exist_ok=True)
-                except (FileExistsError, NotADirectoryError) as exc:
-                    raise ConflictError(f"ref {name} collides with an existing ref ({exc})") from exc
-                fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            _clear_stale_lock(lock)
+            fd = _take_ref_lock(lock, name)
+        except OSError as exc:
+            raise storage_error(self.path, f"updating ref {name}", exc) from exc
+        if fd < 0:
             return False
         done = False
         held = -1
@@ -615,8 +614,6 @@ class GitRepo:
             except (OSError, AttributeError):  # not supported here, or no posix_fallocate (macOS)
                 pass
             os.write(fd, content)
-            os.close(fd)
-            fd = -1
             with self.lock:  # a checkpoint of the journal must not overtake this rename
                 if jr is not None:  # False: too large for the journal
                     journaled = jr.append(self._unjournaled, [(name, None if old is None else str(old), str(new))])
@@ -625,30 +622,100 @@ class GitRepo:
                 self._unjournaled.clear()
                 os.rename(lock, path)
             done = True
+        except OSError as exc:
+            raise storage_error(self.path, f"updating ref {name}", exc) from exc
         finally:
-            if fd >= 0:
-                os.close(fd)
+            os.close(fd)  # drops the flock, after the rename (format.md 17)
             if not done:
                 try:
                     os.unlink(lock)
-                except FileNotFoundError:
+                except OSError:
                     pass
             if held >= 0:
                 _closer.close_later(held)
         if not journaled:
-            self.barrier()  # the ref's new value and its rename are durable
+            try:
+                self.barrier()  # the ref's new value and its rename are durable
+            except OSError as exc:
+                raise storage_error(self.path, f"making ref {name} durable", exc) from exc
         return True
 
     def delete_ref(self, name: str, old: pygit2.Oid | None = None) -> bool:
-        ref = self.repo.references.get(name)
-        if ref is None or (old is not None and ref.target != old):
+        """Compare-and-swap deletion: remove ``name`` if it still points at ``old``
+        (any value when ``old`` is None). False when it does not exist, moved,
+        or its lock is held (the caller re-reads and retries).
+
+        git's protocol, as :meth:`update_ref`: ``<ref>.lock`` is taken (and
+        flocked), the ref is removed from packed-refs (under
+        ``packed-refs.lock``) and then its loose file, so that a reader never
+        sees an older packed value once the loose one is gone.
+        """
+        path = os.path.join(self.gitdir, name)
+        lock = path + ".lock"
+        try:
+            fd = _take_ref_lock(lock, name)
+        except OSError as exc:
+            raise storage_error(self.path, f"deleting ref {name}", exc) from exc
+        if fd < 0:
             return False
         try:
-            ref.delete()
-        except pygit2.GitError:
-            return False
-        self.barrier()
+            cur = self.ref(name)
+            if cur is None or (old is not None and cur != old):
+                return False
+            if name in self._packed_refs()[0] and not self._unpack_ref(name):
+                return False
+            try:
+                os.unlink(path)
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                pass
+        except OSError as exc:
+            raise storage_error(self.path, f"deleting ref {name}", exc) from exc
+        finally:
+            os.close(fd)
+            try:
+                os.unlink(lock)
+            except OSError:
+                pass
+        try:
+            self.barrier()
+        except OSError as exc:
+            raise storage_error(self.path, f"making the deletion of ref {name} durable", exc) from exc
+        self._packed_cache = None
         return True
+
+    def _unpack_ref(self, name: str) -> bool:
+        """Rewrite packed-refs without ``name`` (hold ``name``'s lock); False if
+        ``packed-refs.lock`` is held by a live writer."""
+        packed = os.path.join(self.gitdir, "packed-refs")
+        lock = packed + ".lock"
+        fd = _take_ref_lock(lock, "packed-refs")
+        if fd < 0:
+            return False
+        done = False
+        try:
+            with open(packed, "rb") as fh:
+                lines = fh.read().splitlines(keepends=True)
+            out, skip = [], False
+            target = (" " + name).encode()
+            for line in lines:
+                if skip and line.startswith(b"^"):  # the peeled value of the removed tag
+                    continue
+                skip = line.rstrip(b"\n").endswith(target) and not line.startswith((b"#", b"^"))
+                if not skip:
+                    out.append(line)
+            os.write(fd, b"".join(out))
+            if self.durability == "fsync":
+                os.fsync(fd)
+            os.rename(lock, packed)
+            done = True
+            return True
+        finally:
+            os.close(fd)
+            if not done:
+                try:
+                    os.unlink(lock)
+                except OSError:
+                    pass
 
     def barrier(self) -> None:
         """In ``fsync`` mode, wait until everything written so far is on disk.
@@ -789,14 +856,121 @@ class GitRepo:
         return out
 
 
-def _clear_stale_lock(lock: str, max_age: float = 30.0) -> None:
-    """A ref update takes microseconds: a lock older than ``max_age`` seconds was
-    left by a process that died in the middle of one, and is removed."""
+#: A ref lock that no gitckpt process holds (flocks) and that has not changed
+#: for this many seconds was left by a process that died; it is removed
+#: (format.md 17). gitckpt holds a ref lock for microseconds (milliseconds in
+#: ``fsync`` mode); git holds one for a transaction, and gives up itself after
+#: 100 ms when it meets one. Shorter than a writer's retries (~10 s), so a
+#: write after a crash waits, then goes through.
+REF_LOCK_STALE = 5.0
+
+_busy = threading.local()
+
+
+def _take_ref_lock(lock: str, name: str) -> int:
+    """Create and flock ``lock`` (git's ``<ref>.lock``); its descriptor, or -1 when
+    it exists (a stale one is removed first, and the caller retries)."""
     try:
-        if time.time() - os.stat(lock).st_mtime > max_age:
-            os.unlink(lock)
-    except FileNotFoundError:
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:
+            try:
+                os.makedirs(os.path.dirname(lock), exist_ok=True)
+            except (FileExistsError, NotADirectoryError) as exc:
+                raise ConflictError(f"ref {name} collides with an existing ref ({exc})") from exc
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except FileExistsError:
+        _clear_stale_lock(lock)
+        return -1
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # proof of life for other processes while we hold it
+    except OSError:  # no flock here (some network file systems): the age rule alone
         pass
+    return fd
+
+
+def ref_lock_state(lock: str) -> tuple[str, float]:
+    """``(state, age in seconds)`` of a ref lock: ``"free"`` (no such file),
+    ``"live"`` (a gitckpt process holds it), ``"young"`` (unheld, changed less
+    than :data:`REF_LOCK_STALE` ago: maybe git at work) or ``"stale"``."""
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return "free", 0.0
+    try:
+        st = os.fstat(fd)
+        age = time.time() - st.st_mtime
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return "live", age
+        except OSError:
+            pass
+        return ("stale" if age > REF_LOCK_STALE else "young"), age
+    finally:
+        os.close(fd)
+
+
+def _clear_stale_lock(lock: str) -> bool:
+    """Remove ``lock`` if it is stale (format.md 17); True if it is gone.
+
+    Stale: no gitckpt process holds its flock, and it has not changed for
+    :data:`REF_LOCK_STALE` seconds. The check holds the lock's flock itself,
+    so two processes never both judge and remove the same file, and the file
+    is removed only if it is still the one judged (same inode). When it stays,
+    why is remembered for :func:`retry_cas`'s error.
+    """
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    try:
+        st = os.fstat(fd)
+        age = time.time() - st.st_mtime
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _busy.lock = (lock, "live", age)
+            return False
+        except OSError:
+            pass
+        if age <= REF_LOCK_STALE:
+            _busy.lock = (lock, "young", age)
+            return False
+        try:
+            if os.stat(lock).st_ino != st.st_ino:
+                return True  # replaced meanwhile: look again
+            os.unlink(lock)
+        except FileNotFoundError:
+            return True
+        _log.warning("removed the stale ref lock %s (unchanged for %.0f s, no process holding it)", lock, age)
+        return True
+    finally:
+        os.close(fd)
+
+
+def lock_in_error(exc: Exception) -> tuple[bool, str] | None:
+    """For a libgit2 error about a lock file (``failed to lock file '...lock'``):
+    the stale-lock rule applied to it, as ``(removed, advice)``; None for other errors."""
+    import re
+
+    m = re.search(r"'([^']+\.lock)'", str(exc))
+    if m is None or "lock" not in str(exc):
+        return None
+    lock = m.group(1)
+    _busy.lock = None
+    if _clear_stale_lock(lock):
+        return True, ""
+    return False, _lock_advice(*(_busy.lock or (lock, "young", 0.0)))
+
+
+def _lock_advice(lock: str, state: str, age: float) -> str:
+    if state == "live":
+        return (f"the ref lock {lock} is held by a running gitckpt process (for {age:.0f} s); "
+                "try again when it has finished")
+    return (f"the ref lock {lock} was not released (unchanged for {age:.0f} s, and no gitckpt process holds it); "
+            f"it is removed once unchanged for {REF_LOCK_STALE:.0f} s. If a git command is still running on "
+            "this repository, let it finish; if none is, delete the file and try again")
 
 
 _STORAGE_HINTS = {
@@ -823,14 +997,22 @@ def storage_error(repo: str | os.PathLike, operation: str, exc: OSError) -> Stor
 
 
 def retry_cas(attempt, what: str, tries: int = 200):
-    """Run ``attempt()`` until it returns a non-None result (a won CAS)."""
+    """Run ``attempt()`` until it returns a non-None result (a won CAS).
+
+    Gives up after ``tries`` (about 10 s): with :class:`RefLockError` naming the
+    lock file when a ref lock was what stood in the way, else ConflictError.
+    """
     delay = 0.0005
     for _ in range(tries):
+        _busy.lock = None
         result = attempt()
         if result is not None:
             return result
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+    blocked = getattr(_busy, "lock", None)
+    if blocked is not None:
+        raise RefLockError(f"{what}: {_lock_advice(*blocked)}")
     raise ConflictError(f"{what}: gave up after {tries} concurrent updates; try again")
 
 
