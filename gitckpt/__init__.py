@@ -11,6 +11,7 @@ from .errors import (
     InvalidInputError,
     NotFoundError,
     RefLockError,
+    RemoteError,
     RepositoryError,
     StorageError,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "StorageError",
     "ConflictError",
     "RefLockError",
+    "RemoteError",
     "InvalidInputError",
 ]
 

@@ -28,13 +28,16 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pygit2
-from pygit2.enums import FileMode
+from pygit2.enums import FileMode, SortMode
 
 from . import journal as _journal
 from . import packs
-from ..errors import ConflictError, CorruptObjectError, RefLockError, RepositoryError, StorageError
+from ..errors import ConflictError, CorruptObjectError, GitckptError, RefLockError, RepositoryError, StorageError
 
 _log = logging.getLogger(__name__)
+
+#: An object id. Other layers name it from here, so that only the git engine imports pygit2.
+Oid = pygit2.Oid
 
 BLOB = int(FileMode.BLOB)
 TREE = int(FileMode.TREE)
@@ -427,6 +430,30 @@ class GitRepo:
 
     def has(self, oid: pygit2.Oid) -> bool:
         return oid.raw in self._staged or oid in self.repo
+
+    def descendant_of(self, tip: pygit2.Oid, oid: pygit2.Oid) -> bool:
+        """``oid`` is a strict ancestor of ``tip``."""
+        if tip.raw in self._staged or oid.raw in self._staged:
+            self.flush()
+        return self.repo.descendant_of(tip, oid)
+
+    def merge_base(self, a: pygit2.Oid, b: pygit2.Oid) -> pygit2.Oid | None:
+        return self.repo.merge_base(a, b)
+
+    def walk_new(self, tip: pygit2.Oid, known: pygit2.Oid) -> Iterator[pygit2.Commit]:
+        """The commits reachable from ``tip`` and not from ``known``, oldest first."""
+        walker = self.repo.walk(tip, SortMode.TOPOLOGICAL | SortMode.REVERSE)
+        walker.hide(known)
+        return iter(walker)
+
+    def delete_refs_under(self, prefix: str) -> None:
+        """Delete every ref whose name starts with ``prefix`` (a folder, ending in
+        ``/``; best effort, by :meth:`delete_ref` and its stale-lock rule)."""
+        for name, oid in self.refs(prefix).items():
+            try:
+                self.delete_ref(name, oid)
+            except (GitckptError, OSError):
+                pass
 
     def commit_info(self, oid: pygit2.Oid, what: str = "commit") -> CommitInfo:
         info = self._commit_cache.get(oid)
