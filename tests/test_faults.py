@@ -371,3 +371,33 @@ def test_an_unheld_young_lock_is_waited_for_then_removed_and_packed_refs_lock_to
     assert git(repo_path, "fsck", "--strict").returncode == 0
     assert git(repo_path, "for-each-ref", "--format=%(refname)").stdout.split() == ["refs/heads/threads/p"]
     saver.close()
+
+
+def test_pull_and_push_meet_the_same_rule_on_tracking_ref_locks(tmp_path):
+    """libgit2 writes refs/remotes/origin/* under git's lock files: a stale one left by a
+    killed pull no longer fails every later pull with 'failed to lock file'."""
+    from gitckpt import RefLockError, sync
+
+    alice, bob, hub = tmp_path / "alice.git", tmp_path / "bob.git", tmp_path / "hub.git"
+    git(tmp_path, "init", "--bare", "-q", str(hub))
+    with GitSaver(alice) as saver:
+        a = put(saver, "t", None, values={"x": 1})
+    GitSaver(bob).close()
+    for repo in (alice, bob):
+        git(repo, "remote", "add", "origin", str(hub))
+    assert sync.push(alice).ok
+    lock = bob / "refs" / "remotes" / "origin" / "threads" / "t.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("")
+    os.utime(lock, (time.time() - 60, time.time() - 60))  # left by a pull killed a minute ago
+    assert sync.pull(bob).ok
+    assert GitSaver(bob).get_tuple({"configurable": {"thread_id": "t"}}).checkpoint["id"] == a
+    assert not lock.exists()
+    # a young one (a git fetch may be at work) is not taken: the error names it
+    with GitSaver(alice) as saver:
+        put(saver, "t", a, values={"x": 2})
+    assert sync.push(alice).ok
+    lock.write_text("")
+    with pytest.raises(RefLockError, match=rf"{lock}.*not released"):
+        sync.pull(bob)
+    assert lock.exists()

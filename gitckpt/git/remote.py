@@ -130,14 +130,24 @@ class Remote:
 
     def push(self, specs: list[str]) -> dict[str, str]:
         """Push ``specs`` (never forced); the refs the server refused, with its reason."""
-        cb = _Callbacks()
-        try:
-            self._make().push(specs, callbacks=cb)
-        except pygit2.GitError as exc:
-            msg = " ".join(str(exc).split())
-            if "non-fastforward" in msg:
-                raise RemoteError(
-                    f"remote {self.label} changed during the push ({msg}); pull first, then push again"
-                ) from exc
-            raise self._error(exc) from exc
+        for attempt in range(2):
+            cb = _Callbacks()
+            try:
+                self._make().push(specs, callbacks=cb)
+                return cb.refused
+            except pygit2.GitError as exc:
+                # libgit2 then moves the local tracking refs, under git's lock files
+                locked = lock_in_error(exc)
+                if locked is None:
+                    self._push_error(exc)
+                if attempt == 1 or not locked[0]:
+                    raise RefLockError(f"push to {self.label}: {locked[1] or exc}") from exc
         return cb.refused
+
+    def _push_error(self, exc: pygit2.GitError) -> None:
+        msg = " ".join(str(exc).split())
+        if "non-fastforward" in msg:
+            raise RemoteError(
+                f"remote {self.label} changed during the push ({msg}); pull first, then push again"
+            ) from exc
+        raise self._error(exc) from exc
