@@ -401,3 +401,138 @@ def test_pull_and_push_meet_the_same_rule_on_tracking_ref_locks(tmp_path):
     with pytest.raises(RefLockError, match=rf"{lock}.*not released"):
         sync.pull(bob)
     assert lock.exists()
+
+
+# -- 3. a full or read-only file system ----------------------------------------------------------
+#
+# A real small file system: a tmpfs mounted for the test (root only). Where mount is
+# not allowed the tests are skipped, never faked.
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    mounted = []
+
+    def mount(size: str = "8m") -> Path:
+        where = tmp_path / f"fs{len(mounted)}"
+        where.mkdir()
+        out = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here ({out.stderr.strip()})")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in reversed(mounted):
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def fill(fs: Path) -> Path:
+    """Fill the file system to the last byte; the filler file (delete it to free the space)."""
+    filler = fs / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        for n in (1 << 20, 65536, 4096, 512, 1):
+            try:
+                while os.write(fd, b"\0" * n) == n:
+                    pass
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_disk_full_is_a_storage_error_and_nothing_acknowledged_is_lost(small_fs):
+    from gitckpt import GitStore, StorageError
+
+    fs = small_fs("8m")
+    repo = fs / "agent.git"
+    saver = GitSaver(repo, auto_pack=False)
+    acked, parent = [], None
+    for i in range(5):
+        parent = put(saver, "t", parent, values={"x": f"{i} " * 500})
+        acked.append(parent)
+    filler = fill(fs)
+    with pytest.raises(StorageError) as info:
+        for i in range(50):  # until the disk refuses
+            parent = put(saver, "t", parent, values={"x": f"more {i} " * 2000})
+            acked.append(parent)
+    msg = str(info.value)
+    assert str(repo) in msg and "No space left on device" in msg and "free some space" in msg
+    assert isinstance(info.value.__cause__, OSError)
+    store = GitStore(repo)
+    with pytest.raises(StorageError, match="No space left"):
+        store.put(("ns",), "k", {"v": "x" * 20000})
+    # reading still works, and every acknowledged checkpoint is there
+    assert [t.checkpoint["id"] for t in GitSaver(repo).list({"configurable": {"thread_id": "t"}})] == acked[::-1]
+    # gc on a full disk: a clear error and no maintenance lock left behind
+    out = cli(repo, "gc")
+    assert out.returncode == 1 and "Traceback" not in out.stderr and str(repo) in out.stderr
+    assert not (repo / "gitckpt-maintenance.lock").exists()
+    assert not list(repo.glob("gitckpt-maintenance.lock*"))
+    filler.unlink()
+    # space again: the same saver and store go on
+    parent = put(saver, "t", parent, values={"x": "after"})
+    acked.append(parent)
+    store.put(("ns",), "k", {"v": 1})
+    assert store.get(("ns",), "k").value == {"v": 1}
+    saver.close()
+    assert [t.checkpoint["id"] for t in GitSaver(repo).list({"configurable": {"thread_id": "t"}})] == acked[::-1]
+    assert cli(repo, "gc").returncode == 0
+    assert git(repo, "fsck", "--strict").returncode == 0
+
+
+def test_a_read_only_file_system_reads_and_refuses_writes_clearly(small_fs):
+    from gitckpt import StorageError
+
+    fs = small_fs("8m")
+    repo = fs / "agent.git"
+    with GitSaver(repo) as saver:
+        a = put(saver, "t", None, values={"x": 1})
+    subprocess.run(["mount", "-o", "remount,ro", str(fs)], check=True)
+    saver = GitSaver(repo)
+    assert saver.get_tuple({"configurable": {"thread_id": "t"}}).checkpoint["id"] == a
+    with pytest.raises(StorageError, match=rf"{repo}.*read-only"):
+        put(saver, "t", a, values={"x": 2})
+    saver.close()
+    assert cli(repo, "log", "t").returncode == 0
+    out = cli(repo, "delete", "t")
+    assert out.returncode == 1 and "read-only" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_journal_that_cannot_be_replayed_on_a_full_disk_does_not_stop_readers(tmp_path, small_fs, caplog):
+    """durability="fsync": a writer died and its git files were lost (power loss); its
+    journal must be replayed, but the disk is full. Readers open the repository as it
+    is; writers wait for the replay (a write first would make it skip an update)."""
+    from test_journal import crashed_copy, history
+
+    from gitckpt import StorageError
+    from gitckpt.git import journal
+
+    path, lost = crashed_copy(tmp_path, turns=2)
+    expected = history(path, "t")
+    fs = small_fs("16m")
+    repo = fs / "lost.git"
+    import shutil
+
+    shutil.copytree(lost, repo)
+    filler = fill(fs)
+    caplog.set_level(logging.WARNING, logger="gitckpt")
+    reader = GitSaver(repo, auto_pack=False)  # opens: the replay fails, reading goes on
+    assert reader.repo.recovery_error is not None
+    assert any("replaying the journal" in r.getMessage() and "No space left" in r.getMessage() for r in caplog.records)
+    assert list((repo / journal.DIRNAME).glob("*" + journal.SUFFIX))  # kept for later
+    assert [t.checkpoint["id"] for t in reader.list({"configurable": {"thread_id": "t"}})] == []  # as it is on disk
+    out = cli(repo, "threads")
+    assert out.returncode == 0, out.stderr
+    with pytest.raises(StorageError, match=r"replaying the journal.*No space left"):
+        put(reader, "t", None, values={"x": 1})
+    filler.unlink()
+    # space again: the next write finishes the replay first, then writes
+    new = put(reader, "t", expected[0][0], values={"x": 1})
+    reader.close()
+    assert not list((repo / journal.DIRNAME).glob("*" + journal.SUFFIX))
+    got = history(repo, "t")
+    assert got[0][0] == new and got[1:] == expected

@@ -347,6 +347,8 @@ class GitRepo:
         # written since the last journal record or barrier wait here to go in it.
         self._journal = _journal.Journal(self.gitdir, self._syncfs) if durability == "fsync" else None
         self._unjournaled: list[_journal.PackFiles] = []
+        #: A replay that could not finish (disk full, read-only): reading works, writing waits for it.
+        self.recovery_error: StorageError | None = None
         self.recovered = self._recover()
 
     # -- objects --------------------------------------------------------------
@@ -611,6 +613,8 @@ class GitRepo:
         rename publishes it; an update the journal refuses as too large (or
         ``journal=False``) takes a ``syncfs`` before the rename and one after.
         """
+        if journal:
+            self._check_recovered()
         path = os.path.join(self.gitdir, name)
         lock = path + ".lock"
         self.flush()
@@ -640,7 +644,7 @@ class GitRepo:
                 os.posix_fallocate(fd, 0, len(content))
             except (OSError, AttributeError):  # not supported here, or no posix_fallocate (macOS)
                 pass
-            os.write(fd, content)
+            packs.write_all(fd, content)
             with self.lock:  # a checkpoint of the journal must not overtake this rename
                 if jr is not None:  # False: too large for the journal
                     journaled = jr.append(self._unjournaled, [(name, None if old is None else str(old), str(new))])
@@ -677,6 +681,7 @@ class GitRepo:
         ``packed-refs.lock``) and then its loose file, so that a reader never
         sees an older packed value once the loose one is gone.
         """
+        self._check_recovered()
         path = os.path.join(self.gitdir, name)
         lock = path + ".lock"
         try:
@@ -730,7 +735,7 @@ class GitRepo:
                 skip = line.rstrip(b"\n").endswith(target) and not line.startswith((b"#", b"^"))
                 if not skip:
                     out.append(line)
-            os.write(fd, b"".join(out))
+            packs.write_all(fd, b"".join(out))
             if self.durability == "fsync":
                 os.fsync(fd)
             os.rename(lock, packed)
@@ -788,8 +793,13 @@ class GitRepo:
         if not os.path.isdir(os.path.join(self.gitdir, _journal.DIRNAME)) or not os.access(self.gitdir, os.W_OK):
             return 0
         orphans = _journal.Orphans(self.gitdir)
-        records = orphans.claim()
+        try:
+            records = orphans.claim()
+        except OSError as exc:
+            orphans.release(delete=False)
+            return self._recovery_failed(exc)
         if not orphans.claimed:
+            self.recovery_error = None
             return 0
         complete = True
         redone = 0
@@ -818,9 +828,37 @@ class GitRepo:
                     else:  # locked all along: leave the journal for the next process
                         complete = False
             self._syncfs()
+        except (OSError, StorageError) as exc:
+            # format.md 18: the journals stay for a later process; reading goes on, writing waits
+            complete = False
+            orphans.release(delete=False)
+            return self._recovery_failed(exc)
         finally:
             orphans.release(delete=complete)
+        self.recovery_error = None
         return redone
+
+    def _recovery_failed(self, exc: BaseException) -> int:
+        cause = exc.__cause__ if isinstance(exc, StorageError) and isinstance(exc.__cause__, OSError) else exc
+        err = storage_error(self.path, "replaying the journal of a writer that died (durability=\"fsync\")",
+                            cause if isinstance(cause, OSError) else OSError(str(cause)))
+        err.__cause__ = exc
+        self.recovery_error = err
+        _log.warning("%s; the repository is read as it is, and writes wait until the replay succeeds", err)
+        return 0
+
+    def _check_recovered(self) -> None:
+        """Before a write: finish a replay that failed when the repository was opened.
+
+        A journalled update whose git files were lost is redone only where its
+        ref still holds the value it moved from; a write on top of that value
+        first would make the replay skip it, losing an acknowledged update.
+        """
+        if self.recovery_error is None:
+            return
+        self._recover()
+        if self.recovery_error is not None:
+            raise self.recovery_error
 
     # -- trees by difference (used by GitStore) --------------------------------
 
@@ -1261,7 +1299,7 @@ def take_maintenance_lock(path: Path) -> MaintenanceLock | None:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                os.write(fd, _lock_record())
+                packs.write_all(fd, _lock_record())
                 os.link(tmp, lock)
             except FileExistsError:
                 os.close(fd)
@@ -1292,7 +1330,7 @@ def take_maintenance_lock(path: Path) -> MaintenanceLock | None:
         # taken over: the inode at the path is flocked by us from now on
         try:
             os.ftruncate(fd, 0)
-            os.pwrite(fd, _lock_record(), 0)
+            packs.write_all(fd, _lock_record(), 0)
         except BaseException:
             os.close(fd)
             raise
