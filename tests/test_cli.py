@@ -608,9 +608,11 @@ def test_update_state(paused_repo, graph_file):
 def test_gc_prints_sizes(demo_repo):
     repo, _ = demo_repo
     result = ok("gc", repo=repo)
-    assert result.stdout.startswith("Size: ") and " → " in result.stdout
+    assert result.stdout.startswith("Disk use (du -s): ") and " → " in result.stdout
     data = js("gc", repo=repo)
-    assert set(data) == {"before", "after", "steps"} and data["after"] <= data["before"]
+    assert set(data) == {"before", "after", "before_apparent", "after_apparent", "kept", "kept_until", "expire",
+                         "steps"}
+    assert data["after"] <= data["before"] and data["expire"] == "2.weeks.ago"
     assert data["steps"] == ["pack refs", "repack objects", "prune old unreachable objects",
                              "remove packed loose objects"]
     assert js("verify", repo=repo) == {"ok": True, "problems": []}

@@ -44,6 +44,11 @@ TREE = int(FileMode.TREE)
 
 DURABILITY_MODES = ("os", "fsync")
 
+#: An object this process wrote is not written again for this long (seconds)
+#: when a new checkpoint contains it again; after that it is, so that its pack
+#: is younger than gc's expiry (gc.pruneExpire, at least an hour; format.md 19).
+FRESH_FOR = 3600.0
+
 #: Small packs this process writes (one per ref update) before it starts a
 #: background ``git repack --geometric`` that merges them.
 PACK_EVERY = 64
@@ -339,6 +344,8 @@ class GitRepo:
         self._packed_cache: tuple | None = None
         self.gitdir = self.repo.path
         self._small: OrderedDict[bytes, pygit2.Oid] = OrderedDict()
+        self._written: set[bytes] = set()  # raw ids this process wrote since _written_at
+        self._written_at = time.monotonic()
         self._staged: dict[bytes, tuple[int, bytes]] = {}
         self._blob_cache = LRU(max_weight=64 << 20, weigh=len)
         self._tree_cache = LRU(max_weight=65536)
@@ -361,11 +368,21 @@ class GitRepo:
     def _stage(self, kind: int, data: bytes) -> pygit2.Oid:
         raw = packs.object_id(kind, data)
         oid = pygit2.Oid(raw=raw)
-        cache = self._tree_cache if kind == packs.OBJ_TREE else self._blob_cache if kind == packs.OBJ_BLOB else None
-        known = cache is not None and cache.get(oid) is not None  # cached: it is stored or staged
-        if not known and raw not in self._staged:
+        self._refresh_written()
+        # Written by this process within FRESH_FOR: its pack is younger than any
+        # gc expiry, so it cannot have been pruned. Anything else is written
+        # again, even if it is in the repository or was read: it may be
+        # unreachable and about to expire (git "freshens" such objects; format.md 19).
+        if raw not in self._written and raw not in self._staged:
             self._staged[raw] = (kind, data)
         return oid
+
+    def _refresh_written(self) -> None:
+        now = time.monotonic()
+        if now - self._written_at > FRESH_FOR or len(self._written) > 1 << 18:
+            self._written.clear()
+            self._small.clear()
+            self._written_at = now
 
     def flush(self) -> None:
         """Write every staged object (as one pack); a no-op when none is staged."""
@@ -385,6 +402,7 @@ class GitRepo:
                 os.makedirs(pack_dir, exist_ok=True)
             except OSError as exc:  # the objects stay staged: a later flush writes them
                 raise storage_error(self.path, f"writing {len(objects)} new object(s)", exc) from exc
+        self._written.update(self._staged)
         self._staged.clear()
         if self._maint:
             self._maint.wrote(1)
@@ -392,6 +410,7 @@ class GitRepo:
     def blob(self, data: bytes) -> pygit2.Oid:
         small = len(data) <= 256
         if small:  # small values (a None, a branch marker) repeat at every step
+            self._refresh_written()
             oid = self._small.get(data)
             if oid is not None:
                 return oid
