@@ -37,6 +37,7 @@ from urllib.parse import quote, unquote
 import pygit2
 
 from .checkpoint import format as fmt
+from .checkpoint.threads import ThreadIndexes
 from .errors import CorruptObjectError, GitckptError, InvalidInputError, NotFoundError, RepositoryError
 from .git import names
 from .git.repo import maintenance_lock
@@ -206,12 +207,12 @@ class _Writes(Mapping):
     """``(ns, checkpoint id) -> {entry name: blob}`` of pending writes, read from
     the ``writes/<id>`` trees the index names when a checkpoint's are asked for."""
 
-    def __init__(self, saver: Any, subtrees: dict[tuple[str, str], list[bytes]]) -> None:
-        self._saver, self._subtrees, self._read = saver, subtrees, {}
+    def __init__(self, indexes: ThreadIndexes, subtrees: dict[tuple[str, str], list[bytes]]) -> None:
+        self._indexes, self._subtrees, self._read = indexes, subtrees, {}
 
     def __getitem__(self, key: tuple[str, str]) -> dict[str, pygit2.Oid]:
         if key not in self._read:
-            self._read[key] = self._saver.write_blobs(self._subtrees[key], key[1])
+            self._read[key] = self._indexes.write_blobs(self._subtrees[key], key[1])
         return self._read[key]
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
@@ -236,23 +237,23 @@ class ThreadHistory:
         return sorted((r for (n, _), r in self.rows.items() if n == ns), key=lambda r: r.checkpoint_id, reverse=True)
 
 
-def thread_history(saver: Any, thread_id: str, *, fresh: bool = False) -> ThreadHistory:
-    """Every checkpoint of a thread (every namespace, every line), from the
-    saver's index of the thread (docs/format.md, 6): a new process reads the
+def thread_history(indexes: ThreadIndexes, thread_id: str, *, fresh: bool = False) -> ThreadHistory:
+    """Every checkpoint of a thread (every namespace, every line), from its
+    index (``indexes``, a saver's or the CLI's) (docs/format.md, 6): a new process reads the
     index's cache file and walks only newer commits, so this does not walk a
     long history. ``fresh`` walks it all instead (``verify``). Raises
     :class:`NotFoundError` if the thread does not exist.
     """
-    with saver.lock:
-        idx = saver.thread_index(thread_id, fresh=fresh)
+    with indexes.lock:
+        idx = indexes.thread_index(thread_id, fresh=fresh)
         if not idx.tips:
-            raise NotFoundError(f"no thread {thread_id!r} in {saver.repo.path} (see `gitckpt threads`)")
+            raise NotFoundError(f"no thread {thread_id!r} in {indexes.repo.path} (see `gitckpt threads`)")
         entries = list(idx.ckpt.items())
         heads = dict(idx.heads)
         subtrees = {key: list(oids) for key, oids in idx.writes.items()}
         tips = {ref: str(oid) for ref, oid in idx.tips.items()}
-    hist = ThreadHistory(thread_id, {}, _Writes(saver, subtrees), tips)
-    repo = saver.repo
+    hist = ThreadHistory(thread_id, {}, _Writes(indexes, subtrees), tips)
+    repo = indexes.repo
     hist.rows = {
         (ns, cid): CheckpointRow(cid, e.parent, e.step, e.source, ns, e.run_id, e.commit_raw, repo, hist)
         for (ns, cid), e in entries
@@ -658,13 +659,14 @@ def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde
     from .git.repo import GitRepo
 
     problems: list[str] = []
-    saver = GitSaver(GitRepo(repo_path, create=False, auto_pack=False), serde=serde)
+    repo = GitRepo(repo_path, create=False, auto_pack=False)
+    saver = GitSaver(repo, serde=serde)
     try:
         threads = saver.threads()
         histories: dict[str, ThreadHistory] = {}
         for tid in threads:
             try:
-                histories[tid] = thread_history(saver, tid, fresh=True)
+                histories[tid] = thread_history(saver.indexes, tid, fresh=True)
             except GitckptError as exc:
                 problems.append(str(exc))
         store_items = _store_items(saver.repo, problems)
@@ -717,6 +719,7 @@ def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde
             progress(total, total, "done")
     finally:
         saver.close()
+        repo.close()
     return problems
 
 
@@ -863,8 +866,8 @@ class CheckpointFeed:
     not reported.
     """
 
-    def __init__(self, saver: Any, thread_id: str | None = None) -> None:
-        self.saver = saver
+    def __init__(self, indexes: ThreadIndexes, thread_id: str | None = None) -> None:
+        self.indexes = indexes
         self.thread_id = thread_id
         self.seen: set[pygit2.Oid] = set()
         self.reported: set[tuple[str, str, str]] = set()
@@ -872,11 +875,11 @@ class CheckpointFeed:
 
     def _refs(self) -> dict[str, pygit2.Oid]:
         if self.thread_id is not None:
-            return self.saver.thread_refs(self.thread_id)
-        return self.saver.repo.refs(*fmt.LINE_PREFIXES)
+            return self.indexes.thread_refs(self.thread_id)
+        return self.indexes.repo.refs(*fmt.LINE_PREFIXES)
 
     def new_checkpoints(self) -> list[tuple[str, CheckpointRow]]:
-        repo = self.saver.repo
+        repo = self.indexes.repo
         found: list[tuple[str, CheckpointRow]] = []
         for ref, tip in sorted(self._refs().items()):
             stack = [tip]

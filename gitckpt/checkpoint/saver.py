@@ -52,7 +52,7 @@ from ..git import names
 from ..git.repo import BLOB, TREE, GitRepo, retry_cas
 from . import format as fmt
 from .index import Entry, ThreadIndex
-from .threads import _CACHE_THREADS, ThreadIndexes, _due
+from .threads import _CACHE_THREADS, ThreadIndexes
 from .values import DecodedCache
 
 #: Items per chunk blob of a long list, and chunks per group tree.
@@ -86,11 +86,11 @@ def _serde_hint(data: Any) -> str:
             "(GitSaver(serde=...), or `gitckpt --serde aes` with $LANGGRAPH_AES_KEY set)")
 
 
-class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
+class GitSaver(BaseCheckpointSaver[str]):
     """A drop-in ``BaseCheckpointSaver`` on a bare git repository, sync and async.
 
-    Its thread indexes (docs/format.md, 6) and ``close()`` are those of
-    :class:`~gitckpt.checkpoint.threads.ThreadIndexes`.
+    It finds checkpoints through its thread indexes (``self.indexes``, a
+    :class:`~gitckpt.checkpoint.threads.ThreadIndexes`; docs/format.md, 6).
 
     Args:
         path: the bare repository; created if it does not exist.
@@ -102,6 +102,12 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         auto_pack: merge the small packs it writes in the background (``docs/format.md``, 9).
         decoded_cache_bytes: how many bytes of stored values to keep decoded in
             memory (0 turns the cache off). Reads always get their own copies.
+        indexes: thread indexes to share (they must be on the repository ``path``
+            is); by default the saver makes its own.
+
+    ``path`` may be an open :class:`~gitckpt.git.repo.GitRepo`: then its
+    opener closes it, and :meth:`close` only saves the index caches. A saver
+    that opened its repository closes it.
 
     Example:
         >>> saver = GitSaver("agent.git")
@@ -117,11 +123,15 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         durability: str = "os",
         auto_pack: bool = True,
         decoded_cache_bytes: int = 16 << 20,
+        indexes: ThreadIndexes | None = None,
     ) -> None:
         super().__init__(serde=serde)
-        ThreadIndexes.__init__(
-            self, path if isinstance(path, GitRepo) else GitRepo(path, durability=durability, auto_pack=auto_pack)
-        )
+        self._owns_repo = not isinstance(path, GitRepo)
+        self.repo = path if isinstance(path, GitRepo) else GitRepo(path, durability=durability, auto_pack=auto_pack)
+        if indexes is not None and indexes.repo is not self.repo:
+            raise InvalidInputError("GitSaver(indexes=...): the indexes are of another repository object")
+        self.indexes = indexes if indexes is not None else ThreadIndexes(self.repo)
+        self.lock = self.repo.lock
         # (thread, ns, cid) -> (channel entries, channel versions, versions_seen)
         self._bases: OrderedDict[tuple, tuple] = OrderedDict()
         # (thread, ns, channel) -> (items of the full chunks, chunk oids, group oids)
@@ -155,8 +165,22 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
     def setup(self) -> None:
         """Nothing to set up: the repository is created on open. Safe to call twice."""
 
+    def close(self) -> None:
+        """Save the thread indexes' cache files; close the repository if this saver opened it."""
+        self.indexes.save()
+        if self._owns_repo:
+            self.repo.close()
+
+    def threads(self) -> list[str]:
+        """Every thread id in the repository, sorted."""
+        return self.indexes.threads()
+
+    def thread_info(self, thread_id: str) -> dict[str, Any] | None:
+        """Summary of a thread (checkpoints, lines, latest checkpoint), or None."""
+        return self.indexes.thread_info(thread_id)
+
     def _forget(self, thread_id: str) -> None:
-        super()._forget(thread_id)
+        self.indexes.forget(thread_id)
         for cache in (self._bases, self._chunks):
             for key in [k for k in cache if k[0] == thread_id]:
                 del cache[key]
@@ -250,7 +274,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
 
     def _write_blobs(self, idx: ThreadIndex, ns: str, cid: str) -> dict[str, pygit2.Oid]:
         """``{tree entry name: blob}`` of every pending write recorded for a checkpoint."""
-        return self.write_blobs(idx.writes.get((ns, cid), ()), cid)
+        return self.indexes.write_blobs(idx.writes.get((ns, cid), ()), cid)
 
     def _pending_writes(self, thread_id: str, idx: ThreadIndex, ns: str, cid: str) -> list[PendingWrite]:
         what = f"thread {thread_id!r} checkpoint {cid} pending write"
@@ -287,7 +311,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         thread_id, ns = _thread_and_ns(config)
         cid = get_checkpoint_id(config)
         with self.lock:
-            idx = self._index(thread_id)
+            idx = self.indexes.get(thread_id)
             if cid is None:
                 cid = idx.latest(ns)
                 if cid is None:
@@ -312,7 +336,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         ten checkpoints whatever the length of the history.
         """
         if config is None:
-            threads, ns_filter, only = self.threads(), None, None
+            threads, ns_filter, only = self.indexes.threads(), None, None
         else:
             threads = [_thread_and_ns(config)[0]]
             ns_filter = config["configurable"].get("checkpoint_ns")
@@ -326,7 +350,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
             sources = []
             with self.lock:
                 for thread_id in threads:
-                    idx = self._index(thread_id)
+                    idx = self.indexes.get(thread_id)
                     for ns in [ns_filter] if ns_filter is not None else idx.namespaces():
                         sources.append(self._ids_desc(thread_id, ns, before_id))
         remaining = limit
@@ -335,7 +359,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
             if remaining is not None and remaining <= 0:
                 return
             with self.lock:
-                idx = self._index(thread_id, refresh=False)
+                idx = self.indexes.get(thread_id, refresh=False)
                 entry = idx.ckpt.get((ns, cid))
                 if entry is None:
                     continue
@@ -357,7 +381,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         n = 8
         while True:
             with self.lock:
-                batch = self._index(thread_id, refresh=False).ids_before(ns, cursor, n)
+                batch = self.indexes.get(thread_id, refresh=False).ids_before(ns, cursor, n)
             if not batch:
                 return
             for cid in batch:
@@ -512,9 +536,9 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         # Checkpoints first: writes that LangGraph sent before their checkpoint's
         # put then find it (order among puts, and among writes, is kept).
         batch.sort(key=lambda u: not u.is_put)
-        idx = self._index(thread_id, refresh=False)
+        idx = self.indexes.get(thread_id, refresh=False)
         if any(u.needs is not None and u.needs not in idx.ckpt for u in batch):
-            idx = self._index(thread_id)  # built on a checkpoint another process stored?
+            idx = self.indexes.get(thread_id)  # built on a checkpoint another process stored?
         origin: dict[str, pygit2.Oid | None] = {}
         applied: list[tuple[_Update, str]] = []
         for update in batch:
@@ -542,7 +566,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
                     if ln == line:
                         update.error = exc
         if failed:
-            self._indexes.pop(thread_id, None)  # its optimistic entries are void
+            self.indexes.drop(thread_id)  # its optimistic entries are void
         for update, line in applied:
             if line in failed and update.error is None:
                 try:
@@ -550,12 +574,12 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
                 except BaseException as exc:
                     update.error = exc
             update.done = True
-        if not failed and _due(idx):
-            self._save_index(thread_id, idx)
+        if not failed:
+            self.indexes.save_if_due(thread_id, idx)
 
     def _run_alone(self, thread_id: str, update: _Update) -> None:
         def attempt() -> bool | None:
-            idx = self._index(thread_id)
+            idx = self.indexes.get(thread_id)
             built = update.prepare(idx)
             if built is None:
                 return True
@@ -739,7 +763,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         """Delete every line of a thread (its refs); ``git gc`` reclaims the objects."""
         with self.lock:
             for _ in range(100):
-                refs = self.thread_refs(thread_id)
+                refs = self.indexes.thread_refs(thread_id)
                 if not refs:
                     break
                 for ref, tip in refs.items():
@@ -757,9 +781,9 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         runs = set(run_ids)
         if not runs:
             return
-        for thread_id in self.threads():
+        for thread_id in self.indexes.threads():
             with self.lock:
-                idx = self._index(thread_id)
+                idx = self.indexes.get(thread_id)
                 doomed = [(ns, cid) for (ns, cid), e in idx.ckpt.items() if e.run_id in runs]
                 if not doomed:
                     continue
@@ -796,10 +820,10 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         if source_thread_id == target_thread_id:
             return
         with self.lock:
-            refs = self.thread_refs(source_thread_id)
+            refs = self.indexes.thread_refs(source_thread_id)
             if not refs:
                 return
-            if self.thread_refs(target_thread_id):
+            if self.indexes.thread_refs(target_thread_id):
                 raise InvalidInputError(
                     f"cannot copy thread {source_thread_id!r} to {target_thread_id!r}: the target exists; delete it first"
                 )
@@ -835,7 +859,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
                 self._forget(thread_id)
 
     def _prune_one(self, thread_id: str) -> bool | None:
-        idx = self._index(thread_id)
+        idx = self.indexes.get(thread_id)
         if not idx.tips:
             return True
         new_tips: dict[str, pygit2.Oid] = {}
@@ -880,9 +904,9 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         writes come along, so an interrupted step can be resumed on the fork.
         """
         with self.lock:
-            if self.thread_refs(new_thread_id):
+            if self.indexes.thread_refs(new_thread_id):
                 raise InvalidInputError(f"thread {new_thread_id!r} already exists; pick another name or delete it")
-            idx = self._index(thread_id)
+            idx = self.indexes.get(thread_id)
             entry = idx.ckpt.get((checkpoint_ns, checkpoint_id))
             if entry is None:
                 raise NotFoundError(f"thread {thread_id!r} has no checkpoint {checkpoint_id!r}")
@@ -927,7 +951,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         seeds: dict[str, Any] = {}
         remaining = set(channels)
         with self.lock:
-            idx = self._index(thread_id)
+            idx = self.indexes.get(thread_id)
             cid = get_checkpoint_id(config) or idx.latest(ns)
             target = idx.ckpt.get((ns, cid)) if cid else None
             cursor = target.parent if target is not None else None
