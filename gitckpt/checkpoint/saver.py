@@ -23,12 +23,12 @@ import asyncio
 import heapq
 import random
 import threading
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import ormsgpack
+from cachetools import LRUCache
 import pygit2
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -133,9 +133,9 @@ class GitSaver(BaseCheckpointSaver[str]):
         self.indexes = indexes if indexes is not None else ThreadIndexes(self.repo)
         self.lock = self.repo.lock
         # (thread, ns, cid) -> (channel entries, channel versions, versions_seen)
-        self._bases: OrderedDict[tuple, tuple] = OrderedDict()
+        self._bases: LRUCache[tuple, tuple] = LRUCache(4 * _CACHE_THREADS)
         # (thread, ns, channel) -> (items of the full chunks, chunk oids, group oids)
-        self._chunks: OrderedDict[tuple, tuple] = OrderedDict()
+        self._chunks: LRUCache[tuple, tuple] = LRUCache(4 * _CACHE_THREADS)
         # blob id -> decoded value (reads get fresh copies; see _values.py)
         self._decoded = DecodedCache(decoded_cache_bytes)
         # LangGraph's own serializer: its msgpack values are decoded with an ext_hook
@@ -398,14 +398,9 @@ class GitSaver(BaseCheckpointSaver[str]):
 
     def _remember_base(self, key: tuple, entries: dict, versions: Mapping, seen: Mapping) -> None:
         self._bases[key] = (entries, dict(versions), seen)
-        if len(self._bases) > 4 * _CACHE_THREADS:
-            self._bases.popitem(last=False)
 
     def _remember_chunks(self, key: tuple, items: list, chunk_oids: list, group_oids: list) -> None:
         self._chunks[key] = (items, chunk_oids, group_oids)
-        self._chunks.move_to_end(key)
-        if len(self._chunks) > 4 * _CACHE_THREADS:
-            self._chunks.popitem(last=False)
 
     def _base(self, thread_id: str, ns: str, cid: str, entry: Entry) -> tuple:
         key = (thread_id, ns, cid)

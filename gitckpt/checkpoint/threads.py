@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 import pygit2
+from cachetools import LRUCache
 
 from ..git import names
 from ..git.repo import GitRepo, iter_commits
@@ -51,6 +51,19 @@ def line_tips(repo: GitRepo, encoded: str) -> dict[str, pygit2.Oid]:
     return repo.refs(forks[:-1], subs[:-1], names=(main,))
 
 
+class _IndexCache(LRUCache):
+    """The thread indexes kept in memory; one leaving it saves its cache file if worth it."""
+
+    def __init__(self, maxsize: int, evicted) -> None:
+        super().__init__(maxsize)
+        self._evicted = evicted
+
+    def popitem(self):  # cachetools' documented hook for eviction
+        key, value = super().popitem()
+        self._evicted(key, value)
+        return key, value
+
+
 class ThreadIndexes:
     """The index of every thread of one repository that has been asked about.
 
@@ -63,7 +76,7 @@ class ThreadIndexes:
     def __init__(self, repo: GitRepo) -> None:
         self.repo = repo
         self.lock = repo.lock
-        self._indexes: OrderedDict[str, ThreadIndex] = OrderedDict()
+        self._indexes = _IndexCache(_CACHE_THREADS, self._evicted)
 
     def save(self) -> None:
         """Write the index cache files of the threads that changed."""
@@ -85,7 +98,6 @@ class ThreadIndexes:
         """
         idx = self._indexes.get(thread_id)
         if idx is not None and not refresh:
-            self._indexes.move_to_end(thread_id)
             return idx
         refs = self.thread_refs(thread_id)
         if idx is None and refs:
@@ -93,7 +105,6 @@ class ThreadIndexes:
             if idx is not None:
                 self._indexes[thread_id] = idx
         if idx is not None:
-            self._indexes.move_to_end(thread_id)
             if refs == idx.tips:
                 return idx
             stale = any(
@@ -112,11 +123,11 @@ class ThreadIndexes:
         self._indexes[thread_id] = idx
         if _due(idx):
             self._save_index(thread_id, idx)
-        if len(self._indexes) > _CACHE_THREADS:
-            old_id, old = self._indexes.popitem(last=False)
-            if _worth_saving(old):
-                self._save_index(old_id, old)
         return idx
+
+    def _evicted(self, thread_id: str, idx: ThreadIndex) -> None:
+        if _worth_saving(idx):
+            self._save_index(thread_id, idx)
 
     def _build_index(self, refs: dict[str, pygit2.Oid]) -> ThreadIndex:
         """A thread's index walked from its line tips (main lines first)."""
