@@ -33,6 +33,9 @@ from ..errors import ConflictError, CorruptObjectError, RepositoryError
 
 #: An object id. Other layers name it from here, so that only the git engine imports pygit2.
 Oid = pygit2.Oid
+#: A commit as libgit2 reads it, and the error libgit2 raises.
+Commit = pygit2.Commit
+GitError = pygit2.GitError
 
 BLOB = int(FileMode.BLOB)
 TREE = int(FileMode.TREE)
