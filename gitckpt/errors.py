@@ -39,7 +39,7 @@ class RefLockError(ConflictError):
     """A ref stayed locked (``<ref>.lock``) for as long as a write retries.
 
     The message names the lock file, whether a live gitckpt process holds it,
-    and what to do (docs/format.md, 17).
+    and what to do (docs/format.md, 20.2).
     """
 
 

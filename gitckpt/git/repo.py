@@ -21,13 +21,13 @@ import sys
 import threading
 import time
 import weakref
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
 import pygit2
+from cachetools import LRUCache
 from pygit2.enums import FileMode, SortMode
 
 from . import journal as _journal
@@ -38,6 +38,9 @@ _log = logging.getLogger(__name__)
 
 #: An object id. Other layers name it from here, so that only the git engine imports pygit2.
 Oid = pygit2.Oid
+#: A commit as libgit2 reads it, and the error libgit2 raises.
+Commit = pygit2.Commit
+GitError = pygit2.GitError
 
 BLOB = int(FileMode.BLOB)
 TREE = int(FileMode.TREE)
@@ -46,7 +49,7 @@ DURABILITY_MODES = ("os", "fsync")
 
 #: An object this process wrote is not written again for this long (seconds)
 #: when a new checkpoint contains it again; after that it is, so that its pack
-#: is younger than gc's expiry (gc.pruneExpire, at least an hour; format.md 19).
+#: is younger than gc's expiry (gc.pruneExpire, at least an hour; format.md 20.4).
 FRESH_FOR = 3600.0
 
 #: Small packs this process writes (one per ref update) before it starts a
@@ -281,6 +284,15 @@ def _configure(repo: pygit2.Repository) -> None:
         pass
 
 
+def prune_expire(repo: pygit2.Repository, default: str) -> str:
+    """The repository's ``gc.pruneExpire`` (git's setting), else ``default``."""
+    try:
+        value = repo.config["gc.pruneExpire"]
+    except (KeyError, pygit2.GitError):
+        return default
+    return str(value) or default
+
+
 _KIND_NAMES = {packs.OBJ_BLOB: "blob", packs.OBJ_TREE: "tree", packs.OBJ_COMMIT: "commit"}
 
 
@@ -292,32 +304,10 @@ class CommitInfo(NamedTuple):
     commit_time: int
 
 
-class LRU:
-    """A least-recently-used map bounded by total weight (entries, or bytes)."""
-
-    def __init__(self, max_weight: int, weigh=lambda v: 1) -> None:
-        self.max_weight = max_weight
-        self.weigh = weigh
-        self.weight = 0
-        self.data: OrderedDict = OrderedDict()
-
-    def get(self, key):
-        value = self.data.get(key)
-        if value is not None:
-            self.data.move_to_end(key)
-        return value
-
-    def put(self, key, value) -> None:
-        if key in self.data:
-            return
-        w = self.weigh(value)
-        if w > self.max_weight // 4:
-            return
-        self.data[key] = value
-        self.weight += w
-        while self.weight > self.max_weight:
-            _, old = self.data.popitem(last=False)
-            self.weight -= self.weigh(old)
+def _keep(cache: LRUCache, key, value) -> None:
+    """Put ``value`` in a bounded cache unless it is there or weighs over a quarter of it."""
+    if key not in cache and cache.getsizeof(value) <= cache.maxsize // 4:
+        cache[key] = value
 
 
 class GitRepo:
@@ -343,13 +333,14 @@ class GitRepo:
         self._pool = _FilePool(os.path.join(self.repo.path, "objects", "pack"))
         self._packed_cache: tuple | None = None
         self.gitdir = self.repo.path
-        self._small: OrderedDict[bytes, pygit2.Oid] = OrderedDict()
+        # bounded caches, least recently used dropped first (cachetools; format.md 17)
+        self._small: LRUCache[bytes, pygit2.Oid] = LRUCache(4096)
         self._written: set[bytes] = set()  # raw ids this process wrote since _written_at
         self._written_at = time.monotonic()
         self._staged: dict[bytes, tuple[int, bytes]] = {}
-        self._blob_cache = LRU(max_weight=64 << 20, weigh=len)
-        self._tree_cache = LRU(max_weight=65536)
-        self._commit_cache = LRU(max_weight=65536)
+        self._blob_cache: LRUCache[pygit2.Oid, bytes] = LRUCache(64 << 20, getsizeof=len)
+        self._tree_cache: LRUCache[pygit2.Oid, dict] = LRUCache(65536)
+        self._commit_cache: LRUCache[pygit2.Oid, CommitInfo] = LRUCache(65536)
         # fsync mode: updates are made durable by a journal (journal.py); packs
         # written since the last journal record or barrier wait here to go in it.
         self._journal = _journal.Journal(self.gitdir, self._syncfs) if durability == "fsync" else None
@@ -372,7 +363,7 @@ class GitRepo:
         # Written by this process within FRESH_FOR: its pack is younger than any
         # gc expiry, so it cannot have been pruned. Anything else is written
         # again, even if it is in the repository or was read: it may be
-        # unreachable and about to expire (git "freshens" such objects; format.md 19).
+        # unreachable and about to expire (git "freshens" such objects; format.md 20.4).
         if raw not in self._written and raw not in self._staged:
             self._staged[raw] = (kind, data)
         return oid
@@ -415,17 +406,15 @@ class GitRepo:
             if oid is not None:
                 return oid
         oid = self._stage(packs.OBJ_BLOB, data)
-        self._blob_cache.put(oid, data)
+        _keep(self._blob_cache, oid, data)
         if small:
             self._small[data] = oid
-            if len(self._small) > 4096:
-                self._small.popitem(last=False)
         return oid
 
     def tree(self, entries: dict[str, tuple[pygit2.Oid, int]]) -> pygit2.Oid:
         data = packs.tree_bytes({name: (oid.raw, mode) for name, (oid, mode) in entries.items()})
         oid = self._stage(packs.OBJ_TREE, data)
-        self._tree_cache.put(oid, dict(entries))
+        _keep(self._tree_cache, oid, dict(entries))
         return oid
 
     def commit(self, tree: pygit2.Oid, parents: list[pygit2.Oid], message: str) -> pygit2.Oid:
@@ -434,7 +423,7 @@ class GitRepo:
         lines = [f"tree {tree}"] + [f"parent {p}" for p in parents] + [f"author {ident}", f"committer {ident}", "", ""]
         data = "\n".join(lines).encode() + message.encode("utf-8")
         oid = self._stage(packs.OBJ_COMMIT, data)
-        self._commit_cache.put(oid, CommitInfo(oid, tree, list(parents), message, when))
+        _keep(self._commit_cache, oid, CommitInfo(oid, tree, list(parents), message, when))
         return oid
 
     def _lookup(self, oid: pygit2.Oid, what: str):
@@ -483,7 +472,7 @@ class GitRepo:
             if not isinstance(c, pygit2.Commit):
                 raise CorruptObjectError(f"{what}: git object {oid} is not a commit")
             info = CommitInfo(oid, c.tree_id, list(c.parent_ids), c.message, c.commit_time)
-            self._commit_cache.put(oid, info)
+            _keep(self._commit_cache, oid, info)
         return info
 
     def _read_raw(self, oid: pygit2.Oid, kind: int, what: str) -> bytes:
@@ -502,7 +491,7 @@ class GitRepo:
         data = self._blob_cache.get(oid)
         if data is None:
             data = self._read_raw(oid, packs.OBJ_BLOB, what)
-            self._blob_cache.put(oid, data)
+            _keep(self._blob_cache, oid, data)
         return data
 
     def tree_entries(self, oid: pygit2.Oid, what: str = "tree") -> dict[str, tuple[pygit2.Oid, int]]:
@@ -514,7 +503,7 @@ class GitRepo:
                 entries = {name: (pygit2.Oid(raw=raw), mode) for name, (raw, mode) in packs.parse_tree(data).items()}
             except ValueError as exc:
                 raise CorruptObjectError(f"{what}: git object {oid} is not a valid tree ({exc})") from exc
-            self._tree_cache.put(oid, entries)
+            _keep(self._tree_cache, oid, entries)
         return dict(entries)
 
     # -- refs -----------------------------------------------------------------
@@ -675,7 +664,7 @@ class GitRepo:
         except OSError as exc:
             raise storage_error(self.path, f"updating ref {name}", exc) from exc
         finally:
-            os.close(fd)  # drops the flock, after the rename (format.md 17)
+            os.close(fd)  # drops the flock, after the rename (format.md 20.2)
             if not done:
                 try:
                     os.unlink(lock)
@@ -848,7 +837,7 @@ class GitRepo:
                         complete = False
             self._syncfs()
         except (OSError, StorageError) as exc:
-            # format.md 18: the journals stay for a later process; reading goes on, writing waits
+            # format.md 20.3: the journals stay for a later process; reading goes on, writing waits
             complete = False
             orphans.release(delete=False)
             return self._recovery_failed(exc)
@@ -942,7 +931,7 @@ class GitRepo:
 
 #: A ref lock that no gitckpt process holds (flocks) and that has not changed
 #: for this many seconds was left by a process that died; it is removed
-#: (format.md 17). gitckpt holds a ref lock for microseconds (milliseconds in
+#: (format.md 20.2). gitckpt holds a ref lock for microseconds (milliseconds in
 #: ``fsync`` mode); git holds one for a transaction, and gives up itself after
 #: 100 ms when it meets one. Shorter than a writer's retries (~10 s), so a
 #: write after a crash waits, then goes through.
@@ -996,7 +985,7 @@ def ref_lock_state(lock: str) -> tuple[str, float]:
 
 
 def _clear_stale_lock(lock: str) -> bool:
-    """Remove ``lock`` if it is stale (format.md 17); True if it is gone.
+    """Remove ``lock`` if it is stale (format.md 20.2); True if it is gone.
 
     Stale: no gitckpt process holds its flock, and it has not changed for
     :data:`REF_LOCK_STALE` seconds. The check holds the lock's flock itself,
@@ -1156,7 +1145,7 @@ class Maintenance:
                 return True
             try:
                 # the child inherits the flocked descriptor: the lock is held while
-                # git runs, and dropped by the kernel if it is killed (format.md 16)
+                # git runs, and dropped by the kernel if it is killed (format.md 20.1)
                 self._proc = subprocess.Popen(
                     ["sh", "-c", f'nice -n 10 "{self.git}" -c pack.threads=1 -c pack.depth=10 repack -d -q --geometric=2; rm -f "{lock}"'],
                     cwd=self.path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -1227,7 +1216,7 @@ def _pid_alive(pid: int, start: str | None) -> bool:
 
 
 class MaintenanceLock:
-    """A held ``gitckpt-maintenance.lock`` (format.md 16).
+    """A held ``gitckpt-maintenance.lock`` (format.md 20.1).
 
     The holder keeps an exclusive ``flock`` on the lock file for as long as it
     runs (a background repack inherits the descriptor, so the lock lives as
