@@ -837,7 +837,8 @@ def copy(src: str, dst: str, repo: str | None) -> None:
 @click.argument("thread")
 @repo_option
 def delete(thread: str, repo: str | None) -> None:
-    """Delete a thread: its branches go; `gitckpt gc` later reclaims the space.
+    """Delete a thread: its branches go; `gitckpt gc` reclaims the space (after
+    gc.pruneExpire, or at once with --prune-now).
 
     \b
     Example:

@@ -207,7 +207,7 @@ def test_a_live_holder_keeps_the_lock_and_a_killed_one_loses_it_at_once(repo_pat
         holder.wait()
     assert lock.exists()  # left behind, as a kill -9 leaves it
     t0 = time.monotonic()
-    with maintenance_lock(repo_path, wait=60) as held:
+    with maintenance_lock(repo_path, wait=60):
         assert time.monotonic() - t0 < 1.0  # taken over at once, not after 600 s
         assert json.loads(lock.read_text())["pid"] == os.getpid()
         assert take_maintenance_lock(repo_path) is None  # and now held by us

@@ -962,28 +962,6 @@ def _take_ref_lock(lock: str, name: str) -> int:
     return fd
 
 
-def ref_lock_state(lock: str) -> tuple[str, float]:
-    """``(state, age in seconds)`` of a ref lock: ``"free"`` (no such file),
-    ``"live"`` (a gitckpt process holds it), ``"young"`` (unheld, changed less
-    than :data:`REF_LOCK_STALE` ago: maybe git at work) or ``"stale"``."""
-    try:
-        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return "free", 0.0
-    try:
-        st = os.fstat(fd)
-        age = time.time() - st.st_mtime
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return "live", age
-        except OSError:
-            pass
-        return ("stale" if age > REF_LOCK_STALE else "young"), age
-    finally:
-        os.close(fd)
-
-
 def _clear_stale_lock(lock: str) -> bool:
     """Remove ``lock`` if it is stale (format.md 20.2); True if it is gone.
 
