@@ -1133,6 +1133,11 @@ class Maintenance:
             except OSError:
                 held.release()
                 return False
+            try:  # the record names the process that holds it now
+                os.ftruncate(held.fd, 0)
+                packs.write_all(held.fd, _lock_record(self._proc.pid), 0)
+            except OSError:
+                pass
             held.close_fd()
             return True
 
@@ -1225,10 +1230,10 @@ class MaintenanceLock:
             self.fd = -1
 
 
-def _lock_record() -> bytes:
+def _lock_record(pid: int | None = None) -> bytes:
     import json
 
-    pid = os.getpid()
+    pid = pid or os.getpid()
     return json.dumps({"host": _host(), "pid": pid, "start": process_start(pid), "time": int(time.time())}).encode()
 
 
@@ -1243,8 +1248,9 @@ def describe_maintenance_lock(path: Path) -> str:
         return "a process that recorded nothing readable"
 
 
-def _holder_gone(fd: int, lock: Path) -> bool:
-    """Whether the lock open on ``fd`` (whose flock we hold now) belongs to nobody."""
+def _holder_gone(fd: int, flocked: bool) -> bool:
+    """Whether the lock open on ``fd`` belongs to nobody; ``flocked``: we hold its
+    flock now (False where the file system has no flock)."""
     import json
 
     st = os.fstat(fd)
@@ -1255,7 +1261,7 @@ def _holder_gone(fd: int, lock: Path) -> bool:
     try:
         rec = json.loads(data)
         host, pid, start = rec["host"], int(rec["pid"]), rec.get("start")
-        flocked = True  # this version flocks its locks: the flock we hold proves the holder gone
+        # this version flocks its locks: the flock we hold proves the holder gone
     except (ValueError, KeyError, TypeError):
         try:  # an older gitckpt wrote its bare pid and did not flock
             host, pid, start, flocked = _host(), int(data.strip()), None, False
@@ -1296,13 +1302,14 @@ def take_maintenance_lock(path: Path) -> MaintenanceLock | None:
             finally:
                 tmp.unlink(missing_ok=True)
             return MaintenanceLock(lock, fd)
+        flocked = True
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             return None  # its holder is alive
         except OSError:  # no flock on this file system: judge by the record alone
-            pass
+            flocked = False
         try:
             if os.stat(lock).st_ino != os.fstat(fd).st_ino:
                 os.close(fd)  # released and replaced meanwhile: look again
@@ -1310,7 +1317,7 @@ def take_maintenance_lock(path: Path) -> MaintenanceLock | None:
         except FileNotFoundError:
             os.close(fd)
             continue
-        if not _holder_gone(fd, lock):
+        if not _holder_gone(fd, flocked):
             os.close(fd)
             return None
         # taken over: the inode at the path is flocked by us from now on
