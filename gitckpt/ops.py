@@ -840,7 +840,7 @@ def disk_usage(path: Path) -> tuple[int, int]:
     and ``du -s -b`` count them: directories included, each inode once."""
     allocated = apparent = 0
     seen: set[tuple[int, int]] = set()
-    for root, dirs, files in os.walk(path):
+    for root, _, files in os.walk(path):
         for name in [root, *(os.path.join(root, f) for f in files)]:
             with contextlib.suppress(OSError):
                 st = os.lstat(name)

@@ -8,6 +8,7 @@ repository usable with nothing acknowledged lost.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -19,8 +20,6 @@ from pathlib import Path
 import pytest
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.base.id import uuid6
-
-import logging
 
 from gitckpt import CorruptObjectError, GitSaver
 
@@ -100,7 +99,8 @@ def test_list_yields_every_readable_checkpoint_and_warns_of_the_damaged_one(repo
     assert [t.checkpoint["id"] for t in saver.list(None)] == [ids[4], ids[3], ids[1], ids[0]]
     # the thread stays writable, and the new checkpoint is listed too
     new = put(saver, "t", ids[4], values={"big": "after"})
-    assert [t.checkpoint["id"] for t in saver.list({"configurable": {"thread_id": "t"}})] == [new, ids[4], ids[3], ids[1], ids[0]]
+    listed = [t.checkpoint["id"] for t in saver.list({"configurable": {"thread_id": "t"}})]
+    assert listed == [new, ids[4], ids[3], ids[1], ids[0]]
     saver.close()
 
 

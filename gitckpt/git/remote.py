@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterable
+from typing import NoReturn
 
 import pygit2
 from pygit2.enums import CredentialType
@@ -144,7 +145,7 @@ class Remote:
                     raise RefLockError(f"push to {self.label}: {locked[1] or exc}") from exc
         return cb.refused
 
-    def _push_error(self, exc: pygit2.GitError) -> None:
+    def _push_error(self, exc: pygit2.GitError) -> NoReturn:
         msg = " ".join(str(exc).split())
         if "non-fastforward" in msg:
             raise RemoteError(

@@ -9,11 +9,11 @@ packing) lives here.
 from __future__ import annotations
 
 import bisect
-import logging
 import ctypes
 import ctypes.util
 import errno
 import fcntl
+import logging
 import os
 import shutil
 import subprocess
