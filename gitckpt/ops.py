@@ -682,7 +682,9 @@ def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde
                 try:
                     tup = saver.get_tuple({"configurable": {"thread_id": tid, "checkpoint_ns": ns, "checkpoint_id": cid}})
                 except GitckptError as exc:
-                    problems.append(f"{where}: {exc}")
+                    # in the words of the warning list() logs when it leaves it out (format.md 20.5)
+                    text, own = str(exc), f"thread {tid!r} checkpoint {cid}"
+                    problems.append(where + text[len(own):] if text.startswith(own) else f"{where}: {text}")
                     continue
                 except Exception as exc:  # a serializer failing in an unexpected way
                     problems.append(f"{where}: cannot decode ({type(exc).__name__}: {exc})")

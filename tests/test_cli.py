@@ -642,8 +642,7 @@ def test_verify_ok_and_problems(demo_repo):
     assert result.exit_code == 1
     problems = result.stdout.splitlines()
     assert problems[0].startswith(
-        "✗ thread '2' checkpoint 1f1f0000-0000-6000-8000-000000000000: thread '2' checkpoint "
-        "1f1f0000-0000-6000-8000-000000000000: cannot decode the stored value"
+        "✗ thread '2' checkpoint 1f1f0000-0000-6000-8000-000000000000: cannot decode the stored value"
     )
     assert len(problems) == 1  # decoding failed first; the rest of the thread is fine
     assert result.stderr.splitlines()[-1] == f"Error: 1 problem(s) found in {repo}"

@@ -113,7 +113,11 @@ def test_cli_log_lists_and_verify_names_the_damaged_checkpoint(repo_path, tmp_pa
     assert verify.returncode == 1
     problems = json.loads(verify.stdout)["problems"]
     mine = [p for p in problems if bad in p]
-    assert mine and blob in mine[0] and "thread 't'" in mine[0]
+    assert len(mine) == 1 and blob in mine[0]
+    # the same words as the warning list() logs for it, and as get_tuple's error
+    with pytest.raises(CorruptObjectError) as info:
+        GitSaver(repo_path).get_tuple({"configurable": {"thread_id": "t", "checkpoint_id": bad}})
+    assert mine[0] == str(info.value)
     # every checkpoint but the damaged one is reported fine: only it (and git fsck) is named
     assert not [p for p in problems if any(i in p for i in ids if i != bad)]
 
