@@ -1119,6 +1119,8 @@ class Maintenance:
             if self.git is None:
                 try:
                     merge_packs_in_process(self.path)
+                except (OSError, pygit2.GitError, ValueError) as exc:  # disk full: the small packs stay
+                    _log.warning("merging small packs in %s failed: %s", self.path, exc)
                 finally:
                     held.release()
                 return True
