@@ -377,7 +377,7 @@ def test_an_unheld_young_lock_is_waited_for_then_removed_and_packed_refs_lock_to
     saver.close()
 
 
-def test_pull_and_push_meet_the_same_rule_on_tracking_ref_locks(tmp_path):
+def test_pull_meets_the_same_rule_on_tracking_ref_locks(tmp_path):
     """libgit2 writes refs/remotes/origin/* under git's lock files: a stale one left by a
     killed pull no longer fails every later pull with 'failed to lock file'."""
     from gitckpt import RefLockError, sync
