@@ -40,3 +40,13 @@ class ConfigError(GitckptError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class UntrustedDataError(GitckptError):
+    """What a pull or clone fetched names types outside the allowlist (or cannot be
+    scanned); no local ref was moved. ``report`` (a :class:`gitckpt.trust.ScanReport`)
+    lists each thread, checkpoint or store item and the types it names."""
+
+    def __init__(self, message: str, report: object) -> None:
+        super().__init__(message)
+        self.report = report

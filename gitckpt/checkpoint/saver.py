@@ -24,7 +24,7 @@ import heapq
 import random
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -96,6 +96,14 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         path: the bare repository; created if it does not exist.
         serde: the serializer (default LangGraph's ``JsonPlusSerializer``);
             ``EncryptedSerializer`` and the msgpack allowlist work as usual.
+            LangGraph's default constructs any type a stored value names (with a
+            warning) unless ``LANGGRAPH_STRICT_MSGPACK=true``: for a repository
+            pulled from elsewhere, pass ``allowed_msgpack_modules`` (docs/format.md, 16).
+        allowed_msgpack_modules: read strictly: construct only LangGraph's safe
+            types and these (``(module, name)`` pairs or classes; ``()`` for the
+            safe types alone); any other type is returned as its stored data, as
+            LangGraph's strict mode does. Shorthand for
+            ``serde=JsonPlusSerializer(allowed_msgpack_modules=...)``.
         durability: ``"os"`` (default) — every put is written with write+rename
             and survives a crash of the process; ``"fsync"`` — every put is also
             flushed to disk before it returns, so it survives a power loss.
@@ -114,31 +122,56 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         path: str | Any,
         *,
         serde: SerializerProtocol | None = None,
+        allowed_msgpack_modules: Iterable[tuple[str, ...] | type] | None = None,
         durability: str = "os",
         auto_pack: bool = True,
         decoded_cache_bytes: int = 16 << 20,
     ) -> None:
-        super().__init__(serde=serde)
+        if allowed_msgpack_modules is not None:
+            if serde is not None:
+                raise InvalidInputError(
+                    "GitSaver: give allowed_msgpack_modules to your serializer "
+                    "(JsonPlusSerializer(allowed_msgpack_modules=...)), not beside serde="
+                )
+            serde = JsonPlusSerializer(allowed_msgpack_modules=tuple(allowed_msgpack_modules))
+        self._decoded_cache_bytes = decoded_cache_bytes
+        super().__init__(serde=serde)  # sets self.serde: the caches and the msgpack hook (below)
         ThreadIndexes.__init__(
             self, path if isinstance(path, GitRepo) else GitRepo(path, durability=durability, auto_pack=auto_pack)
         )
+        self._queue: dict[str, list[_Update]] = {}
+        self._queue_lock = threading.Lock()
+
+    @property
+    def serde(self) -> SerializerProtocol:
+        """The serializer. Setting it (``BaseCheckpointSaver.with_allowlist`` sets it
+        on a shallow copy) gives this saver caches of decoded values of its own and
+        the msgpack hook of the new serializer: a copy that allows other types never
+        returns a value the other decoded (format.md, 16)."""
+        try:
+            return self._serde
+        except AttributeError:  # BaseCheckpointSaver.__init__ reads it before setting it
+            return BaseCheckpointSaver.serde
+
+    @serde.setter
+    def serde(self, value: SerializerProtocol) -> None:
+        self._serde = value
         # (thread, ns, cid) -> (channel entries, channel versions, versions_seen)
         self._bases: OrderedDict[tuple, tuple] = OrderedDict()
         # (thread, ns, channel) -> (items of the full chunks, chunk oids, group oids)
         self._chunks: OrderedDict[tuple, tuple] = OrderedDict()
-        # blob id -> decoded value (reads get fresh copies; see _values.py)
-        self._decoded = DecodedCache(decoded_cache_bytes)
+        # blob id -> decoded value (reads get fresh copies; see values.py)
+        self._decoded = DecodedCache(self._decoded_cache_bytes)
         # LangGraph's own serializer: its msgpack values are decoded with an ext_hook
-        # that decodes each message once (_values.DecodedCache.ext_hook; format.md 11)
-        inner = getattr(self.serde, "_unpack_ext_hook", None)
+        # that decodes each message once (values.DecodedCache.ext_hook; format.md 11).
+        # The hook is the serializer's own (its allowlist, strict or not), wrapped.
+        inner = getattr(value, "_unpack_ext_hook", None)
         self._msgpack_hook = (
             self._decoded.ext_hook(inner)
-            if type(self.serde) is JsonPlusSerializer and inner is not None and decoded_cache_bytes > 0
-            and not getattr(self.serde, "_custom_unpack_ext_hook", True)
+            if type(value) is JsonPlusSerializer and inner is not None and self._decoded_cache_bytes > 0
+            and not getattr(value, "_custom_unpack_ext_hook", True)
             else None
         )
-        self._queue: dict[str, list[_Update]] = {}
-        self._queue_lock = threading.Lock()
 
     # -- construction ---------------------------------------------------------
 
