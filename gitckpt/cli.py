@@ -192,7 +192,7 @@ class Session:
     def saver(self):
         """The repository's ``GitSaver``, sharing the session's thread indexes.
 
-        It reads strictly (trust.py; format.md 16): only LangGraph's safe types,
+        It reads strictly (trust.py; format.md 15): only LangGraph's safe types,
         ``--allow`` and the repository's ``gitckpt.allow`` are constructed."""
         if self._saver is None:
             from .checkpoint.saver import GitSaver
@@ -1260,15 +1260,16 @@ def sync_(remote: str | None, repo: str | None, as_json: bool, trust: bool) -> N
 @cli.command()
 @click.argument("url")
 @click.argument("path", required=False)
+@repo_option
 @json_option
 @trust_option
-def clone(url: str, path: str | None, as_json: bool, trust: bool) -> None:
+def clone(url: str, path: str | None, repo: str | None, as_json: bool, trust: bool) -> None:
     """Make a new repository at PATH from the gitckpt repository at URL.
 
     A bare repository, configured like every gitckpt repository (`git log -p`
     shows decoded values), with URL as its remote origin, so `gitckpt pull`
-    and `push` need no argument. PATH defaults to the last part of URL
-    (team.git). What comes in is checked as `gitckpt pull` checks it; when
+    and `push` need no argument. PATH defaults to --repo, else the last part
+    of URL (team.git). What comes in is checked as `gitckpt pull` checks it; when
     it is refused, no repository is left behind. Types given with the global
     --allow are recorded in the new repository's gitckpt.allow.
 
@@ -1281,6 +1282,7 @@ def clone(url: str, path: str | None, as_json: bool, trust: bool) -> None:
     from . import sync
     from .errors import UntrustedDataError
 
+    path = path or repo or click.get_current_context().find_root().params.get("repo")
     if path is None:
         tail = url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1] or "repository"
         path = tail if tail.endswith(".git") else tail + ".git"

@@ -660,7 +660,7 @@ def load_serializer(spec: str | None, cwd: Path | None = None) -> Any:
         except Exception as exc:  # a key of the wrong length
             raise InvalidInputError(f"--serde aes: {type(exc).__name__}: {exc}") from None
     obj = _load_object(spec, cwd or Path.cwd(), "--serde")
-    if not hasattr(obj, "loads_typed") and callable(obj):
+    if (isinstance(obj, type) or not hasattr(obj, "loads_typed")) and callable(obj):  # a class or a factory
         try:
             obj = obj()
         except Exception as exc:

@@ -346,7 +346,7 @@ def pull(repo: GitRepo | str | os.PathLike, remote: str | None = None, threads: 
     forward or are created; see the module's docstring for what happens to
     each ref.
 
-    What is fetched is checked before any local ref moves (docs/format.md, 16):
+    What is fetched is checked before any local ref moves (docs/format.md, 15):
     every blob the fetched commits add is scanned, without decoding it into
     objects, for values naming a type outside LangGraph's safe types, ``allow``
     and the repository's ``gitckpt.allow`` config, and for values that cannot

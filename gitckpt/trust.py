@@ -6,7 +6,7 @@ dataclass or any other object is stored as an *extension* naming a Python
 (``LANGGRAPH_STRICT_MSGPACK`` unset), imports and calls whatever a blob names,
 with a warning: a blob naming ``subprocess.Popen`` starts a process when it is
 read. For a repository pulled from elsewhere that is someone else's code
-running on the reader's machine. docs/format.md, section 16, gives the rules;
+running on the reader's machine. docs/format.md, section 15, gives the rules;
 in short:
 
 * **Reading is strict.** The CLI decodes with :class:`StrictSerializer`: only
@@ -511,11 +511,11 @@ def scan_new(repo: Any, tips: Iterable[pygit2.Oid], known: Iterable[pygit2.Oid],
     seen: set = set()
     for commit in walker:
         report.commits += 1
-        info = repo.commit_info(commit.id)
-        parent_tree = repo.commit_info(info.parents[0]).tree_id if info.parents else None
-        t = trailers.parse_trailers(info.message)
+        parents = commit.parent_ids
+        parent_tree = repo.repo[parents[0]].tree_id if parents else None
+        t = trailers.parse_trailers(commit.message)
         kind = t.get(fmt.KIND)
-        for path, _old, new in repo.diff_trees(parent_tree, info.tree_id):
+        for path, _old, new in repo.diff_trees(parent_tree, commit.tree_id):
             if new is None or new in seen:
                 continue
             seen.add(new)
@@ -533,13 +533,13 @@ def scan_new(repo: Any, tips: Iterable[pygit2.Oid], known: Iterable[pygit2.Oid],
                     item = "/".join(body["namespace"]) + f" key {body['key']!r}"
                 except Exception:
                     pass
-                report.findings.append(Finding("store item", None, None, None, path, str(new), str(info.id),
+                report.findings.append(Finding("store item", None, None, None, path, str(new), str(commit.id),
                                                found, item))
                 continue
             thread = t.get(fmt.THREAD)
             cid = t.get(fmt.CHECKPOINT) or t.get(fmt.WRITES_FOR)
             report.findings.append(Finding(_what(path, kind), thread, t.get(fmt.NS, "") if thread else None, cid,
-                                           path, str(new), str(info.id), found))
+                                           path, str(new), str(commit.id), found))
     return report
 
 

@@ -98,7 +98,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
             ``EncryptedSerializer`` and the msgpack allowlist work as usual.
             LangGraph's default constructs any type a stored value names (with a
             warning) unless ``LANGGRAPH_STRICT_MSGPACK=true``: for a repository
-            pulled from elsewhere, pass ``allowed_msgpack_modules`` (docs/format.md, 16).
+            pulled from elsewhere, pass ``allowed_msgpack_modules`` (docs/format.md, 15).
         allowed_msgpack_modules: read strictly: construct only LangGraph's safe
             types and these (``(module, name)`` pairs or classes; ``()`` for the
             safe types alone); any other type is returned as its stored data, as
@@ -147,7 +147,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         """The serializer. Setting it (``BaseCheckpointSaver.with_allowlist`` sets it
         on a shallow copy) gives this saver caches of decoded values of its own and
         the msgpack hook of the new serializer: a copy that allows other types never
-        returns a value the other decoded (format.md, 16)."""
+        returns a value the other decoded (format.md, 15)."""
         try:
             return self._serde
         except AttributeError:  # BaseCheckpointSaver.__init__ reads it before setting it
