@@ -201,8 +201,7 @@ class Session:
             if not strict:
                 click.echo(f"Warning: --serde {type(serde).__name__} is not LangGraph's serializer; gitckpt cannot "
                            "make it strict, so it constructs whatever it is written to construct", err=True)
-            self._saver = GitSaver(self.repo, serde=serde)
-            self._saver._indexes = self.indexes._indexes  # one index per thread for the whole command
+            self._saver = GitSaver(self.repo, serde=serde, indexes=self.indexes)  # one index a thread
         return self._saver
 
     @property
@@ -219,7 +218,8 @@ class Session:
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
-        (self._saver or self.indexes).close()  # the indexes (shared), then the repository
+        self.indexes.save()  # shared with the saver, if one was made
+        self.repo.close()  # the session opened it, so the session closes it
 
 
 def _display_path(path: Path) -> str:
@@ -1036,7 +1036,7 @@ def watch(thread: str | None, repo: str | None, as_json: bool) -> None:
     from watchdog.observers import Observer
 
     s = _session(repo)
-    feed = ops.CheckpointFeed(s.saver, thread)
+    feed = ops.CheckpointFeed(s.indexes, thread)
     changed = threading.Event()
 
     class Handler(FileSystemEventHandler):

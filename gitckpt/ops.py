@@ -38,8 +38,9 @@ import msgpack
 import pygit2
 
 from .checkpoint import format as fmt
+from .checkpoint.threads import ThreadIndexes
 from .errors import CorruptObjectError, GitckptError, InvalidInputError, NotFoundError, RepositoryError
-from .git import names, trailers
+from .git import names
 from .git.repo import maintenance_lock
 from .trust import MARK, NotConstructed, jsonable_marker, marker_text  # noqa: F401 (the CLI's)
 
@@ -222,12 +223,12 @@ class _Writes(Mapping):
     """``(ns, checkpoint id) -> {entry name: blob}`` of pending writes, read from
     the ``writes/<id>`` trees the index names when a checkpoint's are asked for."""
 
-    def __init__(self, saver: Any, subtrees: dict[tuple[str, str], list[bytes]]) -> None:
-        self._saver, self._subtrees, self._read = saver, subtrees, {}
+    def __init__(self, indexes: ThreadIndexes, subtrees: dict[tuple[str, str], list[bytes]]) -> None:
+        self._indexes, self._subtrees, self._read = indexes, subtrees, {}
 
     def __getitem__(self, key: tuple[str, str]) -> dict[str, pygit2.Oid]:
         if key not in self._read:
-            self._read[key] = self._saver.write_blobs(self._subtrees[key], key[1])
+            self._read[key] = self._indexes.write_blobs(self._subtrees[key], key[1])
         return self._read[key]
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
@@ -252,23 +253,23 @@ class ThreadHistory:
         return sorted((r for (n, _), r in self.rows.items() if n == ns), key=lambda r: r.checkpoint_id, reverse=True)
 
 
-def thread_history(saver: Any, thread_id: str, *, fresh: bool = False) -> ThreadHistory:
-    """Every checkpoint of a thread (every namespace, every line), from the
-    saver's index of the thread (docs/format.md, 6): a new process reads the
+def thread_history(indexes: ThreadIndexes, thread_id: str, *, fresh: bool = False) -> ThreadHistory:
+    """Every checkpoint of a thread (every namespace, every line), from its
+    index (``indexes``, a saver's or the CLI's) (docs/format.md, 6): a new process reads the
     index's cache file and walks only newer commits, so this does not walk a
     long history. ``fresh`` walks it all instead (``verify``). Raises
     :class:`NotFoundError` if the thread does not exist.
     """
-    with saver.lock:
-        idx = saver.thread_index(thread_id, fresh=fresh)
+    with indexes.lock:
+        idx = indexes.thread_index(thread_id, fresh=fresh)
         if not idx.tips:
-            raise NotFoundError(f"no thread {thread_id!r} in {saver.repo.path} (see `gitckpt threads`)")
+            raise NotFoundError(f"no thread {thread_id!r} in {indexes.repo.path} (see `gitckpt threads`)")
         entries = list(idx.ckpt.items())
         heads = dict(idx.heads)
         subtrees = {key: list(oids) for key, oids in idx.writes.items()}
         tips = {ref: str(oid) for ref, oid in idx.tips.items()}
-    hist = ThreadHistory(thread_id, {}, _Writes(saver, subtrees), tips)
-    repo = saver.repo
+    hist = ThreadHistory(thread_id, {}, _Writes(indexes, subtrees), tips)
+    repo = indexes.repo
     hist.rows = {
         (ns, cid): CheckpointRow(cid, e.parent, e.step, e.source, ns, e.run_id, e.commit_raw, repo, hist)
         for (ns, cid), e in entries
@@ -717,7 +718,7 @@ def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde
         histories: dict[str, ThreadHistory] = {}
         for tid in threads:
             try:
-                histories[tid] = thread_history(saver, tid, fresh=True)
+                histories[tid] = thread_history(saver.indexes, tid, fresh=True)
             except GitckptError as exc:
                 problems.append(str(exc))
         store_items = _store_items(saver.repo, problems)
@@ -748,7 +749,7 @@ def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde
                     if prow is None:
                         if not row.root:
                             problems.append(f"{where}: its parent checkpoint {parent} is missing")
-                    elif not saver.repo.repo.descendant_of(pygit2.Oid(hex=row.commit), pygit2.Oid(hex=prow.commit)):
+                    elif not saver.repo.descendant_of(pygit2.Oid(hex=row.commit), pygit2.Oid(hex=prow.commit)):
                         problems.append(f"{where}: its commit {row.commit[:10]} does not descend from its parent's "
                                         f"commit {prow.commit[:10]}")
             for (ns, cid) in hist.writes:
@@ -770,6 +771,7 @@ def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde
             progress(total, total, "done")
     finally:
         saver.close()
+        repo.close()
     return problems
 
 
@@ -916,8 +918,8 @@ class CheckpointFeed:
     not reported.
     """
 
-    def __init__(self, saver: Any, thread_id: str | None = None) -> None:
-        self.saver = saver
+    def __init__(self, indexes: ThreadIndexes, thread_id: str | None = None) -> None:
+        self.indexes = indexes
         self.thread_id = thread_id
         self.seen: set[pygit2.Oid] = set()
         self.reported: set[tuple[str, str, str]] = set()
@@ -925,11 +927,11 @@ class CheckpointFeed:
 
     def _refs(self) -> dict[str, pygit2.Oid]:
         if self.thread_id is not None:
-            return self.saver.thread_refs(self.thread_id)
-        return self.saver.repo.refs(*fmt.LINE_PREFIXES)
+            return self.indexes.thread_refs(self.thread_id)
+        return self.indexes.repo.refs(*fmt.LINE_PREFIXES)
 
     def new_checkpoints(self) -> list[tuple[str, CheckpointRow]]:
-        repo = self.saver.repo
+        repo = self.indexes.repo
         found: list[tuple[str, CheckpointRow]] = []
         for ref, tip in sorted(self._refs().items()):
             stack = [tip]
@@ -943,18 +945,16 @@ class CheckpointFeed:
                     continue  # a ref to an object not yet visible: seen next time
                 self.seen.add(oid)
                 stack.extend(commit.parent_ids)
-                t = trailers.parse_trailers(commit.message)
-                if t.get(fmt.KIND) != "checkpoint" or not t.get(fmt.CHECKPOINT):
+                meta = fmt.parse_commit(commit.message)
+                if not meta.is_checkpoint:
                     continue
-                tid = t.get(fmt.THREAD) or names.decode((fmt.parse_line_ref(ref) or ("?",))[0]) or "?"
-                ns, cid = t.get(fmt.NS, ""), t[fmt.CHECKPOINT]
+                tid = meta.thread_id or names.decode((fmt.parse_line_ref(ref) or ("?",))[0]) or "?"
+                ns, cid = meta.ns, meta.checkpoint_id
                 if (tid, ns, cid) in self.reported:
                     continue
                 self.reported.add((tid, ns, cid))
-                step = t.get(fmt.STEP)
                 found.append((tid, CheckpointRow(
-                    cid, t.get(fmt.PARENT), int(step) if step and step.lstrip("-").isdigit() else None,
-                    t.get(fmt.SOURCE), ns, t.get(fmt.RUN), commit.id, repo, lines=[ref],
+                    cid, meta.parent_id, meta.step, meta.source, ns, meta.run_id, commit.id, repo, lines=[ref],
                 )))
         found.sort(key=lambda item: item[1].checkpoint_id)
         return found

@@ -38,7 +38,7 @@ from pygit2.enums import SortMode
 from .checkpoint import format as fmt
 from .errors import InvalidInputError
 from .git import trailers
-from .store.format import ITEM_HEADER, STORE_REF
+from .store.format import ITEM_HEADER
 
 #: The repository config key holding allowed types (one ``module:Name`` per value).
 CONFIG_KEY = "gitckpt.allow"

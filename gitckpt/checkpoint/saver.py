@@ -48,11 +48,11 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from ..errors import ConfigError, CorruptObjectError, InvalidInputError, NotFoundError
-from ..git import names, trailers
+from ..git import names
 from ..git.repo import BLOB, TREE, GitRepo, retry_cas
 from . import format as fmt
 from .index import Entry, ThreadIndex
-from .threads import _CACHE_THREADS, ThreadIndexes, _due
+from .threads import _CACHE_THREADS, ThreadIndexes
 from .values import DecodedCache
 
 #: Items per chunk blob of a long list, and chunks per group tree.
@@ -86,11 +86,11 @@ def _serde_hint(data: Any) -> str:
             "(GitSaver(serde=...), or `gitckpt --serde aes` with $LANGGRAPH_AES_KEY set)")
 
 
-class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
+class GitSaver(BaseCheckpointSaver[str]):
     """A drop-in ``BaseCheckpointSaver`` on a bare git repository, sync and async.
 
-    Its thread indexes (docs/format.md, 6) and ``close()`` are those of
-    :class:`~gitckpt.checkpoint.threads.ThreadIndexes`.
+    It finds checkpoints through its thread indexes (``self.indexes``, a
+    :class:`~gitckpt.checkpoint.threads.ThreadIndexes`; docs/format.md, 6).
 
     Args:
         path: the bare repository; created if it does not exist.
@@ -110,6 +110,12 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         auto_pack: merge the small packs it writes in the background (``docs/format.md``, 9).
         decoded_cache_bytes: how many bytes of stored values to keep decoded in
             memory (0 turns the cache off). Reads always get their own copies.
+        indexes: thread indexes to share (they must be on the repository ``path``
+            is); by default the saver makes its own.
+
+    ``path`` may be an open :class:`~gitckpt.git.repo.GitRepo`: then its
+    opener closes it, and :meth:`close` only saves the index caches. A saver
+    that opened its repository closes it.
 
     Example:
         >>> saver = GitSaver("agent.git")
@@ -126,6 +132,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         durability: str = "os",
         auto_pack: bool = True,
         decoded_cache_bytes: int = 16 << 20,
+        indexes: ThreadIndexes | None = None,
     ) -> None:
         if allowed_msgpack_modules is not None:
             if serde is not None:
@@ -136,9 +143,12 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
             serde = JsonPlusSerializer(allowed_msgpack_modules=tuple(allowed_msgpack_modules))
         self._decoded_cache_bytes = decoded_cache_bytes
         super().__init__(serde=serde)  # sets self.serde: the caches and the msgpack hook (below)
-        ThreadIndexes.__init__(
-            self, path if isinstance(path, GitRepo) else GitRepo(path, durability=durability, auto_pack=auto_pack)
-        )
+        self._owns_repo = not isinstance(path, GitRepo)
+        self.repo = path if isinstance(path, GitRepo) else GitRepo(path, durability=durability, auto_pack=auto_pack)
+        if indexes is not None and indexes.repo is not self.repo:
+            raise InvalidInputError("GitSaver(indexes=...): the indexes are of another repository object")
+        self.indexes = indexes if indexes is not None else ThreadIndexes(self.repo)
+        self.lock = self.repo.lock
         self._queue: dict[str, list[_Update]] = {}
         self._queue_lock = threading.Lock()
 
@@ -188,8 +198,22 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
     def setup(self) -> None:
         """Nothing to set up: the repository is created on open. Safe to call twice."""
 
+    def close(self) -> None:
+        """Save the thread indexes' cache files; close the repository if this saver opened it."""
+        self.indexes.save()
+        if self._owns_repo:
+            self.repo.close()
+
+    def threads(self) -> list[str]:
+        """Every thread id in the repository, sorted."""
+        return self.indexes.threads()
+
+    def thread_info(self, thread_id: str) -> dict[str, Any] | None:
+        """Summary of a thread (checkpoints, lines, latest checkpoint), or None."""
+        return self.indexes.thread_info(thread_id)
+
     def _forget(self, thread_id: str) -> None:
-        super()._forget(thread_id)
+        self.indexes.forget(thread_id)
         for cache in (self._bases, self._chunks):
             for key in [k for k in cache if k[0] == thread_id]:
                 del cache[key]
@@ -283,7 +307,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
 
     def _write_blobs(self, idx: ThreadIndex, ns: str, cid: str) -> dict[str, pygit2.Oid]:
         """``{tree entry name: blob}`` of every pending write recorded for a checkpoint."""
-        return self.write_blobs(idx.writes.get((ns, cid), ()), cid)
+        return self.indexes.write_blobs(idx.writes.get((ns, cid), ()), cid)
 
     def _pending_writes(self, thread_id: str, idx: ThreadIndex, ns: str, cid: str) -> list[PendingWrite]:
         what = f"thread {thread_id!r} checkpoint {cid} pending write"
@@ -320,7 +344,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         thread_id, ns = _thread_and_ns(config)
         cid = get_checkpoint_id(config)
         with self.lock:
-            idx = self._index(thread_id)
+            idx = self.indexes.get(thread_id)
             if cid is None:
                 cid = idx.latest(ns)
                 if cid is None:
@@ -345,7 +369,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         ten checkpoints whatever the length of the history.
         """
         if config is None:
-            threads, ns_filter, only = self.threads(), None, None
+            threads, ns_filter, only = self.indexes.threads(), None, None
         else:
             threads = [_thread_and_ns(config)[0]]
             ns_filter = config["configurable"].get("checkpoint_ns")
@@ -359,7 +383,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
             sources = []
             with self.lock:
                 for thread_id in threads:
-                    idx = self._index(thread_id)
+                    idx = self.indexes.get(thread_id)
                     for ns in [ns_filter] if ns_filter is not None else idx.namespaces():
                         sources.append(self._ids_desc(thread_id, ns, before_id))
         remaining = limit
@@ -368,7 +392,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
             if remaining is not None and remaining <= 0:
                 return
             with self.lock:
-                idx = self._index(thread_id, refresh=False)
+                idx = self.indexes.get(thread_id, refresh=False)
                 entry = idx.ckpt.get((ns, cid))
                 if entry is None:
                     continue
@@ -390,7 +414,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         n = 8
         while True:
             with self.lock:
-                batch = self._index(thread_id, refresh=False).ids_before(ns, cursor, n)
+                batch = self.indexes.get(thread_id, refresh=False).ids_before(ns, cursor, n)
             if not batch:
                 return
             for cid in batch:
@@ -545,9 +569,9 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         # Checkpoints first: writes that LangGraph sent before their checkpoint's
         # put then find it (order among puts, and among writes, is kept).
         batch.sort(key=lambda u: not u.is_put)
-        idx = self._index(thread_id, refresh=False)
+        idx = self.indexes.get(thread_id, refresh=False)
         if any(u.needs is not None and u.needs not in idx.ckpt for u in batch):
-            idx = self._index(thread_id)  # built on a checkpoint another process stored?
+            idx = self.indexes.get(thread_id)  # built on a checkpoint another process stored?
         origin: dict[str, pygit2.Oid | None] = {}
         applied: list[tuple[_Update, str]] = []
         for update in batch:
@@ -575,7 +599,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
                     if ln == line:
                         update.error = exc
         if failed:
-            self._indexes.pop(thread_id, None)  # its optimistic entries are void
+            self.indexes.drop(thread_id)  # its optimistic entries are void
         for update, line in applied:
             if line in failed and update.error is None:
                 try:
@@ -583,12 +607,12 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
                 except BaseException as exc:
                     update.error = exc
             update.done = True
-        if not failed and _due(idx):
-            self._save_index(thread_id, idx)
+        if not failed:
+            self.indexes.save_if_due(thread_id, idx)
 
     def _run_alone(self, thread_id: str, update: _Update) -> None:
         def attempt() -> bool | None:
-            idx = self._index(thread_id)
+            idx = self.indexes.get(thread_id)
             built = update.prepare(idx)
             if built is None:
                 return True
@@ -649,18 +673,9 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
             if entries:
                 root["channels"] = (self.repo.tree(entries), TREE)
             subject = self._subject(idx, ns, parent, checkpoint, md, new_versions, base_seen)
-            message = trailers.build_message(
-                subject,
-                [
-                    (fmt.KIND, "checkpoint"),
-                    (fmt.THREAD, thread_id),
-                    (fmt.NS, ns or None),
-                    (fmt.CHECKPOINT, cid),
-                    (fmt.PARENT, parent),
-                    (fmt.STEP, md.get("step")),
-                    (fmt.SOURCE, md.get("source")),
-                    (fmt.RUN, md.get("run_id")),
-                ],
+            message = fmt.checkpoint_message(
+                subject, thread_id=thread_id, ns=ns, checkpoint_id=cid, parent_id=parent,
+                step=md.get("step"), source=md.get("source"), run_id=md.get("run_id"),
             )
             # continue the line whose newest checkpoint is the parent; a first
             # checkpoint continues a line that holds only early writes, if any
@@ -758,16 +773,9 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
             subtree = self.repo.tree(sub)
             wtree[cname] = (subtree, TREE)
             root["writes"] = (self.repo.tree(wtree), TREE)
-            message = trailers.build_message(
+            message = fmt.writes_message(
                 f"{what} · {node} → {', '.join(shown)}",
-                [
-                    (fmt.KIND, "writes"),
-                    (fmt.THREAD, thread_id),
-                    (fmt.NS, ns or None),
-                    (fmt.WRITES_FOR, cid),
-                    (fmt.WRITES_TREE, subtree),
-                    (fmt.TASK, task_id),
-                ],
+                thread_id=thread_id, ns=ns, writes_for=cid, writes_tree=subtree, task_id=task_id,
             )
             return line, old, self.repo.commit(self.repo.tree(root), [old] if old else [], message)
 
@@ -788,7 +796,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         """Delete every line of a thread (its refs); ``git gc`` reclaims the objects."""
         with self.lock:
             for _ in range(100):
-                refs = self.thread_refs(thread_id)
+                refs = self.indexes.thread_refs(thread_id)
                 if not refs:
                     break
                 for ref, tip in refs.items():
@@ -806,24 +814,23 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         runs = set(run_ids)
         if not runs:
             return
-        for thread_id in self.threads():
+        for thread_id in self.indexes.threads():
             with self.lock:
-                idx = self._index(thread_id)
+                idx = self.indexes.get(thread_id)
                 doomed = [(ns, cid) for (ns, cid), e in idx.ckpt.items() if e.run_id in runs]
                 if not doomed:
                     continue
                 if len(doomed) == len(idx.ckpt):
                     self.delete_thread(thread_id)
                     continue
-                message = trailers.build_message(
+                message = fmt.delete_message(
                     f"delete {len(doomed)} checkpoint(s) of run(s) {', '.join(sorted(runs))}",
-                    [(fmt.KIND, "delete"), (fmt.THREAD, thread_id)]
-                    + [(fmt.DELETED, f"{ns} {cid}") for ns, cid in doomed],
+                    thread_id=thread_id, deleted=doomed,
                 )
                 for ref in list(idx.tips):
                     tip = idx.tips[ref]
                     holds = any(
-                        idx.ckpt[key].commit == tip or self.repo.repo.descendant_of(tip, idx.ckpt[key].commit)
+                        idx.ckpt[key].commit == tip or self.repo.descendant_of(tip, idx.ckpt[key].commit)
                         for key in doomed
                     )
                     if not holds:
@@ -846,16 +853,15 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         if source_thread_id == target_thread_id:
             return
         with self.lock:
-            refs = self.thread_refs(source_thread_id)
+            refs = self.indexes.thread_refs(source_thread_id)
             if not refs:
                 return
-            if self.thread_refs(target_thread_id):
+            if self.indexes.thread_refs(target_thread_id):
                 raise InvalidInputError(
                     f"cannot copy thread {source_thread_id!r} to {target_thread_id!r}: the target exists; delete it first"
                 )
-            message = trailers.build_message(
-                f"copy of thread {source_thread_id} as {target_thread_id}",
-                [(fmt.KIND, "copy"), (fmt.THREAD, target_thread_id)],
+            message = fmt.marker_message(
+                fmt.Kind.COPY, f"copy of thread {source_thread_id} as {target_thread_id}", thread_id=target_thread_id
             )
             src_main, src_forks, src_subs = fmt.thread_ref_globs(source_thread_id)
             dst_main, dst_forks, dst_subs = fmt.thread_ref_globs(target_thread_id)
@@ -886,7 +892,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
                 self._forget(thread_id)
 
     def _prune_one(self, thread_id: str) -> bool | None:
-        idx = self._index(thread_id)
+        idx = self.indexes.get(thread_id)
         if not idx.tips:
             return True
         new_tips: dict[str, pygit2.Oid] = {}
@@ -903,10 +909,9 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
                 kept = self.repo.commit(
                     self.repo.tree(root),
                     [kept],
-                    trailers.build_message(
+                    fmt.writes_message(
                         f"writes kept by prune of step {entry.step}",
-                        [(fmt.KIND, "writes"), (fmt.THREAD, thread_id), (fmt.NS, ns or None),
-                         (fmt.WRITES_FOR, cid), (fmt.WRITES_TREE, wtree)],
+                        thread_id=thread_id, ns=ns, writes_for=cid, writes_tree=wtree,
                     ),
                 )
             new_tips[fmt.line_ref(thread_id, ns, None)] = kept
@@ -932,9 +937,9 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         writes come along, so an interrupted step can be resumed on the fork.
         """
         with self.lock:
-            if self.thread_refs(new_thread_id):
+            if self.indexes.thread_refs(new_thread_id):
                 raise InvalidInputError(f"thread {new_thread_id!r} already exists; pick another name or delete it")
-            idx = self._index(thread_id)
+            idx = self.indexes.get(thread_id)
             entry = idx.ckpt.get((checkpoint_ns, checkpoint_id))
             if entry is None:
                 raise NotFoundError(f"thread {thread_id!r} has no checkpoint {checkpoint_id!r}")
@@ -943,11 +948,12 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
             sub = self.repo.tree({name: (o, BLOB) for name, o in blobs.items()}) if blobs else None
             if sub is not None:
                 root["writes"] = (self.repo.tree({names.encode_tree_name(checkpoint_id): (sub, TREE)}), TREE)
-            message = trailers.build_message(
-                f"fork of thread {thread_id} at step {entry.step} ({checkpoint_id})",
-                [(fmt.KIND, "writes" if blobs else "fork"), (fmt.THREAD, new_thread_id),
-                 (fmt.NS, checkpoint_ns or None), (fmt.WRITES_FOR, checkpoint_id if blobs else None),
-                 (fmt.WRITES_TREE, sub)],
+            subject = f"fork of thread {thread_id} at step {entry.step} ({checkpoint_id})"
+            message = (
+                fmt.writes_message(subject, thread_id=new_thread_id, ns=checkpoint_ns, writes_for=checkpoint_id,
+                                   writes_tree=sub)
+                if sub is not None
+                else fmt.marker_message(fmt.Kind.FORK, subject, thread_id=new_thread_id, ns=checkpoint_ns)
             )
             tree = self.repo.tree(root) if blobs else self.repo.commit_info(entry.commit).tree_id
             commit = self.repo.commit(tree, [entry.commit], message)
@@ -978,7 +984,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         seeds: dict[str, Any] = {}
         remaining = set(channels)
         with self.lock:
-            idx = self._index(thread_id)
+            idx = self.indexes.get(thread_id)
             cid = get_checkpoint_id(config) or idx.latest(ns)
             target = idx.ckpt.get((ns, cid)) if cid else None
             cursor = target.parent if target is not None else None

@@ -2,9 +2,10 @@
 
 :class:`ThreadIndexes` finds a thread's checkpoints and pending writes
 (docs/format.md, 6): it walks a thread's lines once, or loads the index's cache
-file, and then follows only new commits. :class:`gitckpt.GitSaver` is one; the
-CLI's history commands (``gitckpt log``, ``gitckpt threads``) use it on its
-own, so they start without importing LangGraph.
+file, and then follows only new commits. :class:`gitckpt.GitSaver` holds one;
+the CLI's history commands (``gitckpt log``, ``gitckpt threads``) use one on
+its own, so they start without importing LangGraph, and hand it to the saver
+they make for a command that reads values (one index per thread per command).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import pygit2
 
-from ..git import names, trailers
+from ..git import names
 from ..git.repo import GitRepo, iter_commits
 from . import format as fmt
 from .index import ThreadIndex, is_main_line
@@ -54,7 +55,9 @@ class ThreadIndexes:
     """The index of every thread of one repository that has been asked about.
 
     Args:
-        repo: the repository (its lock guards the indexes too).
+        repo: the repository (its lock guards the indexes too). Whoever opened
+            the repository closes it; :meth:`save` writes the changed index
+            cache files and leaves the repository open.
     """
 
     def __init__(self, repo: GitRepo) -> None:
@@ -62,19 +65,18 @@ class ThreadIndexes:
         self.lock = repo.lock
         self._indexes: OrderedDict[str, ThreadIndex] = OrderedDict()
 
-    def close(self) -> None:
-        """Save the index caches of changed threads; finish background packing."""
+    def save(self) -> None:
+        """Write the index cache files of the threads that changed."""
         with self.lock:
             for thread_id, idx in list(self._indexes.items()):
                 if _worth_saving(idx):
                     self._save_index(thread_id, idx)
-        self.repo.close()
 
     def thread_refs(self, thread_id: str) -> dict[str, pygit2.Oid]:
         """The tips of every line (branch) of a thread."""
         return line_tips(self.repo, names.encode_ref_component(thread_id))
 
-    def _index(self, thread_id: str, refresh: bool = True) -> ThreadIndex:
+    def get(self, thread_id: str, refresh: bool = True) -> ThreadIndex:
         """The thread's index, brought up to date with its refs. Hold ``self.lock``.
 
         Writers pass ``refresh=False``: a stale index cannot make them lose
@@ -96,7 +98,7 @@ class ThreadIndexes:
                 return idx
             stale = any(
                 ref not in refs
-                or (refs[ref] != old and not self.repo.repo.descendant_of(refs[ref], old))
+                or (refs[ref] != old and not self.repo.descendant_of(refs[ref], old))
                 for ref, old in idx.tips.items()
             )
             if not stale:
@@ -130,7 +132,7 @@ class ThreadIndexes:
         the index kept in memory or in the cache file (``gitckpt verify`` does).
         Hold ``self.lock`` while reading it: writers of this process update it."""
         with self.lock:
-            return self._build_index(self.thread_refs(thread_id)) if fresh else self._index(thread_id)
+            return self._build_index(self.thread_refs(thread_id)) if fresh else self.get(thread_id)
 
     # The index of a long thread is also kept in a cache file, so that a new
     # process (a CLI command, a restarted server) reads it instead of walking
@@ -180,11 +182,11 @@ class ThreadIndexes:
         ns = None
         while oid is not None:
             commit = self.repo.commit_info(oid)
-            t = trailers.parse_trailers(commit.message)
-            if ns is None and fmt.NS in t or ns is None and t.get(fmt.KIND) in ("checkpoint", "writes"):
-                ns = t.get(fmt.NS, "")
-            if t.get(fmt.KIND) == "checkpoint":
-                return t.get(fmt.NS, ""), t[fmt.CHECKPOINT]
+            meta = fmt.parse_commit(commit.message)
+            if ns is None and (meta.ns or meta.kind in (fmt.Kind.CHECKPOINT, fmt.Kind.WRITES)):
+                ns = meta.ns
+            if meta.kind is fmt.Kind.CHECKPOINT and meta.checkpoint_id:
+                return meta.ns, meta.checkpoint_id
             oid = commit.parent_ids[0] if commit.parent_ids else None
         return ns or "", None
 
@@ -218,13 +220,12 @@ class ThreadIndexes:
         return sorted(found)
 
     def _thread_of_commit(self, oid: pygit2.Oid) -> str | None:
-        t = trailers.parse_trailers(self.repo.commit_info(oid).message)
-        return t.get(fmt.THREAD)
+        return fmt.parse_commit(self.repo.commit_info(oid).message).thread_id
 
     def thread_info(self, thread_id: str) -> dict[str, Any] | None:
         """Summary of a thread: checkpoint count, lines (branches), latest checkpoint."""
         with self.lock:
-            idx = self._index(thread_id)
+            idx = self.get(thread_id)
             if not idx.tips:
                 return None
             latest = idx.latest("")
@@ -241,7 +242,16 @@ class ThreadIndexes:
                 "last_update": when,
             }
 
-    def _forget(self, thread_id: str) -> None:
+    def drop(self, thread_id: str) -> None:
+        """Forget the in-memory index of a thread (it is walked again when next asked for)."""
+        self._indexes.pop(thread_id, None)
+
+    def save_if_due(self, thread_id: str, idx: ThreadIndex) -> None:
+        """Rewrite the thread's index cache file if enough is new since the last time (_due)."""
+        if _due(idx):
+            self._save_index(thread_id, idx)
+
+    def forget(self, thread_id: str) -> None:
         """Drop what is known of a thread (deleted or pruned): its index and cache file."""
         self._indexes.pop(thread_id, None)
         try:
