@@ -515,13 +515,13 @@ def scan_new(repo: Any, tips: Iterable[pygit2.Oid], known: Iterable[pygit2.Oid],
         parent_tree = repo.repo[parents[0]].tree_id if parents else None
         t = trailers.parse_trailers(commit.message)
         kind = t.get(fmt.KIND)
-        for path, _old, new in repo.diff_trees(parent_tree, commit.tree_id):
+        for path, _old, new in sorted(repo.diff_trees(parent_tree, commit.tree_id), key=lambda d: d[0]):
             if new is None or new in seen:
                 continue
             seen.add(new)
             data = repo.read_blob(new, f"fetched blob {path}")
             report.blobs += 1
-            found = scan_blob(data, allowed, cipher)
+            found = list(dict.fromkeys(scan_blob(data, allowed, cipher)))  # each type once
             if not found:
                 continue
             if kind == "store" or data.startswith(ITEM_HEADER + b"\n"):
