@@ -12,6 +12,7 @@ from .errors import (
     NotFoundError,
     RemoteError,
     RepositoryError,
+    UntrustedDataError,
 )
 
 __version__ = "0.1.0"
@@ -26,6 +27,7 @@ __all__ = [
     "ConflictError",
     "RemoteError",
     "InvalidInputError",
+    "UntrustedDataError",
 ]
 
 if TYPE_CHECKING:
