@@ -256,7 +256,7 @@ class GitckptGroup(click.Group):
     """Turns library errors into ``Error: ...`` (exit 1), never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        import pygit2
+        from .git.repo import GitError
 
         try:
             return super().invoke(ctx)
@@ -268,7 +268,7 @@ class GitckptGroup(click.Group):
             if isinstance(exc, InvalidNamespaceError):  # a store namespace LangGraph refuses
                 raise click.ClickException(_one_line(exc)) from exc
             raise
-        except pygit2.GitError as exc:
+        except GitError as exc:
             raise click.ClickException(f"git: {_one_line(exc)}") from exc
         except OSError as exc:
             raise click.ClickException(_one_line(exc)) from exc

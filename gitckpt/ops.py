@@ -35,13 +35,12 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 import msgpack
-import pygit2
 
 from .checkpoint import format as fmt
 from .checkpoint.threads import ThreadIndexes
 from .errors import CorruptObjectError, GitckptError, InvalidInputError, NotFoundError, RepositoryError
 from .git import names
-from .git.repo import maintenance_lock
+from .git.repo import Oid, maintenance_lock
 from .trust import MARK, NotConstructed, jsonable_marker, marker_text  # noqa: F401 (the CLI's)
 
 #: A progress callback: ``progress(done, total, what)``.
@@ -144,7 +143,7 @@ class CheckpointRow:
                  "_oid", "_repo", "_hist", "_wrote")
 
     def __init__(self, checkpoint_id: str, parent_checkpoint_id: str | None, step: int | None, source: str | None,
-                 checkpoint_ns: str, run_id: str | None, oid: pygit2.Oid | bytes, repo: Any,
+                 checkpoint_ns: str, run_id: str | None, oid: Oid | bytes, repo: Any,
                  hist: ThreadHistory | None = None, lines: list[str] | None = None) -> None:
         self.checkpoint_id = checkpoint_id
         self.parent_checkpoint_id = parent_checkpoint_id
@@ -162,7 +161,7 @@ class CheckpointRow:
         return self._oid.hex()
 
     def _info(self) -> Any:
-        return self._repo.commit_info(pygit2.Oid(raw=self._oid), f"checkpoint {self.checkpoint_id}")
+        return self._repo.commit_info(Oid(raw=self._oid), f"checkpoint {self.checkpoint_id}")
 
     @property
     def time(self) -> int:
@@ -226,7 +225,7 @@ class _Writes(Mapping):
     def __init__(self, indexes: ThreadIndexes, subtrees: dict[tuple[str, str], list[bytes]]) -> None:
         self._indexes, self._subtrees, self._read = indexes, subtrees, {}
 
-    def __getitem__(self, key: tuple[str, str]) -> dict[str, pygit2.Oid]:
+    def __getitem__(self, key: tuple[str, str]) -> dict[str, Oid]:
         if key not in self._read:
             self._read[key] = self._indexes.write_blobs(self._subtrees[key], key[1])
         return self._read[key]
@@ -242,7 +241,7 @@ class _Writes(Mapping):
 class ThreadHistory:
     thread_id: str
     rows: dict[tuple[str, str], CheckpointRow]  # (ns, checkpoint id) -> row
-    writes: Mapping[tuple[str, str], dict[str, pygit2.Oid]]  # (ns, checkpoint id) -> {entry name: blob}
+    writes: Mapping[tuple[str, str], dict[str, Oid]]  # (ns, checkpoint id) -> {entry name: blob}
     tips: dict[str, str]  # line ref -> tip commit
 
     def namespaces(self) -> list[str]:
@@ -280,7 +279,7 @@ def thread_history(indexes: ThreadIndexes, thread_id: str, *, fresh: bool = Fals
     return hist
 
 
-def read_writes(repo: Any, blobs: dict[str, pygit2.Oid]) -> list[tuple[str, int, str, str, tuple[str, bytes]]]:
+def read_writes(repo: Any, blobs: dict[str, Oid]) -> list[tuple[str, int, str, str, tuple[str, bytes]]]:
     """``(task_id, idx, channel, task_path, typed value)`` of each write blob."""
     out = []
     for name, oid in sorted(blobs.items()):
@@ -293,7 +292,7 @@ def read_writes(repo: Any, blobs: dict[str, pygit2.Oid]) -> list[tuple[str, int,
     return out
 
 
-def _wrote(repo: Any, blobs: dict[str, pygit2.Oid]) -> dict[str, list[str]]:
+def _wrote(repo: Any, blobs: dict[str, Oid]) -> dict[str, list[str]]:
     wrote: dict[str, list[str]] = {}
     for task_id, _, channel, task_path, _ in read_writes(repo, blobs):
         if task_id == fmt.NULL_TASK_ID or fmt.is_internal_channel(channel):
@@ -749,7 +748,7 @@ def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde
                     if prow is None:
                         if not row.root:
                             problems.append(f"{where}: its parent checkpoint {parent} is missing")
-                    elif not saver.repo.descendant_of(pygit2.Oid(hex=row.commit), pygit2.Oid(hex=prow.commit)):
+                    elif not saver.repo.descendant_of(Oid(hex=row.commit), Oid(hex=prow.commit)):
                         problems.append(f"{where}: its commit {row.commit[:10]} does not descend from its parent's "
                                         f"commit {prow.commit[:10]}")
             for (ns, cid) in hist.writes:
@@ -775,14 +774,14 @@ def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde
     return problems
 
 
-def _store_items(repo: Any, problems: list[str]) -> list[tuple[str, pygit2.Oid]]:
+def _store_items(repo: Any, problems: list[str]) -> list[tuple[str, Oid]]:
     from .store.format import STORE_REF, is_item_path
     from .git.repo import TREE
 
     tip = repo.ref(STORE_REF)
     if tip is None:
         return []
-    out: list[tuple[str, pygit2.Oid]] = []
+    out: list[tuple[str, Oid]] = []
     try:
         stack = [("", repo.get(tip, "store branch").tree_id)]
         while stack:
@@ -921,11 +920,11 @@ class CheckpointFeed:
     def __init__(self, indexes: ThreadIndexes, thread_id: str | None = None) -> None:
         self.indexes = indexes
         self.thread_id = thread_id
-        self.seen: set[pygit2.Oid] = set()
+        self.seen: set[Oid] = set()
         self.reported: set[tuple[str, str, str]] = set()
         self.new_checkpoints()
 
-    def _refs(self) -> dict[str, pygit2.Oid]:
+    def _refs(self) -> dict[str, Oid]:
         if self.thread_id is not None:
             return self.indexes.thread_refs(self.thread_id)
         return self.indexes.repo.refs(*fmt.LINE_PREFIXES)

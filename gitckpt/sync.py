@@ -40,11 +40,10 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import pygit2
 
 from .checkpoint import format as fmt
 from .checkpoint.threads import line_tips
-from .errors import InvalidInputError, NotFoundError, RemoteError, UntrustedDataError
+from .errors import InvalidInputError, NotFoundError, UntrustedDataError
 from .git import names
 from .git.remote import Remote
 from .git.repo import GitRepo, Oid, retry_cas
@@ -296,10 +295,7 @@ def clone(url: str, path: str | os.PathLike, *, trust: bool = False, allow: Iter
     r = GitRepo(target, create=True)
     ok = False
     try:
-        try:
-            r.repo.remotes.create(remote_name, url)
-        except (ValueError, pygit2.GitError) as exc:
-            raise RemoteError(f"cannot add remote {remote_name!r} = {url!r}: {exc}") from exc
+        r.add_remote(remote_name, url)
         if allowed:
             add_to_repo(r, [f"{m}:{n}" for m, n in sorted(allowed)])
         result = pull(r, remote_name, trust=trust, serde=serde)

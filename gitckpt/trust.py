@@ -32,8 +32,6 @@ from collections.abc import Iterable
 from typing import Any, Callable
 
 import ormsgpack
-import pygit2
-from pygit2.enums import SortMode
 
 from .checkpoint import format as fmt
 from .errors import InvalidInputError
@@ -93,42 +91,36 @@ def format_type(key: tuple) -> str:
 
 def repo_allowlist(repo: Any) -> set[tuple[str, str]]:
     """The types a repository's config allows (``git config --add gitckpt.allow module:Name``)."""
-    raw = getattr(repo, "repo", repo)
-    try:
-        values = list(raw.config.get_multivar(CONFIG_KEY))
-    except (KeyError, pygit2.GitError):
-        return set()
     out = set()
-    for v in values:
+    for v in repo.config_values(CONFIG_KEY):
         try:
             out.add(parse_allow(v))
         except InvalidInputError as exc:
-            raise InvalidInputError(f"{CONFIG_KEY} in {getattr(repo, 'path', raw.path)}: {exc}") from None
+            raise InvalidInputError(f"{CONFIG_KEY} in {repo.path}: {exc}") from None
     return out
 
 
 def add_to_repo(repo: Any, specs: Iterable[str]) -> list[str]:
     """Add ``module:Name`` types to a repository's ``gitckpt.allow``; the ones that were new."""
-    raw = getattr(repo, "repo", repo)
-    have = repo_allowlist(raw)
+    have = repo_allowlist(repo)
     added = []
     for spec in specs:
         key = parse_allow(spec)
         if key in have:
             continue
-        raw.config.set_multivar(CONFIG_KEY, "^$", f"{key[0]}:{key[1]}")  # "^$" matches no value: adds one
+        repo.config_add(CONFIG_KEY, f"{key[0]}:{key[1]}")
         have.add(key)
         added.append(f"{key[0]}:{key[1]}")
     return added
 
 
 def remove_from_repo(repo: Any, specs: Iterable[str]) -> list[str]:
-    raw = getattr(repo, "repo", repo)
+    """Remove ``module:Name`` types from a repository's ``gitckpt.allow``; the ones it held."""
     removed = []
     for spec in specs:
         module, name = parse_allow(spec)
-        if (module, name) in repo_allowlist(raw):
-            raw.config.delete_multivar(CONFIG_KEY, "^" + re.escape(f"{module}:{name}") + "$")
+        if (module, name) in repo_allowlist(repo):
+            repo.config_remove(CONFIG_KEY, f"{module}:{name}")
             removed.append(f"{module}:{name}")
     return removed
 
@@ -491,28 +483,18 @@ def _what(path: str, kind: str | None) -> str:
     return "checkpoint" if kind in ("checkpoint", None) else kind
 
 
-def scan_new(repo: Any, tips: Iterable[pygit2.Oid], known: Iterable[pygit2.Oid],
+def scan_new(repo: Any, tips: Iterable[Any], known: Iterable[Any],
              allowed: frozenset = frozenset(), cipher: Any = None) -> ScanReport:
     """Scan every blob the commits reachable from ``tips`` and not from ``known``
     add (each commit against its first parent: a blob it inherits unchanged was
     scanned with the commit that added it, or is already known). Nothing is decoded
     into an object."""
     report = ScanReport()
-    walker = repo.repo.walk(None, SortMode.TOPOLOGICAL | SortMode.REVERSE)
-    pushed = False
-    for t in tips:
-        walker.push(t)
-        pushed = True
-    if not pushed:
-        return report
-    for k in known:
-        if repo.has(k):
-            walker.hide(k)
     seen: set = set()
-    for commit in walker:
+    for commit in repo.walk_new_many(tips, known):
         report.commits += 1
         parents = commit.parent_ids
-        parent_tree = repo.repo[parents[0]].tree_id if parents else None
+        parent_tree = repo.commit_info(parents[0]).tree_id if parents else None
         t = trailers.parse_trailers(commit.message)
         kind = t.get(fmt.KIND)
         for path, _old, new in sorted(repo.diff_trees(parent_tree, commit.tree_id), key=lambda d: d[0]):

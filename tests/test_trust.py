@@ -562,7 +562,9 @@ def test_pull_of_allowed_types_only_goes_through(tmp_path, server, monkeypatch):
     GitRepo(bob).close()
     with pytest.raises(UntrustedDataError):
         sync.pull(bob, server["url"])
-    trust.add_to_repo(GitRepo(bob), ["evilmod:Touch"])  # the repository's gitckpt.allow
+    r = GitRepo(bob)
+    trust.add_to_repo(r, ["evilmod:Touch"])  # the repository's gitckpt.allow
+    r.close()
     result = sync.pull(bob, server["url"])
     assert result.ok and result.scan.ok and result.scan.blobs > 0
     assert not mark.exists()  # the check constructed nothing, even of an allowed type

@@ -23,13 +23,12 @@ import asyncio
 import heapq
 import random
 import threading
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import ormsgpack
-import pygit2
+from cachetools import LRUCache
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -49,10 +48,10 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from ..errors import ConfigError, CorruptObjectError, InvalidInputError, NotFoundError
 from ..git import names
-from ..git.repo import BLOB, TREE, GitRepo, retry_cas
+from ..git.repo import BLOB, TREE, GitRepo, Oid, retry_cas
 from . import format as fmt
 from .index import Entry, ThreadIndex
-from .threads import _CACHE_THREADS, ThreadIndexes
+from .threads import CACHE_THREADS, ThreadIndexes
 from .values import DecodedCache
 
 #: Items per chunk blob of a long list, and chunks per group tree.
@@ -167,9 +166,9 @@ class GitSaver(BaseCheckpointSaver[str]):
     def serde(self, value: SerializerProtocol) -> None:
         self._serde = value
         # (thread, ns, cid) -> (channel entries, channel versions, versions_seen)
-        self._bases: OrderedDict[tuple, tuple] = OrderedDict()
+        self._bases: LRUCache[tuple, tuple] = LRUCache(4 * CACHE_THREADS)
         # (thread, ns, channel) -> (items of the full chunks, chunk oids, group oids)
-        self._chunks: OrderedDict[tuple, tuple] = OrderedDict()
+        self._chunks: LRUCache[tuple, tuple] = LRUCache(4 * CACHE_THREADS)
         # blob id -> decoded value (reads get fresh copies; see values.py)
         self._decoded = DecodedCache(self._decoded_cache_bytes)
         # LangGraph's own serializer: its msgpack values are decoded with an ext_hook
@@ -232,7 +231,7 @@ class GitSaver(BaseCheckpointSaver[str]):
 
     # -- reading --------------------------------------------------------------
 
-    def _load_blob(self, oid: pygit2.Oid, what: str) -> Any:
+    def _load_blob(self, oid: Oid, what: str) -> Any:
         """The decoded value of a blob: a fresh copy of the cached one, or decoded now."""
         hit, value = self._decoded.get(oid)
         if hit:
@@ -255,13 +254,13 @@ class GitSaver(BaseCheckpointSaver[str]):
             return ormsgpack.unpackb(typed[1], ext_hook=self._msgpack_hook, option=ormsgpack.OPT_NON_STR_KEYS)
         return self.serde.loads_typed(typed)
 
-    def _tree_of(self, entry: Entry, what: str) -> dict[str, tuple[pygit2.Oid, int]]:
+    def _tree_of(self, entry: Entry, what: str) -> dict[str, tuple[Oid, int]]:
         return self.repo.tree_entries(entry.tree, what)
 
-    def _read_list(self, key: tuple, oid: pygit2.Oid, what: str) -> list:
+    def _read_list(self, key: tuple, oid: Oid, what: str) -> list:
         items: list = []
-        chunk_oids: list[pygit2.Oid] = []
-        group_oids: list[pygit2.Oid] = []
+        chunk_oids: list[Oid] = []
+        group_oids: list[Oid] = []
         for gname, (goid, _) in sorted(self.repo.tree_entries(oid).items()):
             group_oids.append(goid)
             for cname, (coid, _) in sorted(self.repo.tree_entries(goid).items()):
@@ -274,7 +273,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         self._remember_chunks(key, items[: full * CHUNK], chunk_oids[:full], group_oids)
         return items
 
-    def _read_channel(self, thread_id: str, ns: str, ch: str, oid: pygit2.Oid, mode: int, what: str) -> Any:
+    def _read_channel(self, thread_id: str, ns: str, ch: str, oid: Oid, mode: int, what: str) -> Any:
         """A stored channel value: a chunked list (a tree) or one blob."""
         what = f"{what} channel {ch!r}"
         if mode == TREE:
@@ -305,7 +304,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         checkpoint["channel_values"] = values
         return checkpoint, metadata
 
-    def _write_blobs(self, idx: ThreadIndex, ns: str, cid: str) -> dict[str, pygit2.Oid]:
+    def _write_blobs(self, idx: ThreadIndex, ns: str, cid: str) -> dict[str, Oid]:
         """``{tree entry name: blob}`` of every pending write recorded for a checkpoint."""
         return self.indexes.write_blobs(idx.writes.get((ns, cid), ()), cid)
 
@@ -431,14 +430,9 @@ class GitSaver(BaseCheckpointSaver[str]):
 
     def _remember_base(self, key: tuple, entries: dict, versions: Mapping, seen: Mapping) -> None:
         self._bases[key] = (entries, dict(versions), seen)
-        if len(self._bases) > 4 * _CACHE_THREADS:
-            self._bases.popitem(last=False)
 
     def _remember_chunks(self, key: tuple, items: list, chunk_oids: list, group_oids: list) -> None:
         self._chunks[key] = (items, chunk_oids, group_oids)
-        self._chunks.move_to_end(key)
-        if len(self._chunks) > 4 * _CACHE_THREADS:
-            self._chunks.popitem(last=False)
 
     def _base(self, thread_id: str, ns: str, cid: str, entry: Entry) -> tuple:
         key = (thread_id, ns, cid)
@@ -458,10 +452,10 @@ class GitSaver(BaseCheckpointSaver[str]):
         except Exception as exc:
             raise InvalidInputError(f"a value of type {type(value).__name__} cannot be serialized ({exc})") from exc
 
-    def _encode_value(self, value: Any) -> pygit2.Oid:
+    def _encode_value(self, value: Any) -> Oid:
         return self.repo.blob(fmt.pack_value(self._dumps(value)))
 
-    def _encode_list(self, key: tuple, value: list) -> pygit2.Oid:
+    def _encode_list(self, key: tuple, value: list) -> Oid:
         """Store a long list as groups of chunks, re-using every unchanged full chunk.
 
         A full chunk is unchanged when its items are the very objects (or equal
@@ -486,8 +480,8 @@ class GitSaver(BaseCheckpointSaver[str]):
         chunk_oids = list(prev_chunks[:same])
         for i in range(same, (n + CHUNK - 1) // CHUNK):
             chunk_oids.append(self._encode_value(value[i * CHUNK : (i + 1) * CHUNK]))
-        groups: dict[str, tuple[pygit2.Oid, int]] = {}
-        group_oids: list[pygit2.Oid] = []
+        groups: dict[str, tuple[Oid, int]] = {}
+        group_oids: list[Oid] = []
         for g in range(0, len(chunk_oids), GROUP):
             gi = g // GROUP
             members = chunk_oids[g : g + GROUP]
@@ -505,7 +499,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         self._remember_chunks(key, items, chunk_oids[:nfull], group_oids[: nfull // GROUP])
         return self.repo.tree(groups)
 
-    def _encode_channel(self, key: tuple, value: Any) -> tuple[pygit2.Oid, int]:
+    def _encode_channel(self, key: tuple, value: Any) -> tuple[Oid, int]:
         if type(value) is list and len(value) >= CHUNK_MIN:
             return self._encode_list(key, value), TREE
         return self._encode_value(value), BLOB
@@ -572,7 +566,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         idx = self.indexes.get(thread_id, refresh=False)
         if any(u.needs is not None and u.needs not in idx.ckpt for u in batch):
             idx = self.indexes.get(thread_id)  # built on a checkpoint another process stored?
-        origin: dict[str, pygit2.Oid | None] = {}
+        origin: dict[str, Oid | None] = {}
         applied: list[tuple[_Update, str]] = []
         for update in batch:
             try:
@@ -647,8 +641,8 @@ class GitSaver(BaseCheckpointSaver[str]):
             md_data = fmt.pack_value(self._dumps(md))
         except InvalidInputError as exc:
             raise InvalidInputError(f"thread {thread_id!r} checkpoint {cid}: {exc}") from exc
-        entries: dict[str, tuple[pygit2.Oid, int]] = {}
-        root_tree: pygit2.Oid | None = None
+        entries: dict[str, tuple[Oid, int]] = {}
+        root_tree: Oid | None = None
 
         def prepare(idx: ThreadIndex):
             nonlocal root_tree
@@ -690,7 +684,7 @@ class GitSaver(BaseCheckpointSaver[str]):
             root_tree = self.repo.tree(root)
             return line, old, self.repo.commit(root_tree, parents, message)
 
-        def record(idx: ThreadIndex, line: str, commit: pygit2.Oid) -> None:
+        def record(idx: ThreadIndex, line: str, commit: Oid) -> None:
             idx.heads[line] = (ns, cid)
             idx.last_line[ns] = line
             step = md.get("step")
@@ -730,12 +724,12 @@ class GitSaver(BaseCheckpointSaver[str]):
         cname = names.encode_tree_name(cid)
         channels: set[str] = set()
         node = ""
-        subtree: pygit2.Oid | None = None
+        subtree: Oid | None = None
 
         def prepare(idx: ThreadIndex):
             nonlocal node
             existing = self._write_blobs(idx, ns, cid)
-            new: dict[str, tuple[pygit2.Oid, int]] = {}
+            new: dict[str, tuple[Oid, int]] = {}
             channels.clear()
             for widx, channel, typed in serialized:
                 name = f"{names.encode_tree_name(task_id)}.{widx}"
@@ -779,7 +773,7 @@ class GitSaver(BaseCheckpointSaver[str]):
             )
             return line, old, self.repo.commit(self.repo.tree(root), [old] if old else [], message)
 
-        def record(idx: ThreadIndex, line: str, commit: pygit2.Oid) -> None:
+        def record(idx: ThreadIndex, line: str, commit: Oid) -> None:
             idx.add_writes(ns, cid, subtree)
             idx.unsaved += 1
             if line not in idx.heads:
@@ -836,10 +830,10 @@ class GitSaver(BaseCheckpointSaver[str]):
                     if not holds:
                         continue
 
-                    def attempt(ref=ref) -> pygit2.Oid | None:
+                    def attempt(ref=ref) -> Oid | None:
                         old = self.repo.ref(ref)
                         if old is None:
-                            return pygit2.Oid(hex="0" * 40)
+                            return Oid(hex="0" * 40)
                         commit = self.repo.commit(self.repo.commit_info(old).tree_id, [old], message)
                         return commit if self.repo.update_ref(ref, old, commit) else None
 
@@ -895,7 +889,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         idx = self.indexes.get(thread_id)
         if not idx.tips:
             return True
-        new_tips: dict[str, pygit2.Oid] = {}
+        new_tips: dict[str, Oid] = {}
         for ns in idx.namespaces():
             cid = idx.latest(ns)
             entry = idx.ckpt[(ns, cid)]

@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-import pygit2
+from cachetools import LRUCache
 
 from ..git import names
-from ..git.repo import GitRepo, iter_commits
+from ..git.repo import GitRepo, Oid, iter_commits
 from . import format as fmt
 from .index import ThreadIndex, is_main_line
 
 #: Thread indexes kept in memory (least recently used dropped first).
-_CACHE_THREADS = 256
+CACHE_THREADS = 256
 #: Threads with at least this many checkpoints keep an index cache file; it is
 #: rewritten on close() and after ``_SAVE_EVERY`` newly indexed commits or a
 #: quarter of the thread, whichever is more (_due): rewriting it costs time in
@@ -44,11 +43,24 @@ def _worth_saving(idx: ThreadIndex) -> bool:
     return bool(idx.unsaved) and sum(len(v) for v in idx.order.values()) >= _SAVE_MIN
 
 
-def line_tips(repo: GitRepo, encoded: str) -> dict[str, pygit2.Oid]:
+def line_tips(repo: GitRepo, encoded: str) -> dict[str, Oid]:
     """``{line ref: tip}`` of every line of the thread whose ref component is
     ``encoded`` (names.encode_ref_component; a shortened name need not decode)."""
     main, forks, subs = fmt.encoded_thread_ref_globs(encoded)
     return repo.refs(forks[:-1], subs[:-1], names=(main,))
+
+
+class _IndexCache(LRUCache):
+    """The thread indexes kept in memory; one leaving it saves its cache file if worth it."""
+
+    def __init__(self, maxsize: int, evicted) -> None:
+        super().__init__(maxsize)
+        self._evicted = evicted
+
+    def popitem(self):  # cachetools' documented hook for eviction
+        key, value = super().popitem()
+        self._evicted(key, value)
+        return key, value
 
 
 class ThreadIndexes:
@@ -63,7 +75,7 @@ class ThreadIndexes:
     def __init__(self, repo: GitRepo) -> None:
         self.repo = repo
         self.lock = repo.lock
-        self._indexes: OrderedDict[str, ThreadIndex] = OrderedDict()
+        self._indexes = _IndexCache(CACHE_THREADS, self._evicted)
 
     def save(self) -> None:
         """Write the index cache files of the threads that changed."""
@@ -72,7 +84,7 @@ class ThreadIndexes:
                 if _worth_saving(idx):
                     self._save_index(thread_id, idx)
 
-    def thread_refs(self, thread_id: str) -> dict[str, pygit2.Oid]:
+    def thread_refs(self, thread_id: str) -> dict[str, Oid]:
         """The tips of every line (branch) of a thread."""
         return line_tips(self.repo, names.encode_ref_component(thread_id))
 
@@ -85,7 +97,6 @@ class ThreadIndexes:
         """
         idx = self._indexes.get(thread_id)
         if idx is not None and not refresh:
-            self._indexes.move_to_end(thread_id)
             return idx
         refs = self.thread_refs(thread_id)
         if idx is None and refs:
@@ -93,7 +104,6 @@ class ThreadIndexes:
             if idx is not None:
                 self._indexes[thread_id] = idx
         if idx is not None:
-            self._indexes.move_to_end(thread_id)
             if refs == idx.tips:
                 return idx
             stale = any(
@@ -112,13 +122,13 @@ class ThreadIndexes:
         self._indexes[thread_id] = idx
         if _due(idx):
             self._save_index(thread_id, idx)
-        if len(self._indexes) > _CACHE_THREADS:
-            old_id, old = self._indexes.popitem(last=False)
-            if _worth_saving(old):
-                self._save_index(old_id, old)
         return idx
 
-    def _build_index(self, refs: dict[str, pygit2.Oid]) -> ThreadIndex:
+    def _evicted(self, thread_id: str, idx: ThreadIndex) -> None:
+        if _worth_saving(idx):
+            self._save_index(thread_id, idx)
+
+    def _build_index(self, refs: dict[str, Oid]) -> ThreadIndex:
         """A thread's index walked from its line tips (main lines first)."""
         idx = ThreadIndex()
         for ref, tip in sorted(refs.items(), key=lambda kv: not is_main_line(kv[0])):
@@ -169,16 +179,16 @@ class ThreadIndexes:
             except OSError:
                 pass
 
-    def _walk(self, idx: ThreadIndex, ref: str, tip: pygit2.Oid) -> None:
+    def _walk(self, idx: ThreadIndex, ref: str, tip: Oid) -> None:
         found = list(iter_commits(self.repo, [tip], idx.seen))
         for commit in reversed(found):
             idx.apply(commit, ref)
         idx.tips[ref] = tip
         idx.heads[ref] = self._line_head(tip)
 
-    def _line_head(self, tip: pygit2.Oid) -> tuple[str, str | None]:
+    def _line_head(self, tip: Oid) -> tuple[str, str | None]:
         """(namespace, newest checkpoint id) of the line whose tip is ``tip``."""
-        oid: pygit2.Oid | None = tip
+        oid: Oid | None = tip
         ns = None
         while oid is not None:
             commit = self.repo.commit_info(oid)
@@ -190,16 +200,16 @@ class ThreadIndexes:
             oid = commit.parent_ids[0] if commit.parent_ids else None
         return ns or "", None
 
-    def write_blobs(self, subtrees: Sequence[bytes], cid: str) -> dict[str, pygit2.Oid]:
+    def write_blobs(self, subtrees: Sequence[bytes], cid: str) -> dict[str, Oid]:
         """``{tree entry name: blob}`` of a checkpoint's ``writes/<id>`` subtrees
         (the index's ``writes``: raw tree ids).
 
         Names are ``<encoded task id>.<idx>``; a later subtree's entry replaces an
         earlier one of the same name (special writes such as errors are replaced).
         """
-        out: dict[str, pygit2.Oid] = {}
+        out: dict[str, Oid] = {}
         for subtree in subtrees:
-            tree = pygit2.Oid(raw=subtree)
+            tree = Oid(raw=subtree)
             for name, (oid, _) in self.repo.tree_entries(tree, f"writes of checkpoint {cid}").items():
                 out[name] = oid
         return out
@@ -219,7 +229,7 @@ class ThreadIndexes:
                     found.add(tid)
         return sorted(found)
 
-    def _thread_of_commit(self, oid: pygit2.Oid) -> str | None:
+    def _thread_of_commit(self, oid: Oid) -> str | None:
         return fmt.parse_commit(self.repo.commit_info(oid).message).thread_id
 
     def thread_info(self, thread_id: str) -> dict[str, Any] | None:
