@@ -665,3 +665,74 @@ def test_cli_pull_sync_clone(evil, server, tmp_path):
     no_marks(evil["marks"])
     assert not evil["allowed_mark"].exists()
     shutil.rmtree(dest)
+
+
+def test_serde_aes_and_a_serializer_of_ones_own(tmp_path, monkeypatch):
+    """--serde aes reads encrypted values strictly; a --serde that is not LangGraph's
+    serializer is used as it is, with a warning that says gitckpt cannot make it strict."""
+    from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+
+    monkeypatch.delenv("LANGGRAPH_STRICT_MSGPACK", raising=False)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    key = "0123456789abcdef"
+    writer = EncryptedSerializer.from_pycryptodome_aes(serde=JsonPlusSerializer(allowed_msgpack_modules=()),
+                                                       key=key.encode())
+    repo = tmp_path / "secret.git"
+    with GitSaver(repo, serde=writer) as saver:
+        b = StateGraph(State)
+        b.add_node("work", lambda s: {"data": [payloads(marks)["positional"]]})
+        b.add_edge(START, "work")
+        b.add_edge("work", END)
+        b.compile(checkpointer=saver).invoke({"messages": [], "data": None}, {"configurable": {"thread_id": "s"}})
+    env = {k: v for k, v in os.environ.items() if k not in ("LANGGRAPH_STRICT_MSGPACK", "GITCKPT_SERDE")}
+    env["LANGGRAPH_AES_KEY"] = key
+    r = gitckpt(env, "--repo", str(repo), "--serde", "aes", "show", "s", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["values"]["data"] == [
+        {"__not_constructed__": "subprocess.Popen", "data": [["touch", str(marks / "positional")]]}]
+    r = gitckpt(env, "--repo", str(repo), "--serde", "aes", "verify")
+    assert r.returncode == 0, r.stderr
+    own = tmp_path / "own.py"
+    own.write_text(
+        "from langgraph.checkpoint.serde.encrypted import EncryptedSerializer\n"
+        "from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer\n"
+        "class Mine:\n"
+        "    def __init__(self):\n"
+        "        inner = JsonPlusSerializer(allowed_msgpack_modules=())\n"
+        "        self.inner = EncryptedSerializer.from_pycryptodome_aes(serde=inner)\n"
+        "    def dumps_typed(self, obj):\n"
+        "        return self.inner.dumps_typed(obj)\n"
+        "    def loads_typed(self, data):\n"
+        "        return self.inner.loads_typed(data)\n"
+        "serde = Mine()\n")
+    r = gitckpt(env, "--repo", str(repo), "--serde", f"{own}:serde", "show", "s")
+    assert r.returncode == 0, r.stderr
+    assert "Warning: --serde Mine is not LangGraph's serializer; gitckpt cannot make it strict" in r.stderr
+    no_marks(marks)
+
+
+def test_a_checkpoint_blob_that_is_not_a_map_is_a_clear_error(tmp_path):
+    """A crafted checkpoint blob decoding to something else than a map: one Error line."""
+    repo = tmp_path / "r.git"
+    with GitSaver(repo, allowed_msgpack_modules=()) as saver:
+        b = StateGraph(State)
+        b.add_node("work", lambda s: {"data": 1})
+        b.add_edge(START, "work")
+        b.add_edge("work", END)
+        b.compile(checkpointer=saver).invoke({"messages": [], "data": None}, {"configurable": {"thread_id": "x"}})
+    # rewrite the tip's checkpoint blob as msgpack nil, as a remote could
+    git = ["git", "--git-dir", str(repo)]
+    tree = subprocess.run([*git, "ls-tree", "threads/x"], capture_output=True, text=True, check=True).stdout
+    nil = subprocess.run([*git, "hash-object", "-w", "--stdin"], input="msgpack\n\xc0".encode("latin-1"),
+                         capture_output=True, check=True).stdout.decode().strip()
+    lines = [ln.replace(ln.split()[2], nil) if ln.endswith("\tcheckpoint") else ln for ln in tree.splitlines()]
+    new_tree = subprocess.run([*git, "mktree"], input="\n".join(lines) + "\n", capture_output=True, text=True,
+                              check=True).stdout.strip()
+    msg = subprocess.run([*git, "log", "-1", "--format=%B", "threads/x"], capture_output=True, text=True).stdout
+    commit = subprocess.run([*git, "commit-tree", new_tree, "-p", "threads/x", "-m", msg], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    subprocess.run([*git, "update-ref", "refs/heads/threads/x", commit], check=True)
+    r = gitckpt(dict(os.environ), "--repo", str(repo), "show", "x")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "its checkpoint blob holds a NoneType, not a map" in r.stderr

@@ -289,6 +289,9 @@ class GitSaver(BaseCheckpointSaver[str]):
             raise CorruptObjectError(f"{what}: commit {entry.commit} has no {exc} file") from exc
         checkpoint = self._load_blob(cp_oid, what)
         metadata = self._load_blob(md_oid, what)
+        for name, value in (("checkpoint", checkpoint), ("metadata", metadata)):
+            if not isinstance(value, dict):  # a crafted or foreign blob: say so, no AttributeError
+                raise CorruptObjectError(f"{what}: its {name} blob holds a {type(value).__name__}, not a map")
         values: dict[str, Any] = {}
         if "channels" in tree:
             entries = self.repo.tree_entries(tree["channels"][0])
