@@ -40,7 +40,6 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-
 from .checkpoint import format as fmt
 from .checkpoint.threads import line_tips
 from .errors import InvalidInputError, NotFoundError, UntrustedDataError
@@ -222,7 +221,7 @@ def pull(repo: GitRepo | str | os.PathLike, remote: str | None = None, threads: 
     forward or are created; see the module's docstring for what happens to
     each ref.
 
-    What is fetched is checked before any local ref moves (docs/format.md, 15):
+    What is fetched is checked before any local ref moves (docs/format.md, 16):
     every blob the fetched commits add is scanned, without decoding it into
     objects, for values naming a type outside LangGraph's safe types, ``allow``
     and the repository's ``gitckpt.allow`` config, and for values that cannot

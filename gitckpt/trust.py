@@ -6,7 +6,7 @@ dataclass or any other object is stored as an *extension* naming a Python
 (``LANGGRAPH_STRICT_MSGPACK`` unset), imports and calls whatever a blob names,
 with a warning: a blob naming ``subprocess.Popen`` starts a process when it is
 read. For a repository pulled from elsewhere that is someone else's code
-running on the reader's machine. docs/format.md, section 15, gives the rules;
+running on the reader's machine. docs/format.md, section 16, gives the rules;
 in short:
 
 * **Reading is strict.** The CLI decodes with :class:`StrictSerializer`: only
@@ -28,8 +28,8 @@ import dataclasses
 import importlib
 import json
 import re
-from collections.abc import Iterable
-from typing import Any, Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import ormsgpack
 

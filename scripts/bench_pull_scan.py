@@ -1,4 +1,4 @@
-"""What the pull check (trust.scan_new, docs/format.md 15) costs next to the pull.
+"""What the pull check (trust.scan_new, docs/format.md 16) costs next to the pull.
 
 Writes THREADS chat threads of TURNS turns each (a LangGraph MessagesState
 graph, two messages a turn) into a repository, serves it as a plain path

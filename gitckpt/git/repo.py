@@ -22,15 +22,15 @@ import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pygit2
 from cachetools import LRUCache
 from pygit2.enums import FileMode, SortMode
 
+from ..errors import ConflictError, CorruptObjectError, RemoteError, RepositoryError
 from . import journal as _journal
 from . import packs
-from ..errors import ConflictError, CorruptObjectError, RemoteError, RepositoryError
 
 #: An object id. Other layers name it from here, so that only the git engine imports pygit2.
 Oid = pygit2.Oid
@@ -117,7 +117,7 @@ class _Closer:
 
     def after_fork_in_child(self) -> None:
         items = self._items  # the parent's thread does not exist here: close them now
-        self.__init__()
+        _Closer.__init__(self)
         _close_all([i for i in items if isinstance(i, int)])
 
 
@@ -151,8 +151,8 @@ class _FilePool:
         self.dir = directory
         self.size = size
         # everything the finalizer needs, and nothing that refers back to self
-        self._state = {"files": [], "pid": os.getpid(), "closed": False, "refilling": False,
-                       "cond": threading.Condition()}
+        self._state: dict[str, Any] = {"files": [], "pid": os.getpid(), "closed": False, "refilling": False,
+                                       "cond": threading.Condition()}
         self._finalizer = weakref.finalize(self, _FilePool._discard, self._state)
 
     def take(self) -> tuple[int, str] | None:
@@ -438,7 +438,7 @@ class GitRepo:
     def config_values(self, key: str) -> list[str]:
         """Every value of a (multi-valued) config key; [] when unset."""
         try:
-            return list(self.repo.config.get_multivar(key))
+            return [v for v in self.repo.config.get_multivar(key) if v is not None]
         except (KeyError, pygit2.GitError):
             return []
 
@@ -524,9 +524,10 @@ class GitRepo:
             os.close(fd)
         if text.startswith(b"ref: "):  # symbolic: let libgit2 resolve it
             try:
-                return self.repo.references[name].resolve().target
+                target = self.repo.references[name].resolve().target
             except (KeyError, pygit2.GitError):
                 return None
+            return target if isinstance(target, pygit2.Oid) else None
         try:
             return pygit2.Oid(hex=text.decode())
         except (ValueError, UnicodeDecodeError):
