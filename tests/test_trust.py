@@ -235,7 +235,8 @@ def test_every_cli_command_reads_strictly(evil):
         ["fork", "t", first, "--to", "f"], ["copy", "t", "c"],
         ["replay", "t", first, "--graph", f"{graph_file}:graph", "--to", "r"],
         ["update", "t", "--values", '{"data": "x"}', "--graph", f"{graph_file}:graph"],
-        ["gc"], ["prune", "c"], ["delete", "f"],
+        ["gc"], ["prune", "c"], ["delete", "f"], ["threads", "--json"], ["log", "t", "--json"], ["init"],
+        ["demo"],  # its own threads beside the crafted one; its store search meets the crafted item's branch
     ]
     out = {}
     for args in reading:
