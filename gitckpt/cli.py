@@ -98,8 +98,11 @@ def _oneline(data: Any, limit: int = 200) -> str:
     """A JSON value on one line, for people: a message as ``type: content``; a
     value that was not constructed as ``<not constructed: module.Name(data)>``."""
     marks: list[str] = []
+    hidden = _marked_types({k: v for k, v in data.items() if k != "content"}) if _is_message(data) else []
     data = _unmark(data, marks)
     out = _oneline_plain(data)
+    if hidden:  # a message is shown as its content: say what else it holds that was not constructed
+        out += f" (also holds <not constructed: {', '.join(dict.fromkeys(hidden))}>)"
     for i, text in enumerate(marks):
         token = f"\x00{i}\x00"
         out = out.replace(json.dumps(token), text).replace(token, text)
@@ -107,8 +110,23 @@ def _oneline(data: Any, limit: int = 200) -> str:
     return out if len(out) <= limit else out[: limit - 1] + "…"
 
 
+def _is_message(data: Any) -> bool:
+    return isinstance(data, dict) and isinstance(data.get("type"), str) and "content" in data
+
+
+def _marked_types(data: Any) -> list[str]:
+    """The type names of the not-constructed markers anywhere in ``data``."""
+    if isinstance(data, dict):
+        if ops.MARK in data and set(data) <= {ops.MARK, "data"}:
+            return [str(data[ops.MARK]), *_marked_types(data.get("data"))]
+        return [t for v in data.values() for t in _marked_types(v)]
+    if isinstance(data, list):
+        return [t for v in data for t in _marked_types(v)]
+    return []
+
+
 def _oneline_plain(data: Any) -> str:
-    if isinstance(data, dict) and isinstance(data.get("type"), str) and "content" in data:
+    if _is_message(data):
         content = data["content"]
         text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
         calls = data.get("tool_calls") or []

@@ -250,6 +250,8 @@ def test_every_cli_command_reads_strictly(evil):
     # shown as data with its type name, clearly marked
     text = out[("show", "t", first)].stdout
     assert "<not constructed: subprocess.Popen(" in text
+    flat = " ".join(text.split())  # a message shows its content, and says what else it holds
+    assert "human: hi (also holds <not constructed: subprocess.Popen, subprocess.Popen.__call__>)" in flat
     data = json.loads(out[("show", "t", first, "--json")].stdout)
     evil_list = data["values"]["messages"][0]["additional_kwargs"]["evil"]
     assert {"__not_constructed__": "subprocess.Popen", "data": [["touch", str(marks / "positional")]]} in evil_list
