@@ -1433,34 +1433,42 @@ def server() -> None:
 @click.option("--config", "config", metavar="PATH", default="langgraph.json", show_default=True,
               help="The project's langgraph.json (created if it does not exist).")
 @click.option("--force", is_flag=True, help="Replace a checkpointer or store the file already names.")
-def server_init(config: str, force: bool) -> None:
+@click.option("--repo", "repo", metavar="PATH", default=None,
+              help="Keep the threads in PATH: sets GITCKPT_REPO in the file's env (relative to the file's "
+                   "folder). Default: a folder outside the project, printed below.")
+def server_init(config: str, force: bool, repo: str | None) -> None:
     """Add gitckpt's checkpointer and store to a project's langgraph.json.
 
     Every other key of the file is kept. The server then writes every thread
-    to a git repository outside the project folder (so its file watcher does
-    not see git's writes), configured by environment variables: GITCKPT_REPO,
+    to a git repository, by default outside the project folder (so its file
+    watcher does not see git's writes), configured by environment variables: GITCKPT_REPO,
     GITCKPT_DURABILITY, GITCKPT_ALLOW, GITCKPT_SERDE, GITCKPT_RECORD (see
     docs/server.md). Run gitckpt from the project folder and it finds that
     repository.
 
     \b
-    Example:
+    Examples:
         gitckpt server init && langgraph dev
         gitckpt threads
+        gitckpt server init --repo ../runs.git
     """
     from .langgraph_server import CHECKPOINTER_PATH, STORE_PATH, init_config
 
-    result = init_config(Path(config), force=force)
+    result = init_config(Path(config), force=force, repo=repo)
     shown = _display_path(Path(config).absolute())
     if result["created"]:
         click.echo(f"created {shown}: checkpointer {CHECKPOINTER_PATH}, store {STORE_PATH}")
         click.echo('add your graph to "graphs", e.g. "agent": "./graph.py:graph"')
     elif result["changed"]:
-        click.echo(f"updated {shown}: " + ", ".join(
-            f"{key} {CHECKPOINTER_PATH if key == 'checkpointer' else STORE_PATH}" for key in result["changed"]))
+        names = {"checkpointer": CHECKPOINTER_PATH, "store": STORE_PATH, "env": f"{REPO_ENV}={repo}"}
+        click.echo(f"updated {shown}: " + ", ".join(f"{key} {names[key]}" for key in result["changed"]))
     else:
         click.echo(f"{shown} already uses gitckpt's checkpointer and store")
     click.echo(f"repository: {result['repository']}")
+    folder = Path(config).absolute().parent.resolve()
+    if folder == result["repository"].resolve() or folder in result["repository"].resolve().parents:
+        click.echo("note: it is inside the project folder, which langgraph dev watches: every git write "
+                   "wakes its file watcher (unset GITCKPT_REPO or give a path outside to avoid it)")
     click.echo("run `langgraph dev` here, then `gitckpt threads` in this folder to read what it stored")
 
 

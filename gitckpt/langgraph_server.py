@@ -165,14 +165,16 @@ def project_repo(folder: str | os.PathLike) -> Path | None:
     return _configured_repo(folder, data) or default_repo(folder)
 
 
-def init_config(config: str | os.PathLike, *, force: bool = False) -> dict[str, Any]:
+def init_config(config: str | os.PathLike, *, force: bool = False, repo: str | None = None) -> dict[str, Any]:
     """Point ``config`` (a ``langgraph.json``) at gitckpt's checkpointer and store.
 
     Creates the file if it is missing (``dependencies: ["."]``, no graphs yet).
     Keeps every other key, and the other keys of an existing ``checkpointer``
     or ``store`` entry (``ttl``, ``serde``, ``index``); refuses to replace a
-    different ``path`` there unless ``force``. The file is rewritten with two
-    spaces of indentation, atomically.
+    different ``path`` there unless ``force``. ``repo``: also set
+    ``GITCKPT_REPO`` in the file's ``env`` (a path relative to the file's
+    folder, where ``langgraph dev`` runs, stays relative). The file is
+    rewritten with two spaces of indentation, atomically.
 
     Returns ``{"created": bool, "changed": [keys], "repository": Path}``.
     """
@@ -212,6 +214,20 @@ def init_config(config: str | os.PathLike, *, force: bool = False) -> dict[str, 
             if entry.get("backend") not in (None, "custom"):
                 data[key].pop("backend")
         changed.append(key)
+    if repo is not None:
+        if not repo.strip():
+            raise InvalidInputError("--repo needs a path")
+        env = data.get("env")
+        if isinstance(env, str):
+            raise InvalidInputError(
+                f"{config}: env names the file {env!r}; put {REPO_ENV}={repo} in that file instead "
+                "(nothing was changed)")
+        if env is not None and not isinstance(env, dict):
+            raise InvalidInputError(f"{config}: env is a JSON {type(env).__name__}, not an object "
+                                    "(nothing was changed)")
+        if (env or {}).get(REPO_ENV) != repo:
+            data["env"] = {**(env or {}), REPO_ENV: repo}
+            changed.append("env")
     if changed or created:
         text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
         tmp = config.with_name(f".{config.name}.gitckpt-tmp")

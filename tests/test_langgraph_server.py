@@ -182,6 +182,29 @@ def test_server_init_errors_change_nothing(clean_env, tmp_path):
     assert res.exit_code == 1 and "the folder" in res.output and "does not exist" in res.output
 
 
+def test_server_init_repo_sets_the_env(clean_env, tmp_path):
+    clean_env.chdir(tmp_path)
+    cfg = tmp_path / "langgraph.json"
+    cfg.write_text(json.dumps({"graphs": {}, "env": {"A": "1"}}))
+    runner = CliRunner()
+    res = runner.invoke(cli, ["server", "init", "--repo", "../runs.git"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(cfg.read_text())["env"] == {"A": "1", ls.REPO_ENV: "../runs.git"}
+    assert f"repository: {(tmp_path / '../runs.git').absolute()}" in res.output
+    assert ls.project_repo(tmp_path) == (tmp_path / "../runs.git").absolute()
+    assert "note:" not in res.output
+    res = runner.invoke(cli, ["server", "init", "--repo", "data/ck.git"])
+    assert res.exit_code == 0, res.output
+    assert "updated langgraph.json: env GITCKPT_REPO=data/ck.git" in res.output
+    assert "note: it is inside the project folder, which langgraph dev watches" in res.output
+    cfg.write_text(json.dumps({"env": ".env"}))
+    res = runner.invoke(cli, ["server", "init", "--repo", "x.git"])
+    assert res.exit_code == 1
+    assert res.output.strip() == ("Error: langgraph.json: env names the file '.env'; put GITCKPT_REPO=x.git in "
+                                  "that file instead (nothing was changed)")
+    assert json.loads(cfg.read_text()) == {"env": ".env"}
+
+
 def test_cli_finds_the_servers_repository(clean_env, tmp_path):
     """In a project whose langgraph.json names gitckpt, `gitckpt` reads the server's repository."""
     clean_env.chdir(tmp_path)
