@@ -10,6 +10,7 @@ from .errors import (
     GitckptError,
     InvalidInputError,
     NotFoundError,
+    RemoteError,
     RepositoryError,
 )
 
@@ -23,21 +24,22 @@ __all__ = [
     "NotFoundError",
     "CorruptObjectError",
     "ConflictError",
+    "RemoteError",
     "InvalidInputError",
 ]
 
 if TYPE_CHECKING:
-    from .saver import GitSaver
-    from .store import GitStore
+    from .checkpoint.saver import GitSaver
+    from .store.store import GitStore
 
 
 def __getattr__(name: str) -> Any:  # import the heavy modules only when used
     if name == "GitSaver":
-        from .saver import GitSaver
+        from .checkpoint.saver import GitSaver
 
         return GitSaver
     if name == "GitStore":
-        from .store import GitStore
+        from .store.store import GitStore
 
         return GitStore
     raise AttributeError(name)

@@ -24,8 +24,8 @@ from typing import NamedTuple
 import msgpack
 import pygit2
 
-from . import codec
-from .errors import CorruptObjectError
+from ..errors import CorruptObjectError
+from . import format as fmt
 
 #: Version of the cache file format (bump when ThreadIndex's fields change).
 #: 3: columns, not a list per checkpoint, and object ids as raw bytes (format.md, 6).
@@ -251,39 +251,30 @@ class ThreadIndex:
         Raises :class:`CorruptObjectError` for a gitckpt commit whose trailers
         are missing or malformed (written by hand, or damaged)."""
         self.unsaved += 1
-        t = codec.parse_trailers(commit.message)
-        kind = t.get(codec.KIND)
-        ns = t.get(codec.NS, "")
-        where = f"thread {t[codec.THREAD]!r}: commit {commit.id}" if codec.THREAD in t else f"commit {commit.id}"
-        if kind == "checkpoint":
-            cid = t.get(codec.CHECKPOINT)
-            if not cid:
-                raise CorruptObjectError(f"{where} has no Checkpoint-Id trailer")
-            step = t.get(codec.STEP)
-            try:
-                step_n = int(step) if step not in (None, "") else None
-            except ValueError:
-                raise CorruptObjectError(f"{where} (checkpoint {cid}) has a bad Step trailer {step!r}") from None
+        meta = fmt.parse_commit(commit.message)
+        if meta.kind is None:
+            return
+        if meta.problem is not None:
+            where = f"thread {meta.thread_id!r}: commit {commit.id}" if meta.thread_id is not None else f"commit {commit.id}"
+            if meta.checkpoint_id:
+                where += f" (checkpoint {meta.checkpoint_id})"
+            raise CorruptObjectError(f"{where} {meta.problem}")
+        if meta.kind is fmt.Kind.CHECKPOINT:
             self.add_checkpoint(
-                ns,
-                cid,
+                meta.ns,
+                meta.checkpoint_id,  # type: ignore[arg-type]  # checked by parse_commit
                 Entry.of(
                     commit=commit.id,
                     tree=commit.tree_id,
-                    parent=t.get(codec.PARENT),
-                    step=step_n,
-                    source=t.get(codec.SOURCE),
-                    run_id=t.get(codec.RUN),
+                    parent=meta.parent_id,
+                    step=meta.step,
+                    source=meta.source,
+                    run_id=meta.run_id,
                     line=line,
                 ),
             )
-        elif kind == "writes":
-            try:
-                self.add_writes(ns, t[codec.WRITES_FOR], pygit2.Oid(hex=t[codec.WRITES_TREE]))
-            except (KeyError, ValueError) as exc:
-                raise CorruptObjectError(f"{where} is a writes commit with a missing or bad {exc} trailer") from None
-        elif kind == "delete":
-            for item in t.get(codec.DELETED, "").split("\n"):
-                if item:
-                    d_ns, _, d_cid = item.rpartition(" ")
-                    self.delete(d_ns, d_cid)
+        elif meta.kind is fmt.Kind.WRITES:
+            self.add_writes(meta.ns, meta.writes_for, pygit2.Oid(hex=meta.writes_tree))  # type: ignore[arg-type]
+        elif meta.kind is fmt.Kind.DELETE:
+            for d_ns, d_cid in meta.deleted:
+                self.delete(d_ns, d_cid)
