@@ -314,7 +314,7 @@ def saver_kwargs() -> dict[str, Any]:
     if _record():
         import inspect
 
-        from .saver import GitSaver
+        from .checkpoint.saver import GitSaver
 
         if "record" not in inspect.signature(GitSaver.__init__).parameters:
             from .errors import InvalidInputError
@@ -357,13 +357,13 @@ class _Shared:
 
 
 def _make_saver() -> Any:
-    from .saver import GitSaver
+    from .checkpoint.saver import GitSaver
 
     return GitSaver(repo_path(), **saver_kwargs())
 
 
 def _make_store() -> Any:
-    from .store import GitStore
+    from .store.store import GitStore
 
     return GitStore(repo_path(), durability=_durability())
 
