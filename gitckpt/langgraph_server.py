@@ -5,9 +5,11 @@ In a project's ``langgraph.json`` (``gitckpt server init`` writes these)::
     "checkpointer": {"path": "gitckpt.langgraph_server.checkpointer"},
     "store": {"path": "gitckpt.langgraph_server.store"}
 
-The server enters each as an async context manager once and uses the saver or
-store it yields until it shuts down. Both are configured from the environment
-(the shell, or the ``env`` of ``langgraph.json``):
+The server calls each and enters what it returns, an async context manager,
+once per event-loop thread; one ``GitSaver`` and one ``GitStore`` per process
+serve them all until the server stops. Both are configured from the
+environment (the shell, or the ``env`` of ``langgraph.json``) when first
+entered:
 
 ``GITCKPT_REPO``
     The repository. Default: :func:`default_repo`, a folder *outside* the

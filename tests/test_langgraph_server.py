@@ -21,6 +21,7 @@ import sys
 import textwrap
 import time
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -245,6 +246,7 @@ GRAPH = textwrap.dedent('''
     class State(TypedDict, total=False):
         items: Annotated[list[str], operator.add]
         approved: bool
+        note: str
 
 
     def add(state: State) -> dict:
@@ -261,14 +263,28 @@ GRAPH = textwrap.dedent('''
         return {"items": ["done"]}
 
 
+    class SubState(TypedDict, total=False):
+        note: str
+
+
+    def inner(state: SubState) -> dict:
+        return {"note": "inner"}
+
+
+    sub = StateGraph(SubState)
+    sub.add_node("inner", inner)
+    sub.add_edge(START, "inner")
+
     builder = StateGraph(State)
+    builder.add_node("sub", sub.compile())  # a subgraph: its own checkpoint namespace
     builder.add_node("add", add)
     builder.add_node("review", review)
     builder.add_node("done", done)
     builder.add_edge(START, "add")
     builder.add_edge("add", "review")
     builder.add_edge("review", "done")
-    builder.add_edge("done", END)
+    builder.add_edge("done", "sub")
+    builder.add_edge("sub", END)
     graph = builder.compile()
 ''')
 
@@ -334,7 +350,6 @@ def _refs(repo: Path) -> set[str]:
 async def test_langgraph_dev_on_git(tmp_path, clean_env):
     from langgraph_sdk import get_client
 
-    started = time.monotonic()
     project = tmp_path / "project"
     project.mkdir()
     (project / "graph.py").write_text(GRAPH)
@@ -363,7 +378,7 @@ async def test_langgraph_dev_on_git(tmp_path, clean_env):
     server = DevServer(project, env, tmp_path / "server.log")
     try:
         server.start()
-        client = get_client(url=server.url)
+        client = get_client(url=server.url, timeout=60)
 
         # create a thread and run it (wait) up to the interrupt
         t1 = (await client.threads.create())["thread_id"]
@@ -386,13 +401,23 @@ async def test_langgraph_dev_on_git(tmp_path, clean_env):
         values = [c.data for c in chunks if c.event == "values"]
         assert values[-1]["items"] == ["hello", "add:1", "review:yes", "done"]
         assert gitckpt("show", t1, "--json")["values"] == {"items": ["hello", "add:1", "review:yes", "done"],
-                                                          "approved": True}
+                                                          "approved": True, "note": "inner"}
+
+        # the subgraph's checkpoints: their own line in git, read back through the API
+        sub_refs = [r for r in _refs(repo) if r.startswith(f"refs/heads/subgraphs/{t1}/sub")]
+        assert len(sub_refs) == 1, _refs(repo)
+        sub_log = gitckpt("log", t1, "--ns", "sub", "--json")
+        sub_ns = sub_log[0]["checkpoint_ns"]
+        assert sub_ns.startswith("sub:") and len(sub_log) >= 2
+        sub_history = await client.threads.get_history(t1, checkpoint={"checkpoint_ns": sub_ns}, limit=20)
+        assert [h["checkpoint"]["checkpoint_id"] for h in sub_history] == [r["checkpoint_id"] for r in sub_log]
+        assert sub_history[0]["values"] == {"note": "inner"}
 
         # history: the server's is the repository's
         history = await client.threads.get_history(t1, limit=100)
         log = gitckpt("log", t1, "--json")
         assert [h["checkpoint"]["checkpoint_id"] for h in history] == [r["checkpoint_id"] for r in log]
-        assert [h["metadata"]["step"] for h in history] == [r["step"] for r in log] == [3, 2, 1, 0, -1]
+        assert [h["metadata"]["step"] for h in history] == [r["step"] for r in log] == [4, 3, 2, 1, 0, -1]
 
         # the state at an old checkpoint
         old = await client.threads.get_state(t1, checkpoint_id=paused_at)
@@ -461,7 +486,7 @@ async def test_langgraph_dev_on_git(tmp_path, clean_env):
         # restart: the same threads, read back from git
         server.stop()
         server.start()
-        client = get_client(url=server.url)
+        client = get_client(url=server.url, timeout=60)
         assert (await client.threads.get_state(t1))["values"]["items"] == ["hello", "add:1", "edited"]
         history2 = await client.threads.get_history(t1, limit=100)
         assert {h["checkpoint"]["checkpoint_id"] for h in history2} == \
@@ -470,6 +495,18 @@ async def test_langgraph_dev_on_git(tmp_path, clean_env):
         assert (await client.threads.get_state(t3))["values"] == state3["values"]
         found = await client.store.search_items(["notes"])
         assert [i["key"] for i in found["items"]] == ["k1"]
+
+        # a thread another process writes (here `gitckpt fork`) shows once the server has a record of it
+        t5 = str(uuid.uuid4())
+        gitckpt("fork", t1, paused_at, "--to", t5)
+        await client.threads.create(thread_id=t5, if_exists="do_nothing", graph_id="agent")
+        state5 = await client.threads.get_state(t5)
+        # the fork starts at the paused checkpoint, with the writes t1 made on it (review's result)
+        assert state5["checkpoint"]["checkpoint_id"] == paused_at
+        assert [(t["name"], t["result"]) for t in state5["tasks"]] == \
+            [("review", {"approved": True, "items": ["review:yes"]})]
+        assert [h["checkpoint"]["checkpoint_id"] for h in await client.threads.get_history(t5, limit=20)] == \
+            [r["checkpoint_id"] for r in gitckpt("log", t5, "--json")]
         assert (await client.threads.get_state(t4))["next"] == ["review"]
         done = await client.runs.wait(t4, "agent", command={"resume": "yes"})
         assert done["items"] == ["y", "add:1", "review:yes", "done"]
@@ -479,4 +516,3 @@ async def test_langgraph_dev_on_git(tmp_path, clean_env):
     # git's writes stayed out of the watched folder: nothing reloaded the server
     assert "Reloading" not in server.log.read_text(errors="replace")
     assert not (project / ".gitckpt").exists()
-    assert time.monotonic() - started < 110
