@@ -30,6 +30,9 @@ entered:
     gitckpt has recording; a gitckpt without it refuses to start rather than
     silently not record.
 
+The ``index`` (semantic search) and ``ttl`` of the ``store`` entry of
+``langgraph.json`` configure the ``GitStore`` as they would the server's own.
+
 This module imports nothing heavy until the server enters an entry point.
 """
 
@@ -47,6 +50,8 @@ DURABILITY_ENV = "GITCKPT_DURABILITY"
 ALLOW_ENV = "GITCKPT_ALLOW"
 SERDE_ENV = "GITCKPT_SERDE"
 RECORD_ENV = "GITCKPT_RECORD"
+#: Where the server puts langgraph.json's ``store`` entry, as JSON.
+STORE_CONFIG_ENV = "LANGGRAPH_STORE"
 
 #: The import paths ``langgraph.json`` names. The Agent Server imports a path
 #: without a ``/`` as ``module.attr`` (it splits at the last dot), so the
@@ -364,10 +369,51 @@ def _make_saver() -> Any:
     return GitSaver(repo_path(), **saver_kwargs())
 
 
+def store_kwargs() -> dict[str, Any]:
+    """The ``GitStore`` arguments: durability, and the ``index`` and ``ttl`` of the ``store`` entry.
+
+    The server passes ``langgraph.json``'s ``store`` entry to its process as JSON
+    in ``LANGGRAPH_STORE``; a custom store gets nothing else of it, so this reads
+    it there. ``index.embed`` is ``provider:model`` (LangChain's
+    ``init_embeddings``) or ``FILE.py:ATTR`` / ``module.name:ATTR``, relative to
+    the folder the server runs in, as for the server's own store.
+    """
+    import json
+
+    from .errors import InvalidInputError
+
+    kwargs: dict[str, Any] = {"durability": _durability()}
+    raw = os.environ.get(STORE_CONFIG_ENV, "").strip()
+    if not raw:
+        return kwargs
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"${STORE_CONFIG_ENV} is not JSON: {exc}") from None
+    if not isinstance(config, dict):
+        return kwargs
+    index = config.get("index")
+    if index:
+        if not isinstance(index, dict) or not index.get("embed") or not index.get("dims"):
+            raise InvalidInputError('the "index" of the store in langgraph.json needs "embed" and "dims"')
+        index = dict(index)
+        if isinstance(index["embed"], str):
+            from .ops import load_embeddings
+
+            index["embed"] = load_embeddings(index["embed"])
+        kwargs["index"] = index
+    ttl = config.get("ttl")
+    if ttl:
+        if not isinstance(ttl, dict):
+            raise InvalidInputError('the "ttl" of the store in langgraph.json must be an object')
+        kwargs["ttl"] = dict(ttl)
+    return kwargs
+
+
 def _make_store() -> Any:
     from .store.store import GitStore
 
-    return GitStore(repo_path(), durability=_durability())
+    return GitStore(repo_path(), **store_kwargs())
 
 
 _SAVER = _Shared(_make_saver)

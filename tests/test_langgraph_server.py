@@ -124,6 +124,39 @@ async def test_entry_points_share_one_saver_and_store_and_close_them(clean_env, 
     assert (tmp_path / "r.git" / "refs" / "heads" / "store").is_file()
 
 
+EMBED = textwrap.dedent('''
+    WORDS = ("tea", "coffee", "cat")
+
+
+    def embed(texts):  # a deterministic toy embedding: which of three words a text holds
+        return [[float(w in t.lower()) for w in WORDS] + [0.1] for t in texts]
+''')
+
+
+async def test_store_index_and_ttl_come_from_langgraph_json(clean_env, tmp_path):
+    """The server hands langgraph.json's store entry to its process as $LANGGRAPH_STORE, nothing more."""
+    (tmp_path / "embed.py").write_text(EMBED)
+    clean_env.chdir(tmp_path)
+    clean_env.setenv(ls.REPO_ENV, str(tmp_path / "r.git"))
+    clean_env.setenv(ls.STORE_CONFIG_ENV, json.dumps(
+        {"path": ls.STORE_PATH, "index": {"embed": "./embed.py:embed", "dims": 4, "fields": ["text"]},
+         "ttl": {"default_ttl": 60, "refresh_on_read": True}}))
+    async with ls.store() as st:
+        assert st.ttl_config == {"default_ttl": 60, "refresh_on_read": True}
+        await st.aput(("notes",), "a", {"text": "I like tea"})
+        await st.aput(("notes",), "b", {"text": "the cat sleeps"})
+        found = await st.asearch(("notes",), query="a cat")
+        assert [i.key for i in found] == ["b", "a"] and found[0].score > found[1].score
+        assert found[0].value == {"text": "the cat sleeps"}
+    for bad, message in [("{", "LANGGRAPH_STORE is not JSON"),
+                         ('{"index": {"dims": 4}}', 'needs "embed" and "dims"'),
+                         ('{"index": {"embed": "./nope.py:embed", "dims": 4}}', "no file"),
+                         ('{"ttl": 5}', 'the "ttl" of the store in langgraph.json must be an object')]:
+        clean_env.setenv(ls.STORE_CONFIG_ENV, bad)
+        with pytest.raises(InvalidInputError, match=message):
+            ls.store_kwargs()
+
+
 # -- gitckpt server init ---------------------------------------------------------------------
 
 
@@ -353,8 +386,10 @@ async def test_langgraph_dev_on_git(tmp_path, clean_env):
     project = tmp_path / "project"
     project.mkdir()
     (project / "graph.py").write_text(GRAPH)
+    (project / "embed.py").write_text(EMBED)
     (project / "langgraph.json").write_text(json.dumps(
-        {"dependencies": ["."], "graphs": {"agent": "./graph.py:graph"}, "env": {"APP_FLAG": "1"}}, indent=4))
+        {"dependencies": ["."], "graphs": {"agent": "./graph.py:graph"}, "env": {"APP_FLAG": "1"},
+         "store": {"index": {"embed": "./embed.py:embed", "dims": 4, "fields": ["text"]}}}, indent=4))
     env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS and not k.startswith(("LANGSMITH", "LANGCHAIN"))}
     env.update(XDG_DATA_HOME=str(tmp_path / "xdg"), LANGGRAPH_NO_VERSION_CHECK="true",
                LANGGRAPH_CLI_NO_ANALYTICS="1", LANGSMITH_TRACING="false",
@@ -477,6 +512,11 @@ async def test_langgraph_dev_on_git(tmp_path, clean_env):
         assert [(i["namespace"], i["key"]) for i in found["items"]] == [(["notes", "u1"], "k1")]
         assert "refs/heads/store" in _refs(repo)
         assert gitckpt("store", "get", "notes/u1", "k1", "--json")["value"] == {"text": "hello world"}
+        # semantic search, with the index langgraph.json gives the store
+        await client.store.put_item(["notes", "u1"], "k2", {"text": "a cup of tea"})
+        found = await client.store.search_items(["notes"], query="tea please")
+        assert [i["key"] for i in found["items"]] == ["k2", "k1"]
+        assert found["items"][0]["score"] > found["items"][1]["score"]
         # the graph's own store writes (node done): t1's, then t3's deleted run's (a store write is not a checkpoint)
         assert gitckpt("store", "get", "graph/done", "last", "--json")["value"] == \
             {"items": ["x", "add:1", "review:no"]}
@@ -493,8 +533,8 @@ async def test_langgraph_dev_on_git(tmp_path, clean_env):
             {r["checkpoint_id"] for r in gitckpt("log", t1, "--json")}
         assert (await client.threads.get_state(t1, checkpoint_id=paused_at))["values"]["items"] == ["hello", "add:1"]
         assert (await client.threads.get_state(t3))["values"] == state3["values"]
-        found = await client.store.search_items(["notes"])
-        assert [i["key"] for i in found["items"]] == ["k1"]
+        found = await client.store.search_items(["notes"], query="tea")
+        assert [i["key"] for i in found["items"]] == ["k2", "k1"]
 
         # a thread another process writes (here `gitckpt fork`) shows once the server has a record of it
         t5 = str(uuid.uuid4())
