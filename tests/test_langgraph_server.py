@@ -471,7 +471,8 @@ async def test_langgraph_dev_on_git(tmp_path, clean_env):
         main = gitckpt("show", t1, log[0]["checkpoint_id"], "--json")["values"]["items"]
         assert main == ["hello", "add:1", "review:yes", "done"]  # the main line is untouched
         diff = gitckpt("diff", t1, paused_at, fork_id, "--json")
-        assert "items" in json.dumps(diff)
+        assert (diff["from"]["checkpoint_id"], diff["to"]["checkpoint_id"]) == (paused_at, fork_id)
+        assert [(c["channel"], c.get("added")) for c in diff["channels"]] == [("items", ["edited"])]
 
         # copy the thread: new refs on the same commits' trees
         t2 = (await client.threads.copy(t1))["thread_id"]
@@ -547,6 +548,9 @@ async def test_langgraph_dev_on_git(tmp_path, clean_env):
             [("review", {"approved": True, "items": ["review:yes"]})]
         assert [h["checkpoint"]["checkpoint_id"] for h in await client.threads.get_history(t5, limit=20)] == \
             [r["checkpoint_id"] for r in gitckpt("log", t5, "--json")]
+        # pruning threads through the API deletes them in git
+        assert (await client.threads.prune([t5]))["pruned_count"] == 1
+        assert not any(t5 in r for r in _refs(repo))
         assert (await client.threads.get_state(t4))["next"] == ["review"]
         done = await client.runs.wait(t4, "agent", command={"resume": "yes"})
         assert done["items"] == ["y", "add:1", "review:yes", "done"]
