@@ -92,6 +92,21 @@ def test_allowlist_reaches_the_serializer(clean_env):
         ls.serializer()
 
 
+async def test_serde_env_encrypts_what_the_server_writes(clean_env, tmp_path):
+    from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+
+    clean_env.setenv(ls.REPO_ENV, str(tmp_path / "r.git"))
+    clean_env.setenv(ls.SERDE_ENV, "aes")
+    clean_env.setenv("LANGGRAPH_AES_KEY", "k" * 16)
+    async with ls.checkpointer() as saver:
+        assert isinstance(saver.serde, EncryptedSerializer)
+        typed = saver.serde.dumps_typed({"secret": 1})
+        assert typed[0].endswith("+aes") and b"secret" not in typed[1]
+    clean_env.delenv("LANGGRAPH_AES_KEY")
+    with pytest.raises(InvalidInputError, match="LANGGRAPH_AES_KEY"):
+        ls.saver_kwargs()
+
+
 def test_saver_kwargs_and_record(clean_env):
     assert ls.saver_kwargs() == {"durability": "os", "serde": None}
     clean_env.setenv(ls.DURABILITY_ENV, "fsync")
