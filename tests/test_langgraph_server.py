@@ -4,8 +4,10 @@ The unit tests read the environment and langgraph.json the way the entry
 points do. The server test (``-m server``) starts a real ``langgraph dev`` on
 127.0.0.1 with a small graph that interrupts, drives it with
 ``langgraph-sdk`` and, after each operation, reads the git repository with
-pygit2 and with the ``gitckpt`` command in a subprocess; then it restarts the
-server and reads the same threads again.
+pygit2 and with the ``gitckpt`` command (click's runner in this process; a
+real ``python -m gitckpt`` run in the project folder for ``server init`` and
+the first ``log``, to show it finds the server's repository by itself); then
+it restarts the server and reads the same threads again.
 """
 
 from __future__ import annotations
@@ -411,17 +413,24 @@ async def test_langgraph_dev_on_git(tmp_path, clean_env):
                # the checkpoints decode LangGraph's safe types only: nothing else is needed here
                GITCKPT_ALLOW="strict")
 
+    def gitckpt_process(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "gitckpt", *args], cwd=project, env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    clean_env.chdir(project)  # the command finds the server's repository from the project folder
+
     def gitckpt(*args: str, ok: bool = True):
-        res = subprocess.run([sys.executable, "-m", "gitckpt", *args], cwd=project, env=env,
-                             capture_output=True, text=True, timeout=60)
+        """The command in this process (click's runner): a subprocess each costs ~1 s of start-up."""
+        res = CliRunner().invoke(cli, list(args))
         if not ok:
             return res
-        assert res.returncode == 0, f"gitckpt {' '.join(args)}: {res.stderr}"
+        assert res.exit_code == 0, f"gitckpt {' '.join(args)}: {res.output}"
         return json.loads(res.stdout) if "--json" in args else res.stdout
 
-    out = gitckpt("server", "init")
+    res = gitckpt_process("server", "init")
+    assert res.returncode == 0, res.stderr
     repo = ls.default_repo(project)
-    assert f"repository: {repo}" in out
+    assert f"repository: {repo}" in res.stdout
     assert project not in repo.parents  # outside what the dev server watches
     assert json.loads((project / "langgraph.json").read_text())["env"] == {"APP_FLAG": "1"}
 
@@ -435,7 +444,10 @@ async def test_langgraph_dev_on_git(tmp_path, clean_env):
         result = await client.runs.wait(t1, "agent", input={"items": ["hello"]})
         assert result["items"] == ["hello", "add:1"]
         assert f"refs/heads/threads/{t1}" in _refs(repo)
-        log = gitckpt("log", t1, "--json")
+        res = gitckpt_process("log", t1, "--json")  # a real process, run in the project folder
+        assert res.returncode == 0, res.stderr
+        log = json.loads(res.stdout)
+        assert log == gitckpt("log", t1, "--json")
         state = await client.threads.get_state(t1)
         assert state["next"] == ["review"]
         assert state["tasks"][0]["interrupts"][0]["value"] == {"question": "approve?", "items": ["hello", "add:1"]}
@@ -499,7 +511,8 @@ async def test_langgraph_dev_on_git(tmp_path, clean_env):
         # delete the copy
         await client.threads.delete(t2)
         assert not any(t2 in r for r in _refs(repo))
-        assert gitckpt("log", t2, "--json", ok=False).returncode == 1
+        gone = gitckpt("log", t2, "--json", ok=False)
+        assert gone.exit_code == 1 and "Error:" in gone.output
         assert gitckpt("log", t1, "--json")  # the original is still there
 
         # delete a run: its checkpoints go, the thread's earlier ones stay
