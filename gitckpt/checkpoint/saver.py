@@ -20,6 +20,7 @@ in ``docs/format.md``; in short:
 from __future__ import annotations
 
 import asyncio
+import builtins
 import heapq
 import random
 import threading
@@ -398,7 +399,8 @@ class GitSaver(BaseCheckpointSaver[str]):
     def _remember_base(self, key: tuple, entries: dict, versions: Mapping, seen: Mapping) -> None:
         self._bases[key] = (entries, dict(versions), seen)
 
-    def _remember_chunks(self, key: tuple, items: list, chunk_oids: list, group_oids: list) -> None:
+    def _remember_chunks(self, key: tuple, items: builtins.list, chunk_oids: builtins.list,
+                         group_oids: builtins.list) -> None:
         self._chunks[key] = (items, chunk_oids, group_oids)
 
     def _base(self, thread_id: str, ns: str, cid: str, entry: Entry) -> tuple:
@@ -422,7 +424,7 @@ class GitSaver(BaseCheckpointSaver[str]):
     def _encode_value(self, value: Any) -> Oid:
         return self.repo.blob(fmt.pack_value(self._dumps(value)))
 
-    def _encode_list(self, key: tuple, value: list) -> Oid:
+    def _encode_list(self, key: tuple, value: builtins.list) -> Oid:
         """Store a long list as groups of chunks, re-using every unchanged full chunk.
 
         A full chunk is unchanged when its items are the very objects (or equal
@@ -526,7 +528,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         if update.error is not None:
             raise update.error
 
-    def _run_batch(self, thread_id: str, batch: list[_Update]) -> None:
+    def _run_batch(self, thread_id: str, batch: builtins.list[_Update]) -> None:
         # Checkpoints first: writes that LangGraph sent before their checkpoint's
         # put then find it (order among puts, and among writes, is kept).
         batch.sort(key=lambda u: not u.is_put)
@@ -602,7 +604,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         values = checkpoint.get("channel_values", {})
         versions = checkpoint.get("channel_versions", {})
         md = get_checkpoint_metadata(config, metadata)
-        cp = {k: v for k, v in checkpoint.items() if k != "channel_values"}
+        cp: dict[str, Any] = {k: v for k, v in checkpoint.items() if k != "channel_values"}
         try:
             cp_data = fmt.pack_value(self._dumps(cp))
             md_data = fmt.pack_value(self._dumps(md))
@@ -614,7 +616,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         def prepare(idx: ThreadIndex):
             nonlocal root_tree
             parent_entry = idx.ckpt.get((ns, parent)) if parent else None
-            if parent_entry is not None:
+            if parent_entry is not None and parent:
                 base_entries, base_versions, base_seen = self._base(thread_id, ns, parent, parent_entry)
             else:
                 base_entries, base_versions, base_seen = {}, {}, {}
@@ -652,6 +654,7 @@ class GitSaver(BaseCheckpointSaver[str]):
             return line, old, self.repo.commit(root_tree, parents, message)
 
         def record(idx: ThreadIndex, line: str, commit: Oid) -> None:
+            assert root_tree is not None  # prepare() ran
             idx.heads[line] = (ns, cid)
             idx.last_line[ns] = line
             step = md.get("step")
@@ -741,6 +744,7 @@ class GitSaver(BaseCheckpointSaver[str]):
             return line, old, self.repo.commit(self.repo.tree(root), [old] if old else [], message)
 
         def record(idx: ThreadIndex, line: str, commit: Oid) -> None:
+            assert subtree is not None  # prepare() ran
             idx.add_writes(ns, cid, subtree)
             idx.unsaved += 1
             if line not in idx.heads:
@@ -797,7 +801,7 @@ class GitSaver(BaseCheckpointSaver[str]):
                     if not holds:
                         continue
 
-                    def attempt(ref=ref) -> Oid | None:
+                    def attempt(ref: str = ref, message: str = message) -> Oid | None:
                         old = self.repo.ref(ref)
                         if old is None:
                             return Oid(hex="0" * 40)
@@ -849,7 +853,7 @@ class GitSaver(BaseCheckpointSaver[str]):
                 self.delete_thread(thread_id)
                 continue
             with self.lock:
-                retry_cas(lambda: self._prune_one(thread_id), f"prune of thread {thread_id!r}")
+                retry_cas(lambda t=thread_id: self._prune_one(t), f"prune of thread {thread_id!r}")
                 self._forget(thread_id)
 
     def _prune_one(self, thread_id: str) -> bool | None:
@@ -859,6 +863,8 @@ class GitSaver(BaseCheckpointSaver[str]):
         new_tips: dict[str, Oid] = {}
         for ns in idx.namespaces():
             cid = idx.latest(ns)
+            if cid is None:
+                continue
             entry = idx.ckpt[(ns, cid)]
             commit = self.repo.commit_info(entry.commit)
             kept = self.repo.commit(commit.tree_id, [], commit.message)
@@ -991,10 +997,9 @@ class GitSaver(BaseCheckpointSaver[str]):
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
         it = self.list(config, filter=filter, before=before, limit=limit)
-        done = object()
         while True:
-            item = await asyncio.to_thread(next, it, done)
-            if item is done:
+            item = await asyncio.to_thread(next, it, None)  # list() never yields None
+            if item is None:
                 return
             yield item
 
