@@ -41,9 +41,10 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 REPO_ENV = "GITCKPT_REPO"
 DURABILITY_ENV = "GITCKPT_DURABILITY"
@@ -104,7 +105,8 @@ def _read_config(config: Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise InvalidInputError(
             f"{config} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}; "
-            "fix it (nothing was changed)") from None
+            "fix it (nothing was changed)"
+        ) from None
     if not isinstance(data, dict):
         raise InvalidInputError(f"{config} holds a JSON {type(data).__name__}, not an object (nothing was changed)")
     return data
@@ -112,8 +114,10 @@ def _read_config(config: Path) -> dict[str, Any]:
 
 def uses_gitckpt(data: dict[str, Any]) -> bool:
     """Whether a ``langgraph.json`` (as a dict) names gitckpt's checkpointer or store."""
-    return any(isinstance(data.get(key), dict) and data[key].get("path") == path
-               for key, path in (("checkpointer", CHECKPOINTER_PATH), ("store", STORE_PATH)))
+    return any(
+        isinstance(data.get(key), dict) and data[key].get("path") == path
+        for key, path in (("checkpointer", CHECKPOINTER_PATH), ("store", STORE_PATH))
+    )
 
 
 def _env_file_value(path: Path, key: str) -> str | None:
@@ -126,7 +130,7 @@ def _env_file_value(path: Path, key: str) -> str | None:
     for line in lines:
         line = line.strip()
         if line.startswith("export "):
-            line = line[len("export "):].lstrip()
+            line = line[len("export ") :].lstrip()
         name, sep, value = line.partition("=")
         if sep and name.strip() == key:
             value = value.strip()
@@ -208,14 +212,16 @@ def init_config(config: str | os.PathLike, *, force: bool = False, repo: str | N
             if not force:
                 raise InvalidInputError(
                     f"{config}: {key!r} is a JSON {type(entry).__name__}, not an object with a path; "
-                    "fix it or pass --force to replace it (nothing was changed)")
+                    "fix it or pass --force to replace it (nothing was changed)"
+                )
             data[key] = {"path": path}
         elif entry.get("path") == path:
             continue
         elif entry.get("path") and not force:
             raise InvalidInputError(
                 f"{config} already has a {key} ({entry['path']!r}); pass --force to replace it with "
-                f"gitckpt's (nothing was changed)")
+                f"gitckpt's (nothing was changed)"
+            )
         else:
             data[key] = {**entry, "path": path}
             if entry.get("backend") not in (None, "custom"):
@@ -228,10 +234,12 @@ def init_config(config: str | os.PathLike, *, force: bool = False, repo: str | N
         if isinstance(env, str):
             raise InvalidInputError(
                 f"{config}: env names the file {env!r}; put {REPO_ENV}={repo} in that file instead "
-                "(nothing was changed)")
+                "(nothing was changed)"
+            )
         if env is not None and not isinstance(env, dict):
-            raise InvalidInputError(f"{config}: env is a JSON {type(env).__name__}, not an object "
-                                    "(nothing was changed)")
+            raise InvalidInputError(
+                f"{config}: env is a JSON {type(env).__name__}, not an object (nothing was changed)"
+            )
         if (env or {}).get(REPO_ENV) != repo:
             data["env"] = {**(env or {}), REPO_ENV: repo}
             changed.append("env")
@@ -243,9 +251,11 @@ def init_config(config: str | os.PathLike, *, force: bool = False, repo: str | N
     # the server lets langgraph.json's env override the shell's
     folder = config.parent
     shell = os.environ.get(REPO_ENV, "").strip()
-    repository = (_configured_repo(folder, data)
-                  or (folder.absolute() / Path(shell).expanduser() if shell else None)
-                  or default_repo(folder))
+    repository = (
+        _configured_repo(folder, data)
+        or (folder.absolute() / Path(shell).expanduser() if shell else None)
+        or default_repo(folder)
+    )
     return {"created": created, "changed": changed, "repository": repository}
 
 
@@ -286,7 +296,8 @@ def parse_allowlist(value: str) -> list[tuple[str, str]]:
         if not sep or not module or not name or ":" in name:
             raise InvalidInputError(
                 f"${ALLOW_ENV}: {item!r} is not module:Name (a list is module:Name,module:Name; "
-                "'strict' allows LangGraph's safe types only)")
+                "'strict' allows LangGraph's safe types only)"
+            )
         allowed.append((module, name))
     if not allowed:
         raise InvalidInputError(f"${ALLOW_ENV} is set but names no type: give module:Name,... or 'strict'")
@@ -303,7 +314,8 @@ def serializer() -> Any:
         if spec:
             raise InvalidInputError(
                 f"${ALLOW_ENV} and ${SERDE_ENV} are both set: give the allowlist to the serializer "
-                f"{spec!r} names, or unset {SERDE_ENV}")
+                f"{spec!r} names, or unset {SERDE_ENV}"
+            )
         from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
         # an empty list is LangGraph's strict mode: its safe types and nothing else
@@ -328,7 +340,8 @@ def saver_kwargs() -> dict[str, Any]:
 
             raise InvalidInputError(
                 f"${RECORD_ENV} is set, but this gitckpt cannot record model and tool calls "
-                f"(GitSaver has no record=); unset {RECORD_ENV} or upgrade gitckpt")
+                f"(GitSaver has no record=); unset {RECORD_ENV} or upgrade gitckpt"
+            )
         kwargs["record"] = True
     return kwargs
 

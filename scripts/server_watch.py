@@ -54,9 +54,15 @@ def measure(repo: str | None, threads: int) -> dict:
         (project / "langgraph.json").write_text(
             '{"dependencies": ["."], "graphs": {"agent": "./graph.py:graph"},'
             ' "checkpointer": {"path": "gitckpt.langgraph_server.checkpointer"},'
-            ' "store": {"path": "gitckpt.langgraph_server.store"}}')
-        env = dict(os.environ, XDG_DATA_HOME=str(Path(tmp) / "xdg"), LANGGRAPH_NO_VERSION_CHECK="true",
-                   LANGGRAPH_CLI_NO_ANALYTICS="1", PYTHONPATH=str(ROOT))
+            ' "store": {"path": "gitckpt.langgraph_server.store"}}'
+        )
+        env = dict(
+            os.environ,
+            XDG_DATA_HOME=str(Path(tmp) / "xdg"),
+            LANGGRAPH_NO_VERSION_CHECK="true",
+            LANGGRAPH_CLI_NO_ANALYTICS="1",
+            PYTHONPATH=str(ROOT),
+        )
         env.pop("GITCKPT_REPO", None)
         if repo is not None:
             env["GITCKPT_REPO"] = repo
@@ -64,9 +70,14 @@ def measure(repo: str | None, threads: int) -> dict:
         log = Path(tmp) / "server.log"
         exe = Path(sys.executable).parent / "langgraph"
         with open(log, "wb") as out:
-            proc = subprocess.Popen([str(exe), "dev", "--no-browser", "--host", "127.0.0.1", "--port", str(port)],
-                                    cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                [str(exe), "dev", "--no-browser", "--host", "127.0.0.1", "--port", str(port)],
+                cwd=project,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
             for _ in range(200):
                 try:
@@ -78,13 +89,15 @@ def measure(repo: str | None, threads: int) -> dict:
             before = log.read_text(errors="replace")
             asyncio.run(_drive(f"http://127.0.0.1:{port}", threads))
             time.sleep(2)
-            during = log.read_text(errors="replace")[len(before):]
+            during = log.read_text(errors="replace")[len(before) :]
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(15)
-        return {"wakeups": len(re.findall(r"changes? detected", during)),
-                "changes": sum(int(n) for n in re.findall(r"(\d+) changes? detected", during)),
-                "reloads": during.count("Reloading")}
+        return {
+            "wakeups": len(re.findall(r"changes? detected", during)),
+            "changes": sum(int(n) for n in re.findall(r"(\d+) changes? detected", during)),
+            "reloads": during.count("Reloading"),
+        }
 
 
 def main() -> None:
@@ -93,8 +106,10 @@ def main() -> None:
     args = parser.parse_args()
     for label, repo in (("inside the project (./.gitckpt)", ".gitckpt"), ("the default (outside)", None)):
         r = measure(repo, args.threads)
-        print(f"{label:34} {args.threads} threads, {2 * args.threads} runs: watcher woke {r['wakeups']} times "
-              f"({r['changes']} changed paths), {r['reloads']} reloads")
+        print(
+            f"{label:34} {args.threads} threads, {2 * args.threads} runs: watcher woke {r['wakeups']} times "
+            f"({r['changes']} changed paths), {r['reloads']} reloads"
+        )
 
 
 if __name__ == "__main__":

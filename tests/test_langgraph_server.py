@@ -12,7 +12,6 @@ it restarts the server and reads the same threads again.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import json
 import os
@@ -31,7 +30,8 @@ import pygit2
 import pytest
 from click.testing import CliRunner
 
-from gitckpt import GitSaver, GitStore, langgraph_server as ls
+from gitckpt import GitSaver, GitStore
+from gitckpt import langgraph_server as ls
 from gitckpt.cli import cli
 from gitckpt.errors import InvalidInputError
 
@@ -141,13 +141,13 @@ async def test_entry_points_share_one_saver_and_store_and_close_them(clean_env, 
     assert (tmp_path / "r.git" / "refs" / "heads" / "store").is_file()
 
 
-EMBED = textwrap.dedent('''
+EMBED = textwrap.dedent("""
     WORDS = ("tea", "coffee", "cat")
 
 
     def embed(texts):  # a deterministic toy embedding: which of three words a text holds
         return [[float(w in t.lower()) for w in WORDS] + [0.1] for t in texts]
-''')
+""")
 
 
 async def test_store_index_and_ttl_come_from_langgraph_json(clean_env, tmp_path):
@@ -155,9 +155,16 @@ async def test_store_index_and_ttl_come_from_langgraph_json(clean_env, tmp_path)
     (tmp_path / "embed.py").write_text(EMBED)
     clean_env.chdir(tmp_path)
     clean_env.setenv(ls.REPO_ENV, str(tmp_path / "r.git"))
-    clean_env.setenv(ls.STORE_CONFIG_ENV, json.dumps(
-        {"path": ls.STORE_PATH, "index": {"embed": "./embed.py:embed", "dims": 4, "fields": ["text"]},
-         "ttl": {"default_ttl": 60, "refresh_on_read": True}}))
+    clean_env.setenv(
+        ls.STORE_CONFIG_ENV,
+        json.dumps(
+            {
+                "path": ls.STORE_PATH,
+                "index": {"embed": "./embed.py:embed", "dims": 4, "fields": ["text"]},
+                "ttl": {"default_ttl": 60, "refresh_on_read": True},
+            }
+        ),
+    )
     async with ls.store() as st:
         assert st.ttl_config == {"default_ttl": 60, "refresh_on_read": True}
         await st.aput(("notes",), "a", {"text": "I like tea"})
@@ -165,10 +172,12 @@ async def test_store_index_and_ttl_come_from_langgraph_json(clean_env, tmp_path)
         found = await st.asearch(("notes",), query="a cat")
         assert [i.key for i in found] == ["b", "a"] and found[0].score > found[1].score
         assert found[0].value == {"text": "the cat sleeps"}
-    for bad, message in [("{", "LANGGRAPH_STORE is not JSON"),
-                         ('{"index": {"dims": 4}}', 'needs "embed" and "dims"'),
-                         ('{"index": {"embed": "./nope.py:embed", "dims": 4}}', "no file"),
-                         ('{"ttl": 5}', 'the "ttl" of the store in langgraph.json must be an object')]:
+    for bad, message in [
+        ("{", "LANGGRAPH_STORE is not JSON"),
+        ('{"index": {"dims": 4}}', 'needs "embed" and "dims"'),
+        ('{"index": {"embed": "./nope.py:embed", "dims": 4}}', "no file"),
+        ('{"ttl": 5}', 'the "ttl" of the store in langgraph.json must be an object'),
+    ]:
         clean_env.setenv(ls.STORE_CONFIG_ENV, bad)
         with pytest.raises(InvalidInputError, match=message):
             ls.store_kwargs()
@@ -183,12 +192,21 @@ def test_server_init_creates_and_preserves(clean_env, tmp_path):
     res = runner.invoke(cli, ["server", "init"])
     assert res.exit_code == 0, res.output
     data = json.loads((tmp_path / "langgraph.json").read_text())
-    assert data == {"dependencies": ["."], "graphs": {},
-                    "checkpointer": {"path": ls.CHECKPOINTER_PATH}, "store": {"path": ls.STORE_PATH}}
+    assert data == {
+        "dependencies": ["."],
+        "graphs": {},
+        "checkpointer": {"path": ls.CHECKPOINTER_PATH},
+        "store": {"path": ls.STORE_PATH},
+    }
     assert f"repository: {ls.default_repo(tmp_path)}" in res.output
 
-    original = {"graphs": {"agent": "./graph.py:graph"}, "env": {"A": "1"}, "http": {"cors": {"x": [1]}},
-                "store": {"index": {"dims": 4}}, "python_version": "3.12"}
+    original = {
+        "graphs": {"agent": "./graph.py:graph"},
+        "env": {"A": "1"},
+        "http": {"cors": {"x": [1]}},
+        "store": {"index": {"dims": 4}},
+        "python_version": "3.12",
+    }
     cfg = tmp_path / "sub" / "langgraph.json"
     cfg.parent.mkdir()
     cfg.write_text(json.dumps(original))
@@ -197,8 +215,9 @@ def test_server_init_creates_and_preserves(clean_env, tmp_path):
     data = json.loads(cfg.read_text())
     assert list(data) == ["graphs", "env", "http", "store", "python_version", "checkpointer"]
     assert data["store"] == {"index": {"dims": 4}, "path": ls.STORE_PATH}
-    assert {k: data[k] for k in ("graphs", "env", "http", "python_version")} == \
-        {k: original[k] for k in ("graphs", "env", "http", "python_version")}
+    assert {k: data[k] for k in ("graphs", "env", "http", "python_version")} == {
+        k: original[k] for k in ("graphs", "env", "http", "python_version")
+    }
     before = cfg.read_text()
     res = runner.invoke(cli, ["server", "init", "--config", str(cfg)])
     assert res.exit_code == 0 and "already uses gitckpt" in res.output
@@ -210,14 +229,22 @@ def test_server_init_errors_change_nothing(clean_env, tmp_path):
     cfg = tmp_path / "langgraph.json"
     runner = CliRunner()
     for text, message in [
-        ('{"graphs": {},', "Error: langgraph.json is not valid JSON: Expecting property name enclosed in double "
-                           "quotes at line 1, column 15; fix it (nothing was changed)"),
+        (
+            '{"graphs": {},',
+            "Error: langgraph.json is not valid JSON: Expecting property name enclosed in double "
+            "quotes at line 1, column 15; fix it (nothing was changed)",
+        ),
         ("[1, 2]", "Error: langgraph.json holds a JSON list, not an object (nothing was changed)"),
-        ('{"checkpointer": {"path": "./mine.py:saver"}}',
-         "Error: langgraph.json already has a checkpointer ('./mine.py:saver'); pass --force to replace it "
-         "with gitckpt's (nothing was changed)"),
-        ('{"store": "x"}', "Error: langgraph.json: 'store' is a JSON str, not an object with a path; fix it "
-                           "or pass --force to replace it (nothing was changed)"),
+        (
+            '{"checkpointer": {"path": "./mine.py:saver"}}',
+            "Error: langgraph.json already has a checkpointer ('./mine.py:saver'); pass --force to replace it "
+            "with gitckpt's (nothing was changed)",
+        ),
+        (
+            '{"store": "x"}',
+            "Error: langgraph.json: 'store' is a JSON str, not an object with a path; fix it "
+            "or pass --force to replace it (nothing was changed)",
+        ),
     ]:
         cfg.write_text(text)
         res = runner.invoke(cli, ["server", "init"])
@@ -227,8 +254,7 @@ def test_server_init_errors_change_nothing(clean_env, tmp_path):
     cfg.write_text('{"checkpointer": {"path": "./mine.py:saver", "ttl": {"strategy": "delete"}}}')
     res = runner.invoke(cli, ["server", "init", "--force"])
     assert res.exit_code == 0, res.output
-    assert json.loads(cfg.read_text())["checkpointer"] == {"path": ls.CHECKPOINTER_PATH,
-                                                          "ttl": {"strategy": "delete"}}
+    assert json.loads(cfg.read_text())["checkpointer"] == {"path": ls.CHECKPOINTER_PATH, "ttl": {"strategy": "delete"}}
     res = runner.invoke(cli, ["server", "init", "--config", str(tmp_path / "nope" / "langgraph.json")])
     assert res.exit_code == 1 and "the folder" in res.output and "does not exist" in res.output
 
@@ -251,8 +277,10 @@ def test_server_init_repo_sets_the_env(clean_env, tmp_path):
     cfg.write_text(json.dumps({"env": ".env"}))
     res = runner.invoke(cli, ["server", "init", "--repo", "x.git"])
     assert res.exit_code == 1
-    assert res.output.strip() == ("Error: langgraph.json: env names the file '.env'; put GITCKPT_REPO=x.git in "
-                                  "that file instead (nothing was changed)")
+    assert res.output.strip() == (
+        "Error: langgraph.json: env names the file '.env'; put GITCKPT_REPO=x.git in "
+        "that file instead (nothing was changed)"
+    )
     assert json.loads(cfg.read_text()) == {"env": ".env"}
 
 
@@ -272,8 +300,9 @@ def test_cli_finds_the_servers_repository(clean_env, tmp_path):
     assert res.exit_code == 0, res.output
     assert [t["thread_id"] for t in json.loads(res.output)] == ["t1"]
     # the env of langgraph.json (a mapping, or a .env file) moves it, as it does for the server
-    (tmp_path / "langgraph.json").write_text(json.dumps({"env": {ls.REPO_ENV: "data/ck.git"},
-                                                         "store": {"path": ls.STORE_PATH}}))
+    (tmp_path / "langgraph.json").write_text(
+        json.dumps({"env": {ls.REPO_ENV: "data/ck.git"}, "store": {"path": ls.STORE_PATH}})
+    )
     assert ls.project_repo(tmp_path) == tmp_path / "data" / "ck.git"
     (tmp_path / ".env").write_text(f'OTHER=1\nexport {ls.REPO_ENV}="/abs/ck.git"\n')
     (tmp_path / "langgraph.json").write_text(json.dumps({"env": ".env", "store": {"path": ls.STORE_PATH}}))
@@ -284,7 +313,7 @@ def test_cli_finds_the_servers_repository(clean_env, tmp_path):
 
 # -- a real `langgraph dev` --------------------------------------------------------------------
 
-GRAPH = textwrap.dedent('''
+GRAPH = textwrap.dedent("""
     import operator
     from typing import Annotated, TypedDict
 
@@ -336,7 +365,7 @@ GRAPH = textwrap.dedent('''
     builder.add_edge("done", "sub")
     builder.add_edge("sub", END)
     graph = builder.compile()
-''')
+""")
 
 HAS_SERVER = all(importlib.util.find_spec(m) is not None for m in ("langgraph_cli", "langgraph_api", "langgraph_sdk"))
 SERVER_SKIP = "langgraph-cli[inmem] is not installed (pip install -e '.[server]')"
@@ -364,7 +393,12 @@ class DevServer:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [*cmd, "dev", "--no-browser", "--host", "127.0.0.1", "--port", str(port)],
-                cwd=self.project, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                cwd=self.project,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -404,18 +438,31 @@ async def test_langgraph_dev_on_git(tmp_path, clean_env):
     project.mkdir()
     (project / "graph.py").write_text(GRAPH)
     (project / "embed.py").write_text(EMBED)
-    (project / "langgraph.json").write_text(json.dumps(
-        {"dependencies": ["."], "graphs": {"agent": "./graph.py:graph"}, "env": {"APP_FLAG": "1"},
-         "store": {"index": {"embed": "./embed.py:embed", "dims": 4, "fields": ["text"]}}}, indent=4))
+    (project / "langgraph.json").write_text(
+        json.dumps(
+            {
+                "dependencies": ["."],
+                "graphs": {"agent": "./graph.py:graph"},
+                "env": {"APP_FLAG": "1"},
+                "store": {"index": {"embed": "./embed.py:embed", "dims": 4, "fields": ["text"]}},
+            },
+            indent=4,
+        )
+    )
     env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS and not k.startswith(("LANGSMITH", "LANGCHAIN"))}
-    env.update(XDG_DATA_HOME=str(tmp_path / "xdg"), LANGGRAPH_NO_VERSION_CHECK="true",
-               LANGGRAPH_CLI_NO_ANALYTICS="1", LANGSMITH_TRACING="false",
-               # the checkpoints decode LangGraph's safe types only: nothing else is needed here
-               GITCKPT_ALLOW="strict")
+    env.update(
+        XDG_DATA_HOME=str(tmp_path / "xdg"),
+        LANGGRAPH_NO_VERSION_CHECK="true",
+        LANGGRAPH_CLI_NO_ANALYTICS="1",
+        LANGSMITH_TRACING="false",
+        # the checkpoints decode LangGraph's safe types only: nothing else is needed here
+        GITCKPT_ALLOW="strict",
+    )
 
     def gitckpt_process(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "gitckpt", *args], cwd=project, env=env,
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "gitckpt", *args], cwd=project, env=env, capture_output=True, text=True, timeout=60
+        )
 
     clean_env.chdir(project)  # the command finds the server's repository from the project folder
 
@@ -454,16 +501,20 @@ async def test_langgraph_dev_on_git(tmp_path, clean_env):
         assert log[0]["checkpoint_id"] == state["checkpoint"]["checkpoint_id"]
         shown = gitckpt("show", t1, "--json")
         assert shown["values"]["items"] == ["hello", "add:1"]
-        assert [t["interrupts"][0]["value"] for t in shown["tasks"]] == [{"question": "approve?",
-                                                                         "items": ["hello", "add:1"]}]
+        assert [t["interrupts"][0]["value"] for t in shown["tasks"]] == [
+            {"question": "approve?", "items": ["hello", "add:1"]}
+        ]
         paused_at = state["checkpoint"]["checkpoint_id"]
 
         # resume it, streaming
         chunks = [c async for c in client.runs.stream(t1, "agent", command={"resume": "yes"}, stream_mode="values")]
         values = [c.data for c in chunks if c.event == "values"]
         assert values[-1]["items"] == ["hello", "add:1", "review:yes", "done"]
-        assert gitckpt("show", t1, "--json")["values"] == {"items": ["hello", "add:1", "review:yes", "done"],
-                                                          "approved": True, "note": "inner"}
+        assert gitckpt("show", t1, "--json")["values"] == {
+            "items": ["hello", "add:1", "review:yes", "done"],
+            "approved": True,
+            "note": "inner",
+        }
 
         # the subgraph's checkpoints: their own line in git, read back through the API
         sub_refs = [r for r in _refs(repo) if r.startswith(f"refs/heads/subgraphs/{t1}/sub")]
@@ -505,8 +556,9 @@ async def test_langgraph_dev_on_git(tmp_path, clean_env):
         t2 = (await client.threads.copy(t1))["thread_id"]
         assert f"refs/heads/threads/{t2}" in _refs(repo)
         assert (await client.threads.get_state(t2))["values"] == (await client.threads.get_state(t1))["values"]
-        assert {r["checkpoint_id"] for r in gitckpt("log", t2, "--json")} == \
-            {r["checkpoint_id"] for r in gitckpt("log", t1, "--json")}
+        assert {r["checkpoint_id"] for r in gitckpt("log", t2, "--json")} == {
+            r["checkpoint_id"] for r in gitckpt("log", t1, "--json")
+        }
 
         # delete the copy
         await client.threads.delete(t2)
@@ -528,8 +580,9 @@ async def test_langgraph_dev_on_git(tmp_path, clean_env):
         # checkpointer: the state is that checkpoint with review's result pending
         state3 = await client.threads.get_state(t3)
         assert state3["checkpoint"]["checkpoint_id"] == gitckpt("log", t3, "--json")[0]["checkpoint_id"]
-        assert [(t["name"], t["result"]) for t in state3["tasks"]] == \
-            [("review", {"approved": False, "items": ["review:no"]})]
+        assert [(t["name"], t["result"]) for t in state3["tasks"]] == [
+            ("review", {"approved": False, "items": ["review:no"]})
+        ]
         pending = gitckpt("show", t3, "--json")["pending_writes"]
         assert {(w["channel"], json.dumps(w["value"])) for w in pending} >= {("approved", "false")}
         t4 = (await client.threads.create())["thread_id"]
@@ -547,10 +600,13 @@ async def test_langgraph_dev_on_git(tmp_path, clean_env):
         assert [i["key"] for i in found["items"]] == ["k2", "k1"]
         assert found["items"][0]["score"] > found["items"][1]["score"]
         # the graph's own store writes (node done): t1's, then t3's deleted run's (a store write is not a checkpoint)
-        assert gitckpt("store", "get", "graph/done", "last", "--json")["value"] == \
-            {"items": ["x", "add:1", "review:no"]}
-        assert [e["value"] for e in gitckpt("store", "log", "graph/done", "last", "--json")] == \
-            [{"items": ["x", "add:1", "review:no"]}, {"items": ["hello", "add:1", "review:yes"]}]
+        assert gitckpt("store", "get", "graph/done", "last", "--json")["value"] == {
+            "items": ["x", "add:1", "review:no"]
+        }
+        assert [e["value"] for e in gitckpt("store", "log", "graph/done", "last", "--json")] == [
+            {"items": ["x", "add:1", "review:no"]},
+            {"items": ["hello", "add:1", "review:yes"]},
+        ]
 
         # restart: the same threads, read back from git
         server.stop()
@@ -558,8 +614,9 @@ async def test_langgraph_dev_on_git(tmp_path, clean_env):
         client = get_client(url=server.url, timeout=60)
         assert (await client.threads.get_state(t1))["values"]["items"] == ["hello", "add:1", "edited"]
         history2 = await client.threads.get_history(t1, limit=100)
-        assert {h["checkpoint"]["checkpoint_id"] for h in history2} == \
-            {r["checkpoint_id"] for r in gitckpt("log", t1, "--json")}
+        assert {h["checkpoint"]["checkpoint_id"] for h in history2} == {
+            r["checkpoint_id"] for r in gitckpt("log", t1, "--json")
+        }
         assert (await client.threads.get_state(t1, checkpoint_id=paused_at))["values"]["items"] == ["hello", "add:1"]
         assert (await client.threads.get_state(t3))["values"] == state3["values"]
         found = await client.store.search_items(["notes"], query="tea")
@@ -572,10 +629,12 @@ async def test_langgraph_dev_on_git(tmp_path, clean_env):
         state5 = await client.threads.get_state(t5)
         # the fork starts at the paused checkpoint, with the writes t1 made on it (review's result)
         assert state5["checkpoint"]["checkpoint_id"] == paused_at
-        assert [(t["name"], t["result"]) for t in state5["tasks"]] == \
-            [("review", {"approved": True, "items": ["review:yes"]})]
-        assert [h["checkpoint"]["checkpoint_id"] for h in await client.threads.get_history(t5, limit=20)] == \
-            [r["checkpoint_id"] for r in gitckpt("log", t5, "--json")]
+        assert [(t["name"], t["result"]) for t in state5["tasks"]] == [
+            ("review", {"approved": True, "items": ["review:yes"]})
+        ]
+        assert [h["checkpoint"]["checkpoint_id"] for h in await client.threads.get_history(t5, limit=20)] == [
+            r["checkpoint_id"] for r in gitckpt("log", t5, "--json")
+        ]
         # pruning threads through the API deletes them in git
         assert (await client.threads.prune([t5]))["pruned_count"] == 1
         assert not any(t5 in r for r in _refs(repo))
