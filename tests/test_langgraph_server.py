@@ -411,6 +411,20 @@ class DevServer:
                 time.sleep(0.2)
         pytest.fail(f"langgraph dev did not answer within {timeout}s:\n{self.tail()}")
 
+    def wait_for(self, ready, timeout: float = 40) -> None:
+        """Until ``ready(log text)`` and the server answers."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if ready(self.log.read_text(errors="replace")):
+                try:
+                    with urllib.request.urlopen(f"{self.url}/ok", timeout=1) as resp:
+                        if resp.status == 200:
+                            return
+                except OSError:
+                    pass
+            time.sleep(0.2)
+        pytest.fail(f"langgraph dev was not ready within {timeout}s:\n{self.tail()}")
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -608,6 +622,9 @@ async def test_langgraph_dev_on_git(tmp_path, clean_env):
             {"items": ["hello", "add:1", "review:yes"]},
         ]
 
+        # git's writes stayed out of the watched folder: nothing reloaded the server
+        assert "Reloading" not in server.log.read_text(errors="replace")
+
         # restart: the same threads, read back from git
         server.stop()
         server.start()
@@ -642,8 +659,18 @@ async def test_langgraph_dev_on_git(tmp_path, clean_env):
         done = await client.runs.wait(t4, "agent", command={"resume": "yes"})
         assert done["items"] == ["y", "add:1", "review:yes", "done"]
         assert gitckpt("show", t4, "--json")["values"]["items"] == ["y", "add:1", "review:yes", "done"]
+
+        # editing the graph's code reloads the server: it closes the saver and store and opens them again
+        started = server.log.read_text(errors="replace").count("Application started up")
+        (project / "graph.py").write_text(GRAPH + "\n# edited\n")
+        server.wait_for(lambda log: log.count("Application started up") > started and "Reloading" in log)
+        t6 = (await client.threads.create())["thread_id"]
+        assert (await client.runs.wait(t6, "agent", input={"items": ["z"]}))["items"] == ["z", "add:1"]
+        assert (
+            gitckpt("log", t6, "--json")[0]["checkpoint_id"]
+            == (await client.threads.get_state(t6))["checkpoint"]["checkpoint_id"]
+        )
+        assert (await client.threads.get_state(t4))["values"]["items"] == ["y", "add:1", "review:yes", "done"]
     finally:
         server.stop()
-    # git's writes stayed out of the watched folder: nothing reloaded the server
-    assert "Reloading" not in server.log.read_text(errors="replace")
     assert not (project / ".gitckpt").exists()
