@@ -471,6 +471,9 @@ async def test_langgraph_dev_on_git(tmp_path, clean_env):
         LANGSMITH_TRACING="false",
         # the checkpoints decode LangGraph's safe types only: nothing else is needed here
         GITCKPT_ALLOW="strict",
+        # fsync mode: each writing process keeps a journal, deleted when it closes the repository,
+        # so an empty journal folder after a stop shows the server closed the saver and the store
+        GITCKPT_DURABILITY="fsync",
     )
 
     def gitckpt_process(*args: str) -> subprocess.CompletedProcess:
@@ -625,8 +628,12 @@ async def test_langgraph_dev_on_git(tmp_path, clean_env):
         # git's writes stayed out of the watched folder: nothing reloaded the server
         assert "Reloading" not in server.log.read_text(errors="replace")
 
+        journal = repo / "gitckpt-journal"
+        assert list(journal.iterdir())  # the server's journal, open while it runs
+
         # restart: the same threads, read back from git
         server.stop()
+        assert not list(journal.iterdir())  # closed, and nothing left to replay
         server.start()
         client = get_client(url=server.url, timeout=60)
         assert (await client.threads.get_state(t1))["values"]["items"] == ["hello", "add:1", "edited"]
@@ -674,3 +681,4 @@ async def test_langgraph_dev_on_git(tmp_path, clean_env):
     finally:
         server.stop()
     assert not (project / ".gitckpt").exists()
+    assert not list((repo / "gitckpt-journal").iterdir())  # the reloaded and the stopped server closed it
