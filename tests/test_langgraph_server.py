@@ -12,6 +12,7 @@ it restarts the server and reads the same threads again.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import os
@@ -315,6 +316,7 @@ def test_cli_finds_the_servers_repository(clean_env, tmp_path):
 
 GRAPH = textwrap.dedent("""
     import operator
+    import time
     from typing import Annotated, TypedDict
 
     from langgraph.graph import END, START, StateGraph
@@ -329,6 +331,8 @@ GRAPH = textwrap.dedent("""
 
 
     def add(state: State) -> dict:
+        if state.get("items") == ["slow"]:  # a run to cancel while it runs
+            time.sleep(3)
         return {"items": [f"add:{len(state.get('items') or [])}"]}
 
 
@@ -604,6 +608,22 @@ async def test_langgraph_dev_on_git(tmp_path, clean_env):
         assert {(w["channel"], json.dumps(w["value"])) for w in pending} >= {("approved", "false")}
         t4 = (await client.threads.create())["thread_id"]
         await client.runs.wait(t4, "agent", input={"items": ["y"]})  # paused across the restart
+
+        # a run cancelled by a newer one with multitask_strategy="rollback": its checkpoints go
+        t7 = (await client.threads.create())["thread_id"]
+        slow = await client.runs.create(t7, "agent", input={"items": ["slow"]})
+        deadline = time.monotonic() + 30
+        while f"refs/heads/threads/{t7}" not in _refs(repo) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)  # until the slow run has written its first checkpoints
+        assert gitckpt("log", t7, "--json")[-1]["run_id"] == slow["run_id"]
+        fast = await client.runs.create(t7, "agent", input={"items": ["b"]}, multitask_strategy="rollback")
+        await client.runs.join(t7, fast["run_id"])
+        log7 = gitckpt("log", t7, "--json")
+        assert {r["run_id"] for r in log7} == {fast["run_id"]}
+        assert [h["checkpoint"]["checkpoint_id"] for h in await client.threads.get_history(t7, limit=20)] == [
+            r["checkpoint_id"] for r in log7
+        ]
+        assert (await client.threads.get_state(t7))["values"]["items"] == ["b", "add:1"]
 
         # the store, through the API and from inside the graph
         await client.store.put_item(["notes", "u1"], "k1", {"text": "hello world"})
