@@ -323,7 +323,10 @@ def serializer() -> Any:
     if spec:
         from .ops import load_serializer
 
-        return load_serializer(spec)
+        try:
+            return load_serializer(spec)
+        except InvalidInputError as exc:  # its messages speak of the command's --serde
+            raise InvalidInputError(f"${SERDE_ENV}={spec}: {exc}") from None
     return None
 
 
@@ -413,7 +416,10 @@ def store_kwargs() -> dict[str, Any]:
         if isinstance(index["embed"], str):
             from .ops import load_embeddings
 
-            index["embed"] = load_embeddings(index["embed"])
+            try:
+                index["embed"] = load_embeddings(index["embed"])
+            except InvalidInputError as exc:  # its messages speak of the command's --embed
+                raise InvalidInputError(f'the "index.embed" of the store in langgraph.json: {exc}') from None
         kwargs["index"] = index
     ttl = config.get("ttl")
     if ttl:

@@ -106,7 +106,7 @@ async def test_serde_env_encrypts_what_the_server_writes(clean_env, tmp_path):
         typed = saver.serde.dumps_typed({"secret": 1})
         assert typed[0].endswith("+aes") and b"secret" not in typed[1]
     clean_env.delenv("LANGGRAPH_AES_KEY")
-    with pytest.raises(InvalidInputError, match="LANGGRAPH_AES_KEY"):
+    with pytest.raises(InvalidInputError, match=r"^\$GITCKPT_SERDE=aes: .*LANGGRAPH_AES_KEY, which is not set"):
         ls.saver_kwargs()
 
 
@@ -176,7 +176,7 @@ async def test_store_index_and_ttl_come_from_langgraph_json(clean_env, tmp_path)
     for bad, message in [
         ("{", "LANGGRAPH_STORE is not JSON"),
         ('{"index": {"dims": 4}}', 'needs "embed" and "dims"'),
-        ('{"index": {"embed": "./nope.py:embed", "dims": 4}}', "no file"),
+        ('{"index": {"embed": "./nope.py:embed", "dims": 4}}', 'the "index.embed" of the store .*: .*no file'),
         ('{"ttl": 5}', 'the "ttl" of the store in langgraph.json must be an object'),
     ]:
         clean_env.setenv(ls.STORE_CONFIG_ENV, bad)
