@@ -10,6 +10,7 @@ from .errors import (
     GitckptError,
     InvalidInputError,
     NotFoundError,
+    ReplayMissError,
     RepositoryError,
 )
 
@@ -24,6 +25,7 @@ __all__ = [
     "CorruptObjectError",
     "ConflictError",
     "InvalidInputError",
+    "ReplayMissError",
 ]
 
 if TYPE_CHECKING:

@@ -40,3 +40,15 @@ class ConfigError(GitckptError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class ReplayMissError(GitckptError):
+    """A model or tool call during an offline replay that the recording has no answer for.
+
+    ``kind`` (``"model"`` or ``"tool"``), ``node`` and ``step`` say where it was
+    made; ``diff`` compares it with the nearest recorded call."""
+
+    def __init__(self, message: str, *, kind: str = "", node: str | None = None, step: object = None,
+                 diff: str = "") -> None:
+        super().__init__(message)
+        self.kind, self.node, self.step, self.diff = kind, node, step, diff

@@ -52,6 +52,7 @@ from ..git import names, trailers
 from ..git.repo import BLOB, TREE, GitRepo, retry_cas
 from . import format as fmt
 from .index import Entry, ThreadIndex
+from .recording import Replay, SaverRecording, activate, ensure_hook
 from .threads import _CACHE_THREADS, ThreadIndexes, _due
 from .values import DecodedCache
 
@@ -102,6 +103,10 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         auto_pack: merge the small packs it writes in the background (``docs/format.md``, 9).
         decoded_cache_bytes: how many bytes of stored values to keep decoded in
             memory (0 turns the cache off). Reads always get their own copies.
+        record: store every chat-model and tool call that graphs running on
+            this saver make (input, answer, node, step), so that a thread can
+            be replayed offline (:meth:`replaying`) and checked with
+            ``gitckpt reproduce`` (docs/format.md, 15).
 
     Example:
         >>> saver = GitSaver("agent.git")
@@ -117,6 +122,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         durability: str = "os",
         auto_pack: bool = True,
         decoded_cache_bytes: int = 16 << 20,
+        record: bool = False,
     ) -> None:
         super().__init__(serde=serde)
         ThreadIndexes.__init__(
@@ -139,6 +145,11 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         )
         self._queue: dict[str, list[_Update]] = {}
         self._queue_lock = threading.Lock()
+        #: record every model and tool call of graph runs on this saver (docs/format.md, 15)
+        self.record = bool(record)
+        self._recording = SaverRecording(self)
+        if self.record:
+            ensure_hook()
 
     # -- construction ---------------------------------------------------------
 
@@ -584,6 +595,8 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         values = checkpoint.get("channel_values", {})
         versions = checkpoint.get("channel_versions", {})
         md = get_checkpoint_metadata(config, metadata)
+        if self.record:
+            self._recording.remember(thread_id, ns, cid, values)
         cp = {k: v for k, v in checkpoint.items() if k != "channel_values"}
         try:
             cp_data = fmt.pack_value(self._dumps(cp))
@@ -672,6 +685,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
             raise InvalidInputError("put_writes needs a config with a checkpoint_id")
         if not writes:
             return
+        calls = [self._recording.encode(thread_id, ns, cid, r) for r in self._recording.take(thread_id, task_id)]
         serialized = []
         for i, (channel, value) in enumerate(writes):
             try:
@@ -696,9 +710,15 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
                 data = fmt.pack_write(task_id, widx, channel, task_path, typed)
                 new[name] = (self.repo.blob(data), BLOB)
                 channels.add(channel)
+            if calls:  # the task's recorded calls, numbered after those of an earlier attempt
+                tname = names.encode_tree_name(task_id)
+                done = sum(1 for n in self.write_blobs(idx.writes.get((ns, cid), ()), cid, calls=None)
+                           if n.startswith(tname + fmt.CALL_MARK))
+                for k, data in enumerate(calls):
+                    new[fmt.call_entry(tname, done + k)] = (self.repo.blob(data), BLOB)
             if not new:
                 return None
-            node = fmt.writer_of(task_id, task_path, channels)
+            node = fmt.writer_of(task_id, task_path, channels or {c for _, c, _ in serialized})
             shown = sorted(c for c in channels if not fmt.is_internal_channel(c)) or sorted(channels)
             entry = idx.ckpt.get((ns, cid))
             if entry is not None:
@@ -862,7 +882,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
             entry = idx.ckpt[(ns, cid)]
             commit = self.repo.commit_info(entry.commit)
             kept = self.repo.commit(commit.tree_id, [], commit.message)
-            blobs = self._write_blobs(idx, ns, cid)
+            blobs = self.write_blobs(idx.writes.get((ns, cid), ()), cid, calls=True)
             if blobs:
                 wtree = self.repo.tree({name: (o, BLOB) for name, o in blobs.items()})
                 root = self.repo.tree_entries(commit.tree_id)
@@ -906,7 +926,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
             if entry is None:
                 raise NotFoundError(f"thread {thread_id!r} has no checkpoint {checkpoint_id!r}")
             root = self.repo.tree_entries(self.repo.commit_info(entry.commit).tree_id)
-            blobs = self._write_blobs(idx, checkpoint_ns, checkpoint_id)
+            blobs = self.write_blobs(idx.writes.get((checkpoint_ns, checkpoint_id), ()), checkpoint_id, calls=True)
             sub = self.repo.tree({name: (o, BLOB) for name, o in blobs.items()}) if blobs else None
             if sub is not None:
                 root["writes"] = (self.repo.tree({names.encode_tree_name(checkpoint_id): (sub, TREE)}), TREE)
@@ -922,6 +942,33 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
                 raise InvalidInputError(f"thread {new_thread_id!r} was created concurrently")
             self._forget(new_thread_id)
         return {"configurable": {"thread_id": new_thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint_id}}
+
+    # -- recorded calls (docs/format.md, 15) -------------------------------------
+
+    def recorded_calls(self, thread_id: str, *, checkpoint_ns: str | None = None) -> list[dict[str, Any]]:
+        """The model and tool calls recorded for a thread: one dict per call
+        (``kind``, ``name``, ``node``, ``step``, ``checkpoint_id``, ``summary``, ...),
+        in checkpoint order. Answers stay serialized; :meth:`replaying` decodes them."""
+        return self._recording.calls(str(thread_id), ns=checkpoint_ns)
+
+    @contextmanager
+    def replaying(self, thread_id: str, *, on_miss: str = "error", checkpoint_ns: str | None = None) -> Iterator[Replay]:
+        """Answer every chat-model and tool call made inside the block from the
+        recording of ``thread_id``: no model is contacted and no tool body runs.
+
+        A call with no recorded answer raises :class:`~gitckpt.ReplayMissError`
+        naming the node, the call and the nearest recorded call; with
+        ``on_miss="live"`` it is made for real (and recorded when the graph runs
+        on a saver). The yielded object counts what was answered (``answered``)
+        and made live (``live``).
+
+        Example:
+            >>> with saver.replaying("1"):
+            ...     graph.invoke(inputs, {"configurable": {"thread_id": "1-again"}})
+        """
+        replay = self._recording.replay(str(thread_id), ns=checkpoint_ns, on_miss=on_miss)
+        with activate(replay):
+            yield replay
 
     # -- versions and delta channels --------------------------------------------
 
