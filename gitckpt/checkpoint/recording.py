@@ -612,9 +612,26 @@ class Replay:
         return call.answer()
 
 
+class _QuietMiss:
+    """Keeps LangChain's callback manager from logging a replay miss it is about to raise."""
+
+    @staticmethod
+    def filter(record: Any) -> bool:
+        return "ReplayMissError" not in str(record.getMessage())
+
+
+_QUIET_INSTALLED = False
+
+
 @contextmanager
 def activate(replay: Replay) -> Iterator[Replay]:
+    global _QUIET_INSTALLED
     ensure_hook()
+    if not _QUIET_INSTALLED:
+        import logging
+
+        logging.getLogger("langchain_core.callbacks.manager").addFilter(_QuietMiss())
+        _QUIET_INSTALLED = True
     token = _REPLAY.set(replay)
     try:
         yield replay
