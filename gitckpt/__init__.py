@@ -10,6 +10,7 @@ from .errors import (
     GitckptError,
     InvalidInputError,
     NotFoundError,
+    RemoteError,
     ReplayMissError,
     RepositoryError,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "NotFoundError",
     "CorruptObjectError",
     "ConflictError",
+    "RemoteError",
     "InvalidInputError",
     "ReplayMissError",
 ]
