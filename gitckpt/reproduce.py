@@ -156,11 +156,46 @@ def _writer(saver: Any, thread_id: str, cid: str) -> dict[str, str]:
     return out
 
 
+def _async_only(graph: Any) -> bool:
+    """Whether a node of the graph has only an async body (it must be run with ``ainvoke``)."""
+    for node in getattr(graph, "nodes", {}).values():
+        bound = getattr(node, "bound", None)
+        if bound is not None and getattr(bound, "func", 1) is None and getattr(bound, "afunc", None) is not None:
+            return True
+    return False
+
+
+def _runner(graph: Any, use_async: bool | None):
+    if use_async is None:
+        use_async = _async_only(graph)
+    if not use_async:
+        return graph.invoke
+    import asyncio
+    import concurrent.futures
+    import contextvars
+
+    def run(inp: Any, cfg: dict) -> Any:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(graph.ainvoke(inp, cfg))
+        ctx = contextvars.copy_context()  # inside a running loop: run in a thread of its own
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(ctx.run, asyncio.run, graph.ainvoke(inp, cfg)).result()
+
+    return run
+
+
 def reproduce(saver: Any, graph: Any, thread_id: str, *, keep: bool = False,
-              configurable: dict | None = None, scratch: str | None = None) -> ReproduceResult:
+              configurable: dict | None = None, scratch: str | None = None,
+              use_async: bool | None = None) -> ReproduceResult:
     """Re-run thread ``thread_id``'s runs on a scratch thread, answered from its
-    recording, and compare every new checkpoint with the recorded one (module docstring)."""
+    recording, and compare every new checkpoint with the recorded one (module docstring).
+
+    ``use_async``: run with ``ainvoke`` (default: when a node has only an async body)."""
     from langgraph.types import Command
+
+    invoke = _runner(graph, use_async)
 
     thread_id = str(thread_id)
     chain = _chain(saver, thread_id)
@@ -193,17 +228,17 @@ def reproduce(saver: Any, graph: Any, thread_id: str, *, keep: bool = False,
                 runs += 1
                 try:
                     if src == "input":
-                        graph.invoke(r.checkpoint["channel_values"].get(_START), cfg)
+                        invoke(r.checkpoint["channel_values"].get(_START), cfg)
                     elif src == "update":
                         values, as_node = _update_of(saver, thread_id, chain[i - 1] if i else None, r)
                         graph.update_state(_cfg(scratch, start, base), values, as_node=as_node)
                     elif src == "fork":
-                        graph.invoke(None, _cfg(scratch, start, base))
+                        invoke(None, _cfg(scratch, start, base))
                     else:
                         prev = chain[i - 1] if i else None
                         resume = [w[2] for w in (prev.pending_writes if prev else [])
                                   if w[0] == fmt.NULL_TASK_ID and w[1] == _RESUME]
-                        graph.invoke(Command(resume=resume[-1]) if resume else None, cfg)
+                        invoke(Command(resume=resume[-1]) if resume else None, cfg)
                 except ReplayMissError as exc:
                     raise _Stop(Divergence(exc.step, exc.node, "call", exc.kind, str(exc).split("\n", 1)[0],
                                            exc.diff, _id(r)))

@@ -4,7 +4,8 @@ counts its calls in a file, tools with side effects in files (tests/test_recordi
 Loaded by the tests and by ``gitckpt reproduce --graph tests/agent_app.py:builder``.
 Environment: ``AGENT_COUNT`` (model call log), ``AGENT_TOOLS`` (tool run log),
 ``AGENT_SYSTEM`` (the system prompt), ``AGENT_ROUTE`` (``tools``, default, or ``end``:
-the route after a tool-calling answer).
+the route after a tool-calling answer), ``AGENT_CITY_SUFFIX`` (added to the city the
+fan graph's review node asks the weather of).
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ def make_fan_builder(model: BaseChatModel | None = None) -> StateGraph:
 
     def review(state: FanState) -> dict:
         answer = interrupt({"question": "approve?", "notes": len(state["notes"])})
-        weather = get_weather.invoke({"city": str(answer)})
+        weather = get_weather.invoke({"city": str(answer) + os.environ.get("AGENT_CITY_SUFFIX", "")})
         return {"approved": f"{answer} / {weather}"}
 
     b = StateGraph(FanState)
@@ -159,3 +160,62 @@ def make_fan_builder(model: BaseChatModel | None = None) -> StateGraph:
 
 
 fan_builder = make_fan_builder()
+
+
+# -- a node that streams its model itself, and a model whose settings hold secrets -----
+
+class LeakyModel(RandomModel):
+    """Puts its key into its settings (as some wrappers do): it must still not be recorded."""
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        key = self.api_key.get_secret_value()
+        return {"model_name": "leaky-1", "api_key": key, "endpoint": f"https://api.example/v1?key={key}"}
+
+
+def make_stream_builder(model: BaseChatModel | None = None) -> StateGraph:
+    """A node that streams the model itself (``model.stream``)."""
+    model = model or RandomModel()
+
+    def talk(state: State) -> dict:
+        text = "".join(chunk.content for chunk in model.stream(state["messages"]))
+        return {"messages": [AIMessage(content=text)]}
+
+    b = StateGraph(State)
+    b.add_node("talk", talk)
+    b.add_edge(START, "talk")
+    b.add_edge("talk", END)
+    return b
+
+
+def make_async_builder(model: BaseChatModel | None = None) -> StateGraph:
+    """Async nodes only: ``ainvoke`` of a tool-calling model, a ToolNode, ``astream``."""
+    model = model or RandomModel()
+    bound = model.bind_tools([get_weather])
+
+    async def agent(state: State) -> dict:
+        return {"messages": [await bound.ainvoke(state["messages"])]}
+
+    async def summary(state: State) -> dict:
+        text = ""
+        async for chunk in model.astream(state["messages"]):
+            text += chunk.content
+        return {"messages": [AIMessage(content="summary: " + text)]}
+
+    async def route(state: State) -> str:
+        return "tools" if getattr(state["messages"][-1], "tool_calls", None) else "summary"
+
+    b = StateGraph(State)
+    b.add_node("agent", agent)
+    b.add_node("tools", ToolNode([get_weather]))
+    b.add_node("summary", summary)
+    b.add_edge(START, "agent")
+    b.add_conditional_edges("agent", route, ["tools", "summary"])
+    b.add_edge("tools", "summary")
+    b.add_edge("summary", END)
+    return b
+
+
+stream_builder = make_stream_builder()
+async_builder = make_async_builder()
+leaky_builder = make_builder(LeakyModel())
