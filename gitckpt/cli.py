@@ -1566,6 +1566,12 @@ def demo(model_spec: str | None, repo: str | None) -> None:
             for ref in data["lines"]:
                 console.print(f"   new branch: {ops.short_ref(ref)}", markup=False)
             console.print("   the main line (threads/1) is unchanged", markup=False)
+        elif event == "reproduce":
+            console.print(f"   {data['recorded']} model call(s) of thread 1 were recorded (GitSaver(record=True))",
+                          markup=False)
+            console.print(f"   {data['summary']}", markup=False)
+            console.print(f"   the model was called {data['model_calls']} time(s) during the reproduction",
+                          markup=False)
 
     try:
         summary = demo_mod.run(path, emit, model=model)
@@ -1585,6 +1591,8 @@ def demo(model_spec: str | None, repo: str | None) -> None:
         (f"gitckpt show 1 {summary['interrupt_checkpoint'][:13]}{opt}", "the paused checkpoint and its interrupt"),
         (f"gitckpt diff 1{opt}", "what the replayed step changed"),
         (f"gitckpt store log memories/1{opt}", "the memory: put, deleted, put again by the replay"),
+        (f"gitckpt reproduce 3 --graph gitckpt/demo.py:graph{opt}",
+         "check the graph against thread 3's recorded model calls, offline (exit 1 on a divergence)"),
         (f"git --git-dir {shown} log --graph --all --oneline", "the same history, plain git"),
     ]
     for cmd, why in cmds:

@@ -245,6 +245,12 @@ def reproduce(saver: Any, graph: Any, thread_id: str, *, keep: bool = False,
                 except Exception as exc:  # the graph failed: a difference if the recording did not
                     error = exc
                 new = _new_checkpoints(saver, scratch, before)
+                # the recorded line may leave this run part way (a later fork or update_state
+                # continued an earlier checkpoint): compare up to there
+                for k in range(1, len(new)):
+                    if i + k < len(chain) and (chain[i + k].metadata or {}).get("source") in ("input", "update", "fork"):
+                        new = new[:k]
+                        break
                 for k, n in enumerate(new):
                     if i + k >= len(chain):
                         raise _Stop(Divergence(n.metadata.get("step"), _last_writer(saver, scratch, n), "end", None,
