@@ -91,23 +91,33 @@ class ReproduceResult:
         return out
 
 
-def canon(value: Any) -> Any:
-    """A value as reproduce compares it: messages without ids, errors as type and text."""
+def canon(value: Any, cache: dict | None = None) -> Any:
+    """A value as reproduce compares it: messages without ids, errors as type and text.
+
+    ``cache`` keeps normalised messages by (id, type, content hash): a thread's
+    checkpoints hold the same messages again and again, decoded anew each time."""
     if isinstance(value, BaseMessage):
-        return normalize_message(value)
+        if cache is None or not value.id:
+            return normalize_message(value)
+        content = value.content
+        key = (value.id, value.type, hash(content) if isinstance(content, str) else _key(content))
+        hit = cache.get(key)
+        if hit is None:
+            hit = cache[key] = normalize_message(value)
+        return hit
     if isinstance(value, BaseException):
         return {"error": type(value).__name__, "message": str(value)}
     cls = type(value).__name__
     if cls == "Interrupt" and hasattr(value, "value"):
-        return {"interrupt": canon(value.value)}
+        return {"interrupt": canon(value.value, cache)}
     if cls == "Send" and hasattr(value, "node"):
-        return {"send": value.node, "arg": canon(value.arg)}
+        return {"send": value.node, "arg": canon(value.arg, cache)}
     if cls == "Command" and hasattr(value, "resume"):
         return {"command": {k: canon(getattr(value, k, None)) for k in ("update", "resume", "goto", "graph")}}
     if isinstance(value, dict):
-        return {str(k): canon(v) for k, v in value.items()}
+        return {str(k): canon(v, cache) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [canon(v) for v in value]
+        return [canon(v, cache) for v in value]
     return to_plain(value)
 
 
@@ -196,6 +206,7 @@ def reproduce(saver: Any, graph: Any, thread_id: str, *, keep: bool = False,
     from langgraph.types import Command
 
     invoke = _runner(graph, use_async)
+    caches: tuple[dict, dict] = ({}, {})  # normalised messages of the recorded and the new thread
 
     thread_id = str(thread_id)
     chain = _chain(saver, thread_id)
@@ -257,7 +268,7 @@ def reproduce(saver: Any, graph: Any, thread_id: str, *, keep: bool = False,
                                                "the new run went on past the end of the recorded thread",
                                                recorded_checkpoint=None, new_checkpoint=_id(n)))
                     rec = chain[i + k]
-                    _compare(saver, graph, thread_id, scratch, rec, n)
+                    _compare(saver, caches, scratch, rec, n)
                     mapping[_id(rec)] = _id(n)
                     pairs.append((rec, n))
                 if error is not None:
@@ -325,14 +336,15 @@ def _update_of(saver: Any, thread_id: str, parent: Any, update: Any) -> tuple[di
     return values, (ran[0] if ran else None)
 
 
-def _next(graph: Any, thread: str, cid: str) -> tuple:
-    try:
-        return tuple(graph.get_state(_cfg(thread, cid)).next)
-    except Exception:
-        return ()
+def _next(t: Any) -> tuple:
+    """The nodes that run next from a checkpoint (``branch:to:`` channels and
+    pending sends, as ``gitckpt show`` works them out), sorted."""
+    from .ops import derive_next
+
+    return tuple(sorted(derive_next(t.checkpoint)))
 
 
-def _compare(saver: Any, graph: Any, thread_id: str, scratch: str, rec: Any, new: Any) -> None:
+def _compare(saver: Any, caches: tuple[dict, dict], scratch: str, rec: Any, new: Any) -> None:
     step = rec.metadata.get("step")
     rid, nid = _id(rec), _id(new)
     for field in ("step", "source"):
@@ -341,7 +353,7 @@ def _compare(saver: Any, graph: Any, thread_id: str, scratch: str, rec: Any, new
             raise _Stop(Divergence(step, _last_writer(saver, scratch, new), "source", field,
                                    f"the new checkpoint's {field} is {b!r}, the recorded one's {a!r}",
                                    recorded_checkpoint=rid, new_checkpoint=nid))
-    a_next, b_next = _next(graph, thread_id, rid), _next(graph, scratch, nid)
+    a_next, b_next = _next(rec), _next(new)
     if a_next != b_next:
         raise _Stop(Divergence(step, _last_writer(saver, scratch, new), "next", None,
                                f"the next nodes are {list(b_next)}, recorded {list(a_next)}",
@@ -349,18 +361,25 @@ def _compare(saver: Any, graph: Any, thread_id: str, scratch: str, rec: Any, new
     av, bv = rec.checkpoint["channel_values"], new.checkpoint["channel_values"]
     chans = sorted(set(av) | set(bv), key=lambda c: (fmt.is_internal_channel(c), c))
     for ch in chans:
-        a, b = canon(av.get(ch)), canon(bv.get(ch))
-        if _key(a) != _key(b):
+        a, b = _canon_channel(av.get(ch), caches[0]), _canon_channel(bv.get(ch), caches[1])
+        if a != b:
+            a, b = canon(av.get(ch)), canon(bv.get(ch))
             writers = _writer(saver, scratch, new.parent_config["configurable"]["checkpoint_id"]) if new.parent_config else {}
             raise _Stop(Divergence(step, writers.get(ch) or _last_writer(saver, scratch, new), "channel", ch,
                                    f"channel {ch!r} differs", _diff(a, b), rid, nid))
+
+
+def _canon_channel(value: Any, cache: dict) -> Any:
+    if type(value) is list:
+        return [canon(v, cache) for v in value]
+    return canon(value, cache)
 
 
 def _compare_writes(saver: Any, thread_id: str, scratch: str, rec: Any, new: Any) -> None:
     def bag(t: Any) -> list[str]:
         return sorted(_key([c, canon(v)]) for _task, c, v in t.pending_writes)
 
-    a = bag(saver.get_tuple(_cfg(thread_id, _id(rec))))
+    a = bag(rec)  # the recorded thread's tuples were read once its recording was complete
     b = bag(saver.get_tuple(_cfg(scratch, _id(new))))
     if a != b:
         only_a = [json.loads(x) for x in a if x not in b]

@@ -111,7 +111,65 @@ def normalize_message(m: Any) -> dict[str, Any]:
 
 
 def digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    """The digest of a normalised input: of a model call, its settings and the
+    digests of its messages (so a message's digest is computed once, :func:`_message_key`)."""
+    if isinstance(value, dict) and "messages" in value and "settings" in value:
+        h = hashlib.sha256(_dump(value["settings"]).encode())
+        for m in value["messages"]:
+            h.update(_message_digest(m).encode())
+        return h.hexdigest()
+    return hashlib.sha256(_dump(value).encode()).hexdigest()
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def _message_digest(normalized: dict) -> str:
+    hit = _DIGESTS.get(id(normalized))
+    if hit is not None and hit[0] is normalized:
+        return hit[1]
+    return hashlib.sha256(_dump(normalized).encode()).hexdigest()
+
+
+#: id(normalised message from the cache below) -> (it, its digest)
+_DIGESTS: dict[int, tuple[dict, str]] = {}
+
+
+# A chat re-sends its whole history at every call, and each run reads it anew from
+# the checkpoint (new objects). The normalised form of a message is kept by its id,
+# type and content (hash), so it is computed once per message, not once per call.
+# Like the chunk cache (format.md 5), a change of another field under the same id
+# and content (in place, which LangGraph asks nodes not to do) is not seen.
+_NORMALIZED: "OrderedDict[tuple, tuple[Any, dict]]" = None  # type: ignore[assignment]
+_NORM_LOCK = threading.Lock()
+_NORM_MAX = 50_000
+
+
+def normalize_cached(m: Any) -> dict:
+    global _NORMALIZED
+    if _NORMALIZED is None:
+        from collections import OrderedDict
+
+        _NORMALIZED = OrderedDict()
+    mid = getattr(m, "id", None)
+    if not mid or not isinstance(m, BaseMessage):
+        return normalize_message(m)
+    content = m.content
+    key = (mid, m.type, hash(content) if isinstance(content, str) else _dump(to_plain(content)),
+           len(getattr(m, "tool_calls", None) or ()))
+    hit = _NORMALIZED.get(key)
+    if hit is not None:
+        return hit[1]
+    norm = normalize_message(m)
+    dig = hashlib.sha256(_dump(norm).encode()).hexdigest()
+    with _NORM_LOCK:
+        _NORMALIZED[key] = (None, norm)
+        _DIGESTS[id(norm)] = (norm, dig)
+        if len(_NORMALIZED) > _NORM_MAX:
+            _, (_, old) = _NORMALIZED.popitem(last=False)
+            _DIGESTS.pop(id(old), None)
+    return norm
 
 
 def secret_values(obj: Any) -> list[str]:
@@ -163,7 +221,7 @@ def model_input(messages: list, params: dict[str, Any], secrets: list[str] = ())
     """What a chat-model call was asked: its messages and its settings."""
     settings = to_plain(sanitize({k: v for k, v in (params or {}).items()}, secrets))
     settings = sanitize(settings, secrets)  # a secret inside a converted value
-    return {"messages": [normalize_message(m) for m in messages], "settings": settings}
+    return {"messages": [normalize_cached(m) for m in messages], "settings": settings}
 
 
 def tool_input(name: str, args: Any) -> dict[str, Any]:
