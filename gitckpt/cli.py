@@ -1591,7 +1591,7 @@ def demo(model_spec: str | None, repo: str | None) -> None:
         (f"gitckpt show 1 {summary['interrupt_checkpoint'][:13]}{opt}", "the paused checkpoint and its interrupt"),
         (f"gitckpt diff 1{opt}", "what the replayed step changed"),
         (f"gitckpt store log memories/1{opt}", "the memory: put, deleted, put again by the replay"),
-        (f"gitckpt reproduce 3 --graph gitckpt/demo.py:graph{opt}",
+        (f"gitckpt reproduce 3 --graph gitckpt.demo:graph{opt}",
          "check the graph against thread 3's recorded model calls, offline (exit 1 on a divergence)"),
         (f"git --git-dir {shown} log --graph --all --oneline", "the same history, plain git"),
     ]
