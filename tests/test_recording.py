@@ -326,3 +326,29 @@ def test_a_recording_saver_ignores_other_savers_runs(repo_path, logs, tmp_path):
     assert recording._recording._pending == {}
     recording.close()
     other.close()
+
+
+def test_create_agent_tool_calls_as_parallel_tasks(repo_path, logs):
+    agents = pytest.importorskip("langchain.agents")  # the `test` extra installs langchain
+    saver = GitSaver(repo_path, record=True)
+    agent = agents.create_agent(agent_app.RandomModel(), tools=[agent_app.get_weather],
+                                system_prompt="You are a weather bot.", checkpointer=saver)
+    out = agent.invoke({"messages": [("user", "weather in Paris and Rome and Oslo")]}, cfg("1"))
+    assert [m.type for m in out["messages"]] == ["human", "ai", "tool", "tool", "tool", "ai"]
+    calls = saver.recorded_calls("1")
+    assert sorted((c["kind"], c["step"]) for c in calls) == [("model", 1), ("model", 3), ("tool", 2), ("tool", 2),
+                                                             ("tool", 2)]
+    assert len({c["task"] for c in calls if c["kind"] == "tool"}) == 3  # one Send task per tool call
+    saver.close()
+    logs.clear()
+    for _ in range(2):  # the three tool tasks run in any order
+        plain = GitSaver(repo_path)
+        again = agents.create_agent(agent_app.RandomModel(), tools=[agent_app.get_weather],
+                                    system_prompt="You are a weather bot.", checkpointer=plain)
+        from gitckpt.reproduce import reproduce
+
+        result = reproduce(plain, again, "1")
+        assert result.ok, result.summary() + "\n" + (result.divergence.diff if result.divergence else "")
+        assert result.answered == {"model": 2, "tool": 3}
+        plain.close()
+    assert logs.models() == 0 and logs.tools() == 0
