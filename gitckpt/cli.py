@@ -169,8 +169,7 @@ class Session:
         if self._saver is None:
             from .checkpoint.saver import GitSaver
 
-            self._saver = GitSaver(self.repo, serde=self._serde)
-            self._saver._indexes = self.indexes._indexes  # one index per thread for the whole command
+            self._saver = GitSaver(self.repo, serde=self._serde, indexes=self.indexes)  # one index a thread
         return self._saver
 
     @property
@@ -187,7 +186,8 @@ class Session:
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
-        (self._saver or self.indexes).close()  # the indexes (shared), then the repository
+        self.indexes.save()  # shared with the saver, if one was made
+        self.repo.close()  # the session opened it, so the session closes it
 
 
 def _display_path(path: Path) -> str:
@@ -219,7 +219,7 @@ class GitckptGroup(click.Group):
     """Turns library errors into ``Error: ...`` (exit 1), never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        import pygit2
+        from .git.repo import GitError
 
         try:
             return super().invoke(ctx)
@@ -235,7 +235,7 @@ class GitckptGroup(click.Group):
             if isinstance(exc, InvalidNamespaceError):  # a store namespace LangGraph refuses
                 raise click.ClickException(_one_line(exc)) from exc
             raise
-        except pygit2.GitError as exc:
+        except GitError as exc:
             raise click.ClickException(f"git: {_one_line(exc)}") from exc
         except OSError as exc:
             raise click.ClickException(_one_line(exc)) from exc
@@ -1093,7 +1093,7 @@ def watch(thread: str | None, repo: str | None, as_json: bool) -> None:
     from watchdog.observers import Observer
 
     s = _session(repo)
-    feed = ops.CheckpointFeed(s.saver, thread)
+    feed = ops.CheckpointFeed(s.indexes, thread)
     changed = threading.Event()
 
     class Handler(FileSystemEventHandler):

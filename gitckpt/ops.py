@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
-import pygit2
 
 from .checkpoint import format as fmt
+from .checkpoint.threads import ThreadIndexes
 from .errors import CorruptObjectError, GitckptError, InvalidInputError, NotFoundError, RepositoryError
 from .git import names
-from .git.repo import maintenance_lock
+from .git.repo import Oid, maintenance_lock
 
 #: A progress callback: ``progress(done, total, what)``.
 Progress = Callable[[int, int, str], None]
@@ -127,7 +127,7 @@ class CheckpointRow:
                  "_oid", "_repo", "_hist", "_wrote")
 
     def __init__(self, checkpoint_id: str, parent_checkpoint_id: str | None, step: int | None, source: str | None,
-                 checkpoint_ns: str, run_id: str | None, oid: pygit2.Oid | bytes, repo: Any,
+                 checkpoint_ns: str, run_id: str | None, oid: Oid | bytes, repo: Any,
                  hist: ThreadHistory | None = None, lines: list[str] | None = None) -> None:
         self.checkpoint_id = checkpoint_id
         self.parent_checkpoint_id = parent_checkpoint_id
@@ -145,7 +145,7 @@ class CheckpointRow:
         return self._oid.hex()
 
     def _info(self) -> Any:
-        return self._repo.commit_info(pygit2.Oid(raw=self._oid), f"checkpoint {self.checkpoint_id}")
+        return self._repo.commit_info(Oid(raw=self._oid), f"checkpoint {self.checkpoint_id}")
 
     @property
     def time(self) -> int:
@@ -215,19 +215,19 @@ class _Writes(Mapping):
     """``(ns, checkpoint id) -> {entry name: blob}`` of pending writes, read from
     the ``writes/<id>`` trees the index names when a checkpoint's are asked for."""
 
-    def __init__(self, saver: Any, subtrees: dict[tuple[str, str], list[bytes]]) -> None:
-        self._saver, self._subtrees, self._read = saver, subtrees, {}
+    def __init__(self, indexes: ThreadIndexes, subtrees: dict[tuple[str, str], list[bytes]]) -> None:
+        self._indexes, self._subtrees, self._read = indexes, subtrees, {}
 
-    def __getitem__(self, key: tuple[str, str]) -> dict[str, pygit2.Oid]:
+    def __getitem__(self, key: tuple[str, str]) -> dict[str, Oid]:
         if key not in self._read:
-            self._read[key] = self._saver.write_blobs(self._subtrees[key], key[1])
+            self._read[key] = self._indexes.write_blobs(self._subtrees[key], key[1])
         return self._read[key]
 
-    def calls(self, key: tuple[str, str]) -> dict[str, pygit2.Oid]:
+    def calls(self, key: tuple[str, str]) -> dict[str, Oid]:
         """``{entry name: blob}`` of the calls recorded with a checkpoint's writes (format.md 15)."""
         if key not in self._subtrees:
             return {}
-        return self._saver.write_blobs(self._subtrees[key], key[1], calls=None)
+        return self._indexes.write_blobs(self._subtrees[key], key[1], calls=None)
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._subtrees)
@@ -240,7 +240,7 @@ class _Writes(Mapping):
 class ThreadHistory:
     thread_id: str
     rows: dict[tuple[str, str], CheckpointRow]  # (ns, checkpoint id) -> row
-    writes: Mapping[tuple[str, str], dict[str, pygit2.Oid]]  # (ns, checkpoint id) -> {entry name: blob}
+    writes: Mapping[tuple[str, str], dict[str, Oid]]  # (ns, checkpoint id) -> {entry name: blob}
     tips: dict[str, str]  # line ref -> tip commit
 
     def namespaces(self) -> list[str]:
@@ -251,23 +251,23 @@ class ThreadHistory:
         return sorted((r for (n, _), r in self.rows.items() if n == ns), key=lambda r: r.checkpoint_id, reverse=True)
 
 
-def thread_history(saver: Any, thread_id: str, *, fresh: bool = False) -> ThreadHistory:
-    """Every checkpoint of a thread (every namespace, every line), from the
-    saver's index of the thread (docs/format.md, 6): a new process reads the
+def thread_history(indexes: ThreadIndexes, thread_id: str, *, fresh: bool = False) -> ThreadHistory:
+    """Every checkpoint of a thread (every namespace, every line), from its
+    index (``indexes``, a saver's or the CLI's) (docs/format.md, 6): a new process reads the
     index's cache file and walks only newer commits, so this does not walk a
     long history. ``fresh`` walks it all instead (``verify``). Raises
     :class:`NotFoundError` if the thread does not exist.
     """
-    with saver.lock:
-        idx = saver.thread_index(thread_id, fresh=fresh)
+    with indexes.lock:
+        idx = indexes.thread_index(thread_id, fresh=fresh)
         if not idx.tips:
-            raise NotFoundError(f"no thread {thread_id!r} in {saver.repo.path} (see `gitckpt threads`)")
+            raise NotFoundError(f"no thread {thread_id!r} in {indexes.repo.path} (see `gitckpt threads`)")
         entries = list(idx.ckpt.items())
         heads = dict(idx.heads)
         subtrees = {key: list(oids) for key, oids in idx.writes.items()}
         tips = {ref: str(oid) for ref, oid in idx.tips.items()}
-    hist = ThreadHistory(thread_id, {}, _Writes(saver, subtrees), tips)
-    repo = saver.repo
+    hist = ThreadHistory(thread_id, {}, _Writes(indexes, subtrees), tips)
+    repo = indexes.repo
     hist.rows = {
         (ns, cid): CheckpointRow(cid, e.parent, e.step, e.source, ns, e.run_id, e.commit_raw, repo, hist)
         for (ns, cid), e in entries
@@ -278,7 +278,7 @@ def thread_history(saver: Any, thread_id: str, *, fresh: bool = False) -> Thread
     return hist
 
 
-def read_writes(repo: Any, blobs: dict[str, pygit2.Oid]) -> list[tuple[str, int, str, str, tuple[str, bytes]]]:
+def read_writes(repo: Any, blobs: dict[str, Oid]) -> list[tuple[str, int, str, str, tuple[str, bytes]]]:
     """``(task_id, idx, channel, task_path, typed value)`` of each write blob."""
     out = []
     for name, oid in sorted(blobs.items()):
@@ -291,7 +291,7 @@ def read_writes(repo: Any, blobs: dict[str, pygit2.Oid]) -> list[tuple[str, int,
     return out
 
 
-def read_calls(repo: Any, blobs: dict[str, pygit2.Oid]) -> list[dict[str, Any]]:
+def read_calls(repo: Any, blobs: dict[str, Oid]) -> list[dict[str, Any]]:
     """The recorded calls among ``blobs``, as shown to people: kind, name, node,
     step, order, input (a tool's arguments) and a one-line answer. Nothing is
     constructed: answers stay serialized (the summary was written with them)."""
@@ -310,7 +310,7 @@ def read_calls(repo: Any, blobs: dict[str, pygit2.Oid]) -> list[dict[str, Any]]:
     return out
 
 
-def _wrote(repo: Any, blobs: dict[str, pygit2.Oid]) -> dict[str, list[str]]:
+def _wrote(repo: Any, blobs: dict[str, Oid]) -> dict[str, list[str]]:
     wrote: dict[str, list[str]] = {}
     for task_id, _, channel, task_path, _ in read_writes(repo, blobs):
         if task_id == fmt.NULL_TASK_ID or fmt.is_internal_channel(channel):
@@ -694,13 +694,14 @@ def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde
     from .git.repo import GitRepo
 
     problems: list[str] = []
-    saver = GitSaver(GitRepo(repo_path, create=False, auto_pack=False), serde=serde)
+    repo = GitRepo(repo_path, create=False, auto_pack=False)
+    saver = GitSaver(repo, serde=serde)
     try:
         threads = saver.threads()
         histories: dict[str, ThreadHistory] = {}
         for tid in threads:
             try:
-                histories[tid] = thread_history(saver, tid, fresh=True)
+                histories[tid] = thread_history(saver.indexes, tid, fresh=True)
             except GitckptError as exc:
                 problems.append(str(exc))
         store_items = _store_items(saver.repo, problems)
@@ -731,7 +732,7 @@ def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde
                     if prow is None:
                         if not row.root:
                             problems.append(f"{where}: its parent checkpoint {parent} is missing")
-                    elif not saver.repo.descendant_of(pygit2.Oid(hex=row.commit), pygit2.Oid(hex=prow.commit)):
+                    elif not saver.repo.descendant_of(Oid(hex=row.commit), Oid(hex=prow.commit)):
                         problems.append(f"{where}: its commit {row.commit[:10]} does not descend from its parent's "
                                         f"commit {prow.commit[:10]}")
             for (ns, cid) in hist.writes:
@@ -753,17 +754,18 @@ def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde
             progress(total, total, "done")
     finally:
         saver.close()
+        repo.close()
     return problems
 
 
-def _store_items(repo: Any, problems: list[str]) -> list[tuple[str, pygit2.Oid]]:
+def _store_items(repo: Any, problems: list[str]) -> list[tuple[str, Oid]]:
     from .store.format import STORE_REF, is_item_path
     from .git.repo import TREE
 
     tip = repo.ref(STORE_REF)
     if tip is None:
         return []
-    out: list[tuple[str, pygit2.Oid]] = []
+    out: list[tuple[str, Oid]] = []
     try:
         stack = [("", repo.get(tip, "store branch").tree_id)]
         while stack:
@@ -899,20 +901,20 @@ class CheckpointFeed:
     not reported.
     """
 
-    def __init__(self, saver: Any, thread_id: str | None = None) -> None:
-        self.saver = saver
+    def __init__(self, indexes: ThreadIndexes, thread_id: str | None = None) -> None:
+        self.indexes = indexes
         self.thread_id = thread_id
-        self.seen: set[pygit2.Oid] = set()
+        self.seen: set[Oid] = set()
         self.reported: set[tuple[str, str, str]] = set()
         self.new_checkpoints()
 
-    def _refs(self) -> dict[str, pygit2.Oid]:
+    def _refs(self) -> dict[str, Oid]:
         if self.thread_id is not None:
-            return self.saver.thread_refs(self.thread_id)
-        return self.saver.repo.refs(*fmt.LINE_PREFIXES)
+            return self.indexes.thread_refs(self.thread_id)
+        return self.indexes.repo.refs(*fmt.LINE_PREFIXES)
 
     def new_checkpoints(self) -> list[tuple[str, CheckpointRow]]:
-        repo = self.saver.repo
+        repo = self.indexes.repo
         found: list[tuple[str, CheckpointRow]] = []
         for ref, tip in sorted(self._refs().items()):
             stack = [tip]

@@ -211,7 +211,7 @@ def reproduce(saver: Any, graph: Any, thread_id: str, *, keep: bool = False,
     thread_id = str(thread_id)
     chain = _chain(saver, thread_id)
     scratch = scratch or f"reproduce-{uuid.uuid4().hex[:8]}-{thread_id}"
-    if saver.thread_refs(scratch):
+    if saver.indexes.thread_refs(scratch):
         raise GitckptError(f"thread {scratch!r} exists already")
     base = dict(configurable or {})
     mapping: dict[str, str] = {}

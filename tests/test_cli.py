@@ -696,8 +696,8 @@ def test_history_from_the_index_equals_a_walk_and_the_commits(demo_repo):
     fmt = "--format=" + "%x00".join(f"%(trailers:key={k},valueonly,separator=)" for k in
                                     ("Gitckpt", "Checkpoint-Ns", "Checkpoint-Id", "Parent-Checkpoint-Id", "Step"))
     for thread in ("1", "2", "3"):
-        indexed = ops.thread_history(GitSaver(repo), thread)
-        walked = ops.thread_history(GitSaver(repo), thread, fresh=True)  # the cache file not used
+        indexed = ops.thread_history(GitSaver(repo).indexes, thread)
+        walked = ops.thread_history(GitSaver(repo).indexes, thread, fresh=True)  # the cache file not used
         assert {k: r.to_json() for k, r in indexed.rows.items()} == {k: r.to_json() for k, r in walked.rows.items()}
         # plain git over the thread's branches names the same checkpoints, parents and steps
         log = subprocess.run(["git", "--git-dir", str(repo), "log", fmt, *indexed.tips.values()],
@@ -710,7 +710,7 @@ def test_history_from_the_index_equals_a_walk_and_the_commits(demo_repo):
             shown = subprocess.run(["git", "--git-dir", str(repo), "log", "-1", "--format=%s%x00%ct%x00%P", row.commit],
                                    capture_output=True, text=True, check=True).stdout.rstrip("\n").split("\x00")
             assert [row.subject, row.time, row.root] == [shown[0], int(shown[1]), shown[2] == ""]
-    assert any(r.wrote for r in ops.thread_history(GitSaver(repo), "1").rows.values())
+    assert any(r.wrote for r in ops.thread_history(GitSaver(repo).indexes, "1").rows.values())
 
 
 def test_a_checkpoint_commit_without_its_id_is_named_not_a_traceback(demo_repo):

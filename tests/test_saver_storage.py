@@ -332,7 +332,7 @@ def test_index_cache_file_is_used_and_never_trusted_blindly(repo_path, monkeypat
     assert [t.checkpoint["id"] for t in fresh.list({"configurable": {"thread_id": "long"}})] == ids[::-1]
 
     # moved backwards: a prune by another saver, and a cache file from before it
-    fresh._save_index("long", fresh._index("long"))
+    fresh.indexes._save_index("long", fresh.indexes.get("long"))
     stale = cache.read_bytes()
     other.prune(["long"], strategy="keep_latest")
     cache.write_bytes(stale)
@@ -426,7 +426,7 @@ def test_packed_refs_are_looked_up_by_prefix_without_mixing_threads(saver, repo_
         ids[t] = {a, b}
     git(repo_path, "pack-refs", "--all", "--prune")
     assert not [p for p in (repo_path / "refs" / "heads").rglob("*") if p.is_file()]  # every ref is packed
-    packed_lines = {t: GitSaver(repo_path).thread_refs(t) for t in ids}
+    packed_lines = {t: GitSaver(repo_path).indexes.thread_refs(t) for t in ids}
     loose = put(saver, "1", values={"x": "loose"})  # a loose ref of thread 1 beside packed ones
     fresh = GitSaver(repo_path)
     for t, refs in packed_lines.items():
@@ -502,13 +502,13 @@ def test_index_cache_file_is_rewritten_geometrically(repo_path, monkeypatch):
     monkeypatch.setattr(saver_mod, "_SAVE_EVERY", 10)
     s = GitSaver(repo_path)
     saves = []
-    original = s._save_index
+    original = s.indexes._save_index
 
     def counting(thread_id, idx):
         saves.append(len(idx.seen))
         original(thread_id, idx)
 
-    s._save_index = counting
+    s.indexes._save_index = counting
     parent = None
     for i in range(400):
         parent = put(s, "long", parent=parent, values={"i": i}, metadata={"step": i})
@@ -536,7 +536,7 @@ def test_index_cache_file_holds_exactly_what_a_walk_finds(repo_path):
         s.put_writes({"configurable": {"thread_id": "t", "checkpoint_ns": "", "checkpoint_id": c}}, [("x", task)], task)
     s.put_writes({"configurable": {"thread_id": "t", "checkpoint_ns": "child:1", "checkpoint_id": sub}}, [("y", 2)], "t3")
     s.delete_for_runs(["gone"])
-    walked = s.thread_index("t", fresh=True)
+    walked = s.indexes.thread_index("t", fresh=True)
     assert len(walked.order) == 2 and len(walked.writes[("", c)]) == 2 and walked.deleted == {("", b)}
     assert len(walked.tips) == 3  # main, fork, subgraph
     loaded = ThreadIndex.from_bytes(walked.to_bytes())
@@ -551,7 +551,7 @@ def test_index_cache_file_holds_exactly_what_a_walk_finds(repo_path):
         cp["id"] = cid
         config = s.put(config, cp, {"source": "loop", "step": i}, {})
         s.put_writes(config, [("x", i)], "t")
-    usual = s.thread_index("u", fresh=True)
+    usual = s.indexes.thread_index("u", fresh=True)
     assert len(usual.writes) == 4 and all(len(v) == 1 for v in usual.writes.values())
     loaded = ThreadIndex.from_bytes(usual.to_bytes())
     for name in ("tips", "heads", "ckpt", "writes", "deleted", "order", "seen"):

@@ -835,10 +835,10 @@ class SaverRecording:
         saver = self.saver
         out = []
         with saver.lock:
-            idx = saver._index(thread_id)
+            idx = saver.indexes.get(thread_id)
             keys = sorted(k for k in idx.writes if (ns is None or k[0] == ns) and k in idx.ckpt)
             for key in keys:
-                blobs = saver.write_blobs(idx.writes[key], key[1], calls=None)
+                blobs = saver.indexes.write_blobs(idx.writes[key], key[1], calls=None)
                 for name in sorted(blobs):
                     data = fmt_unpack_call(saver.repo.read_blob(blobs[name], f"recorded call {name}"))
                     data["checkpoint_ns"], data["checkpoint_id"], data["entry"] = key[0], key[1], name

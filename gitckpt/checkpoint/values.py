@@ -25,9 +25,9 @@ import marshal
 import operator
 import pickle
 import uuid
-from collections import OrderedDict
 from typing import Any, Callable
 
+from cachetools import LRUCache
 from pydantic import BaseModel
 
 #: Immutable scalars marshal stores as they are.
@@ -186,6 +186,10 @@ def _build(template: Any) -> Any:
 _UNCACHEABLE = object()
 
 
+def _weight(entry: tuple[Any, int]) -> int:
+    return entry[1]
+
+
 class DecodedCache:
     """Blob id (or an extension value's bytes, see :meth:`ext_hook`) -> decoded
     value, bounded by the total size of its templates (bytes).
@@ -198,18 +202,17 @@ class DecodedCache:
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self.size = 0
-        self.data: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
+        # key -> (template, weight), least recently used dropped first
+        self.data: LRUCache[Any, tuple[Any, int]] = LRUCache(max(max_bytes, 1), getsizeof=_weight)
         # Blobs read once. A value is kept from its second read on: a one-off
         # read (an old checkpoint looked up once) pays no template, and the
         # values a chat re-reads at every turn are kept from the second turn.
-        self._once: OrderedDict[Any, None] = OrderedDict()
+        self._once: LRUCache[Any, None] = LRUCache(8192)
 
     def get(self, oid: Any) -> tuple[bool, Any]:
         hit = self.data.get(oid)
         if hit is None or hit[0] is _UNCACHEABLE:
             return False, None
-        self.data.move_to_end(oid)
         return True, thaw(hit[0])
 
     def put(self, oid: Any, value: Any, nbytes: int, *, at_once: bool = False) -> None:
@@ -218,21 +221,17 @@ class DecodedCache:
         if not at_once:
             if oid not in self._once:
                 self._once[oid] = None
-                if len(self._once) > 8192:
-                    self._once.popitem(last=False)
                 return
             del self._once[oid]
         key_bytes = len(oid) if type(oid) is bytes else 0  # an extension value's bytes are its key: weighed too
         try:
             template = freeze(value)
         except Unsupported:
-            self.data[oid] = (_UNCACHEABLE, 64 + key_bytes)  # remembered, weighed as a small entry
+            entry = (_UNCACHEABLE, 64 + key_bytes)  # remembered, weighed as a small entry
         else:
-            self.data[oid] = (template, len(template) + key_bytes)
-        self.size += self.data[oid][1]
-        while self.size > self.max_bytes:
-            _, (_, n) = self.data.popitem(last=False)
-            self.size -= n
+            entry = (template, len(template) + key_bytes)
+        if entry[1] <= self.max_bytes:
+            self.data[oid] = entry
 
     def ext_hook(self, decode: Callable[[int, bytes], Any]) -> Callable[[int, bytes], Any]:
         """A msgpack ``ext_hook`` that decodes each extension value once.
@@ -261,4 +260,8 @@ class DecodedCache:
     def clear(self) -> None:
         self.data.clear()
         self._once.clear()
-        self.size = 0
+
+    @property
+    def size(self) -> int:
+        """The total weight of what is kept (bytes of templates and of keys)."""
+        return self.data.currsize

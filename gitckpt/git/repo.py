@@ -18,13 +18,13 @@ import sys
 import threading
 import time
 import weakref
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
 import pygit2
+from cachetools import LRUCache
 from pygit2.enums import FileMode, SortMode
 
 from . import journal as _journal
@@ -33,6 +33,9 @@ from ..errors import ConflictError, CorruptObjectError, RepositoryError
 
 #: An object id. Other layers name it from here, so that only the git engine imports pygit2.
 Oid = pygit2.Oid
+#: A commit as libgit2 reads it, and the error libgit2 raises.
+Commit = pygit2.Commit
+GitError = pygit2.GitError
 
 BLOB = int(FileMode.BLOB)
 TREE = int(FileMode.TREE)
@@ -282,32 +285,10 @@ class CommitInfo(NamedTuple):
     commit_time: int
 
 
-class LRU:
-    """A least-recently-used map bounded by total weight (entries, or bytes)."""
-
-    def __init__(self, max_weight: int, weigh=lambda v: 1) -> None:
-        self.max_weight = max_weight
-        self.weigh = weigh
-        self.weight = 0
-        self.data: OrderedDict = OrderedDict()
-
-    def get(self, key):
-        value = self.data.get(key)
-        if value is not None:
-            self.data.move_to_end(key)
-        return value
-
-    def put(self, key, value) -> None:
-        if key in self.data:
-            return
-        w = self.weigh(value)
-        if w > self.max_weight // 4:
-            return
-        self.data[key] = value
-        self.weight += w
-        while self.weight > self.max_weight:
-            _, old = self.data.popitem(last=False)
-            self.weight -= self.weigh(old)
+def _keep(cache: LRUCache, key, value) -> None:
+    """Put ``value`` in a bounded cache unless it is there or weighs over a quarter of it."""
+    if key not in cache and cache.getsizeof(value) <= cache.maxsize // 4:
+        cache[key] = value
 
 
 class GitRepo:
@@ -333,11 +314,12 @@ class GitRepo:
         self._pool = _FilePool(os.path.join(self.repo.path, "objects", "pack"))
         self._packed_cache: tuple | None = None
         self.gitdir = self.repo.path
-        self._small: OrderedDict[bytes, pygit2.Oid] = OrderedDict()
+        # bounded caches, least recently used dropped first (cachetools; format.md 17)
+        self._small: LRUCache[bytes, pygit2.Oid] = LRUCache(4096)
         self._staged: dict[bytes, tuple[int, bytes]] = {}
-        self._blob_cache = LRU(max_weight=64 << 20, weigh=len)
-        self._tree_cache = LRU(max_weight=65536)
-        self._commit_cache = LRU(max_weight=65536)
+        self._blob_cache: LRUCache[pygit2.Oid, bytes] = LRUCache(64 << 20, getsizeof=len)
+        self._tree_cache: LRUCache[pygit2.Oid, dict] = LRUCache(65536)
+        self._commit_cache: LRUCache[pygit2.Oid, CommitInfo] = LRUCache(65536)
         # fsync mode: updates are made durable by a journal (journal.py); packs
         # written since the last journal record or barrier wait here to go in it.
         self._journal = _journal.Journal(self.gitdir, self._syncfs) if durability == "fsync" else None
@@ -387,17 +369,15 @@ class GitRepo:
             if oid is not None:
                 return oid
         oid = self._stage(packs.OBJ_BLOB, data)
-        self._blob_cache.put(oid, data)
+        _keep(self._blob_cache, oid, data)
         if small:
             self._small[data] = oid
-            if len(self._small) > 4096:
-                self._small.popitem(last=False)
         return oid
 
     def tree(self, entries: dict[str, tuple[pygit2.Oid, int]]) -> pygit2.Oid:
         data = packs.tree_bytes({name: (oid.raw, mode) for name, (oid, mode) in entries.items()})
         oid = self._stage(packs.OBJ_TREE, data)
-        self._tree_cache.put(oid, dict(entries))
+        _keep(self._tree_cache, oid, dict(entries))
         return oid
 
     def commit(self, tree: pygit2.Oid, parents: list[pygit2.Oid], message: str) -> pygit2.Oid:
@@ -406,7 +386,7 @@ class GitRepo:
         lines = [f"tree {tree}"] + [f"parent {p}" for p in parents] + [f"author {ident}", f"committer {ident}", "", ""]
         data = "\n".join(lines).encode() + message.encode("utf-8")
         oid = self._stage(packs.OBJ_COMMIT, data)
-        self._commit_cache.put(oid, CommitInfo(oid, tree, list(parents), message, when))
+        _keep(self._commit_cache, oid, CommitInfo(oid, tree, list(parents), message, when))
         return oid
 
     def _lookup(self, oid: pygit2.Oid, what: str):
@@ -455,7 +435,7 @@ class GitRepo:
             if not isinstance(c, pygit2.Commit):
                 raise CorruptObjectError(f"{what}: git object {oid} is not a commit")
             info = CommitInfo(oid, c.tree_id, list(c.parent_ids), c.message, c.commit_time)
-            self._commit_cache.put(oid, info)
+            _keep(self._commit_cache, oid, info)
         return info
 
     def _read_raw(self, oid: pygit2.Oid, kind: int, what: str) -> bytes:
@@ -474,7 +454,7 @@ class GitRepo:
         data = self._blob_cache.get(oid)
         if data is None:
             data = self._read_raw(oid, packs.OBJ_BLOB, what)
-            self._blob_cache.put(oid, data)
+            _keep(self._blob_cache, oid, data)
         return data
 
     def tree_entries(self, oid: pygit2.Oid, what: str = "tree") -> dict[str, tuple[pygit2.Oid, int]]:
@@ -486,7 +466,7 @@ class GitRepo:
                 entries = {name: (pygit2.Oid(raw=raw), mode) for name, (raw, mode) in packs.parse_tree(data).items()}
             except ValueError as exc:
                 raise CorruptObjectError(f"{what}: git object {oid} is not a valid tree ({exc})") from exc
-            self._tree_cache.put(oid, entries)
+            _keep(self._tree_cache, oid, entries)
         return dict(entries)
 
     # -- refs -----------------------------------------------------------------
