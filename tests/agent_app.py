@@ -170,7 +170,9 @@ class LeakyModel(RandomModel):
     @property
     def _identifying_params(self) -> dict[str, Any]:
         key = self.api_key.get_secret_value()
-        return {"model_name": "leaky-1", "api_key": key, "endpoint": f"https://api.example/v1?key={key}"}
+        return {"model_name": "leaky-1", "api_key": key, "endpoint": f"https://api.example/v1?key={key}",
+                "default_headers": {"Authorization": f"Bearer {key}", "X-Api-Key": key, "X-Trace": "on"},
+                "note": f"the key is {key}"}
 
 
 def make_stream_builder(model: BaseChatModel | None = None) -> StateGraph:

@@ -231,6 +231,7 @@ def test_no_secret_in_any_object(repo_path, logs):
     calls = GitSaver(repo_path).recorded_calls("1")
     settings = [c["settings"] for c in calls if c["kind"] == "model"][0]
     assert "api_key" not in settings and settings["endpoint"] == "https://api.example/v1?key=<secret>"
+    assert settings["default_headers"] == {"X-Trace": "on"} and settings["note"] == "the key is <secret>"
     blobs = subprocess.run(["git", "--git-dir", str(repo_path), "cat-file", "--batch-all-objects", "--batch"],
                            capture_output=True, check=True).stdout
     assert b"gitckpt-call" in blobs  # the calls are there (loose or packed objects, decompressed)
@@ -352,3 +353,11 @@ def test_create_agent_tool_calls_as_parallel_tasks(repo_path, logs):
         assert result.answered == {"model": 2, "tool": 3}
         plain.close()
     assert logs.models() == 0 and logs.tools() == 0
+
+
+def test_recording_benchmark_script_runs(tmp_path):
+    r = subprocess.run([sys.executable, "scripts/bench_recording.py", "--turns", "3"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "repository, record=True" in r.stdout
+    assert "reproduced 9/9 checkpoints of thread chat (3 runs; 3 model calls" in r.stdout

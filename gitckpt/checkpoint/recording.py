@@ -59,7 +59,9 @@ from ..errors import InvalidInputError, ReplayMissError
 # -- normalisation: what counts as "the same input" -------------------------------
 
 _ADDR = re.compile(r" at 0x[0-9a-fA-F]+")
-_SECRET_KEY = re.compile(r"(api_?key|secret|password|passwd|credential|access_?token|auth_?token|bearer|private_?key)", re.I)
+_SECRET_KEY = re.compile(
+    r"(api[-_]?key|secret|password|passwd|credential|access[-_]?token|auth[-_]?token|bearer|private[-_]?key"
+    r"|authorization|cookie)", re.I)
 _MESSAGE_DROP = {"id", "response_metadata", "usage_metadata", "lc_attributes"}
 
 
@@ -758,6 +760,18 @@ class SaverRecording:
             return []
         with self._lock:
             return self._pending.pop((thread_id, task_id), [])
+
+    def blobs(self, thread_id: str, ns: str, cid: str, task_id: str) -> list[bytes]:
+        """The blobs of a task's recorded calls (a call that cannot be encoded is
+        left out with a warning: a recording never fails the run)."""
+        out = []
+        for record in self.take(thread_id, task_id):
+            try:
+                out.append(self.encode(thread_id, ns, cid, record))
+            except Exception as exc:
+                warnings.warn(f"gitckpt: a {record.get('kind')} call of node {record.get('node')!r} "
+                              f"could not be recorded ({exc})", stacklevel=2)
+        return out
 
     def remember(self, thread_id: str, ns: str, cid: str, values: dict) -> None:
         """The channel values LangGraph put for a checkpoint (the objects its tasks read)."""

@@ -702,7 +702,7 @@ class GitSaver(BaseCheckpointSaver[str]):
             raise InvalidInputError("put_writes needs a config with a checkpoint_id")
         if not writes:
             return
-        calls = [self._recording.encode(thread_id, ns, cid, r) for r in self._recording.take(thread_id, task_id)]
+        calls = self._recording.blobs(thread_id, ns, cid, task_id)
         serialized = []
         for i, (channel, value) in enumerate(writes):
             try:
