@@ -231,8 +231,8 @@ def reproduce(saver: Any, graph: Any, thread_id: str, *, keep: bool = False,
                     raise _Stop(Divergence(md.get("step"), None, "source", None,
                                            f"checkpoint {_id(r)} continues {parent}, which is not on the main line"))
                 start = mapping.get(parent)
-                latest = saver.get_tuple(_cfg(scratch))
-                at_tip = latest is None or _id(latest) == start
+                latest = _latest_id(saver, scratch)
+                at_tip = latest is None or latest == start
                 cfg = _cfg(scratch, None if at_tip else start, base)
                 before = set(mapping.values())
                 error: BaseException | None = None
@@ -298,17 +298,24 @@ def reproduce(saver: Any, graph: Any, thread_id: str, *, keep: bool = False,
     )
 
 
+def _latest_id(saver: Any, thread: str) -> str | None:
+    with saver.lock:
+        return saver.indexes.get(thread).latest("")
+
+
 def _new_checkpoints(saver: Any, scratch: str, known: set[str]) -> list[Any]:
-    latest = saver.get_tuple(_cfg(scratch))
-    out = []
-    t = latest
-    while t is not None and _id(t) not in known:
-        out.append(t)
-        if not t.parent_config:
-            break
-        t = saver.get_tuple(_cfg(scratch, t.parent_config["configurable"]["checkpoint_id"]))
-    out.reverse()
-    return out
+    """The scratch thread's checkpoints from its latest back to a known one, oldest first
+    (ids from the index; only the new checkpoints are read)."""
+    ids = []
+    with saver.lock:
+        idx = saver.indexes.get(scratch)
+        cid = idx.latest("")
+        while cid is not None and cid not in known:
+            ids.append(cid)
+            entry = idx.ckpt.get(("", cid))
+            cid = entry.parent if entry is not None else None
+    ids.reverse()
+    return [saver.get_tuple(_cfg(scratch, cid)) for cid in ids]
 
 
 def _last_writer(saver: Any, thread: str, t: Any) -> str | None:
@@ -380,7 +387,9 @@ def _compare_writes(saver: Any, thread_id: str, scratch: str, rec: Any, new: Any
         return sorted(_key([c, canon(v)]) for _task, c, v in t.pending_writes)
 
     a = bag(rec)  # the recorded thread's tuples were read once its recording was complete
-    b = bag(saver.get_tuple(_cfg(scratch, _id(new))))
+    with saver.lock:  # the scratch checkpoint's writes as they are now (later runs added to them)
+        idx = saver.indexes.get(scratch)
+        b = sorted(_key([c, canon(v)]) for _task, c, v in saver._pending_writes(scratch, idx, "", _id(new)))
     if a != b:
         only_a = [json.loads(x) for x in a if x not in b]
         only_b = [json.loads(x) for x in b if x not in a]
