@@ -9,8 +9,10 @@ model and tool call answered from the thread's recording
 * an ``input`` checkpoint: ``graph.invoke(<its __start__ value>)``;
 * a ``loop`` checkpoint that follows the end of a run: ``Command(resume=v)`` when
   the checkpoint before it holds a resume value (LangGraph's null task writes
-  ``__resume__``), otherwise ``graph.invoke(None)`` (a continue after a static
-  interrupt);
+  ``__resume__``), ``Command(resume={interrupt id: v})`` when only interrupted
+  tasks hold one (a resume map; the new run's interrupt ids are paired with the
+  recorded ones by value), otherwise ``graph.invoke(None)`` (a continue after a
+  static interrupt);
 * an ``update`` checkpoint: ``graph.update_state(values, as_node)`` with the
   update's writes, which LangGraph stores as the parent's pending writes of a
   task without a path;
@@ -247,9 +249,8 @@ def reproduce(saver: Any, graph: Any, thread_id: str, *, keep: bool = False,
                         invoke(None, _cfg(scratch, start, base))
                     else:
                         prev = chain[i - 1] if i else None
-                        resume = [w[2] for w in (prev.pending_writes if prev else [])
-                                  if w[0] == fmt.NULL_TASK_ID and w[1] == _RESUME]
-                        invoke(Command(resume=resume[-1]) if resume else None, cfg)
+                        resume = _resume_of(saver, scratch, prev, mapping.get(_id(prev)) if prev else None)
+                        invoke(Command(resume=resume[0]) if resume else None, cfg)
                 except ReplayMissError as exc:
                     raise _Stop(Divergence(exc.step, exc.node, "call", exc.kind, str(exc).split("\n", 1)[0],
                                            exc.diff, _id(r)))
@@ -296,6 +297,49 @@ def reproduce(saver: Any, graph: Any, thread_id: str, *, keep: bool = False,
         live=dict(replay.live) if replay else {"model": 0, "tool": 0},
         divergence=divergence, kept=keep,
     )
+
+
+def _resume_of(saver: Any, scratch: str, prev: Any, scratch_prev: str | None) -> tuple[Any] | None:
+    """What ``Command(resume=...)`` continued the run after checkpoint ``prev``, as a
+    1-tuple, or None for a plain ``invoke(None)``.
+
+    One value for every interrupt: LangGraph's null task wrote ``__resume__``. A map
+    ``{interrupt id: value}``: only the interrupted tasks wrote ``__resume__``;
+    interrupt ids differ in the new run, so each recorded interrupt is paired with
+    the new one of the same value (else the same position)."""
+    if prev is None:
+        return None
+    writes = prev.pending_writes
+    null = [w[2] for w in writes if w[0] == fmt.NULL_TASK_ID and w[1] == _RESUME]
+    if null:
+        return (null[-1],)
+    resumes = {w[0]: w[2] for w in writes if w[1] == _RESUME and w[0] != fmt.NULL_TASK_ID}
+    if not resumes or scratch_prev is None:
+        return None
+    recorded = []  # (interrupt, resume value) in task order
+    for task_id, channel, value in writes:
+        if channel == "__interrupt__" and task_id in resumes:
+            ints = value if isinstance(value, (list, tuple)) else [value]
+            vals = resumes[task_id] if isinstance(resumes[task_id], list) else [resumes[task_id]]
+            for k, intr in enumerate(ints):
+                if k < len(vals):
+                    recorded.append((intr, vals[k]))
+    new_ints = []
+    tup = saver.get_tuple(_cfg(scratch, scratch_prev))
+    for _task, channel, value in (tup.pending_writes if tup else []):
+        if channel == "__interrupt__":
+            new_ints.extend(value if isinstance(value, (list, tuple)) else [value])
+    out: dict[str, Any] = {}
+    free = list(new_ints)
+    for pos, (intr, val) in enumerate(recorded):
+        want = _key(canon(getattr(intr, "value", None)))
+        match = next((n for n in free if _key(canon(getattr(n, "value", None))) == want), None)
+        if match is None and free:
+            match = free[0]
+        if match is not None:
+            free.remove(match)
+            out[getattr(match, "id", None)] = val
+    return (out,) if out else None
 
 
 def _latest_id(saver: Any, thread: str) -> str | None:

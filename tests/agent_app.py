@@ -218,6 +218,32 @@ def make_async_builder(model: BaseChatModel | None = None) -> StateGraph:
     return b
 
 
+class Approvals(TypedDict):
+    items: list[str]
+    out: Annotated[list, lambda a, b: a + b]
+
+
+def make_approvals_builder(model: BaseChatModel | None = None) -> StateGraph:
+    """Parallel ``Send`` tasks that each pause with ``interrupt()``: resumed with a
+    map ``{interrupt id: answer}``, then each asks the model."""
+    model = model or RandomModel()
+
+    def fan(state: Approvals):
+        return [Send("ask", {"item": i}) for i in state["items"]]
+
+    def ask(state: dict) -> dict:
+        answer = interrupt(f"approve {state['item']}?")
+        reply = model.invoke([HumanMessage(f"{state['item']} was answered {answer}")])
+        return {"out": [f"{state['item']}={answer}: {reply.content}"]}
+
+    b = StateGraph(Approvals)
+    b.add_node("ask", ask)
+    b.add_conditional_edges(START, fan, ["ask"])
+    b.add_edge("ask", END)
+    return b
+
+
+approvals_builder = make_approvals_builder()
 stream_builder = make_stream_builder()
 async_builder = make_async_builder()
 leaky_builder = make_builder(LeakyModel())

@@ -361,3 +361,18 @@ def test_recording_benchmark_script_runs(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "repository, record=True" in r.stdout
     assert "reproduced 9/9 checkpoints of thread chat (3 runs; 3 model calls" in r.stdout
+
+
+def test_resume_with_a_map_of_interrupt_ids(repo_path, logs):
+    saver = GitSaver(repo_path, record=True)
+    graph = agent_app.approvals_builder.compile(checkpointer=saver)
+    paused = graph.invoke({"items": ["a", "b", "c"]}, cfg("ok"))["__interrupt__"]
+    answers = {i.id: f"yes to {i.value}" for i in paused}
+    out = graph.invoke(Command(resume=answers), cfg("ok"))
+    assert sorted(o.split(":")[0] for o in out["out"]) == [f"{x}=yes to approve {x}?" for x in "abc"]
+    saver.close()
+    logs.clear()
+    r = gitckpt(repo_path, "reproduce", "ok", "--graph", f"{APP}:approvals_builder")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "(2 runs; 3 model calls and 0 tool calls answered" in r.stdout
+    assert logs.models() == 0
