@@ -73,7 +73,7 @@ def _short_when(ts: int | None) -> str:
     return when.strftime("%H:%M:%S" if when.date() == _dt.date.today() else "%Y-%m-%d")
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -153,15 +153,15 @@ class Session:
     """
 
     def __init__(self, path: Path, create: bool = False, serde: Any = None) -> None:
-        from .git.repo import GitRepo
         from .checkpoint.threads import ThreadIndexes
+        from .git.repo import GitRepo
 
         self.path = path
         self.repo = GitRepo(path, create=create)
         self.indexes = ThreadIndexes(self.repo)
         self._serde = serde
-        self._saver = None
-        self._store = None
+        self._saver: Any = None  # a GitSaver, made when a command needs one (it imports LangGraph)
+        self._store: Any = None
 
     @property
     def saver(self):
@@ -622,7 +622,7 @@ def _run_config(s: Session, thread: str, ns: str, row: ops.CheckpointRow | None,
             if (k not in _LANGGRAPH_KEYS and not k.startswith(("langgraph_", "__", "ls_"))
                     and isinstance(v, (str, int, float, bool))):
                 configurable[k] = v
-        if configurable or not row.parent_checkpoint_id:
+        if configurable or not row.parent_checkpoint_id or hist is None:
             break
         row = hist.rows.get((ns, row.parent_checkpoint_id))
     if extra:

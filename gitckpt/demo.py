@@ -178,7 +178,7 @@ def run(repo_path: str | Path, emit: Callable[[str, dict], None], model: BaseCha
     from gitckpt import GitSaver
     from gitckpt.store import GitStore
 
-    saver = GitSaver(repo_path, record=True)  # every model call is recorded (docs/format.md, 15)
+    saver = GitSaver(repo_path, record=True)  # every model call is recorded (docs/format.md, 16)
     store = GitStore(saver.repo)
     try:
         taken = [t for t in DEMO_THREADS if saver.thread_info(t) is not None]
@@ -248,7 +248,7 @@ def run(repo_path: str | Path, emit: Callable[[str, dict], None], model: BaseCha
         paused = turn("1", "1", "Please forget my name.")
         state = app.get_state(cfg1)
         summary["interrupt_checkpoint"] = state.config["configurable"]["checkpoint_id"]
-        summary["interrupt_step"] = state.metadata.get("step")
+        summary["interrupt_step"] = (state.metadata or {}).get("step")
         emit("paused", {"thread": "1", "checkpoint": summary["interrupt_checkpoint"],
                         "step": summary["interrupt_step"], "next": list(state.next), "interrupts": len(paused)})
         emit("resume", {"thread": "1", "value": "yes"})
@@ -262,7 +262,7 @@ def run(repo_path: str | Path, emit: Callable[[str, dict], None], model: BaseCha
         target = [s for s in history if s.next == ("call_model",)][-1]
         tcid = target.config["configurable"]["checkpoint_id"]
         summary["replayed_from"] = tcid
-        emit("replay", {"thread": "1", "checkpoint": tcid, "step": target.metadata.get("step"),
+        emit("replay", {"thread": "1", "checkpoint": tcid, "step": (target.metadata or {}).get("step"),
                         "next": list(target.next)})
         turn("1", "1", None, config={"configurable": {"thread_id": "1", "user_id": "1", "checkpoint_id": tcid}})
         info = saver.thread_info("1") or {}

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
-
 from .checkpoint import format as fmt
 from .checkpoint.threads import ThreadIndexes
 from .errors import CorruptObjectError, GitckptError, InvalidInputError, NotFoundError, RepositoryError
@@ -136,7 +135,7 @@ class CheckpointRow:
         self.checkpoint_ns = checkpoint_ns
         self.run_id = run_id
         self.lines = lines if lines is not None else []  # refs whose newest checkpoint this is
-        self._oid = oid if type(oid) is bytes else oid.raw  # the commit's raw id (a 10,000-row history makes no Oids)
+        self._oid = oid if isinstance(oid, bytes) else oid.raw  # the commit's raw id (a 10,000-row history makes no Oids)
         self._repo, self._hist = repo, hist
         self._wrote: dict[str, list[str]] | None = None
 
@@ -216,7 +215,8 @@ class _Writes(Mapping):
     the ``writes/<id>`` trees the index names when a checkpoint's are asked for."""
 
     def __init__(self, indexes: ThreadIndexes, subtrees: dict[tuple[str, str], list[bytes]]) -> None:
-        self._indexes, self._subtrees, self._read = indexes, subtrees, {}
+        self._indexes, self._subtrees = indexes, subtrees
+        self._read: dict[tuple[str, str], dict[str, Oid]] = {}
 
     def __getitem__(self, key: tuple[str, str]) -> dict[str, Oid]:
         if key not in self._read:
@@ -224,7 +224,7 @@ class _Writes(Mapping):
         return self._read[key]
 
     def calls(self, key: tuple[str, str]) -> dict[str, Oid]:
-        """``{entry name: blob}`` of the calls recorded with a checkpoint's writes (format.md 15)."""
+        """``{entry name: blob}`` of the calls recorded with a checkpoint's writes (format.md 16)."""
         if key not in self._subtrees:
             return {}
         return self._indexes.write_blobs(self._subtrees[key], key[1], calls=None)
@@ -555,6 +555,8 @@ def _load_object(spec: str, base: Path, what: str) -> Any:
         if module is None:
             try:
                 module_spec = importlib.util.spec_from_file_location(name, path)
+                if module_spec is None or module_spec.loader is None:
+                    raise InvalidInputError(f"{what} {spec!r}: {path} cannot be imported as a Python module")
                 module = importlib.util.module_from_spec(module_spec)
                 sys.modules[name] = module
                 sys.path.insert(0, str(path.parent))
@@ -759,8 +761,8 @@ def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde
 
 
 def _store_items(repo: Any, problems: list[str]) -> list[tuple[str, Oid]]:
-    from .store.format import STORE_REF, is_item_path
     from .git.repo import TREE
+    from .store.format import STORE_REF, is_item_path
 
     tip = repo.ref(STORE_REF)
     if tip is None:
@@ -932,7 +934,7 @@ class CheckpointFeed:
                 if not meta.is_checkpoint:
                     continue
                 tid = meta.thread_id or names.decode((fmt.parse_line_ref(ref) or ("?",))[0]) or "?"
-                ns, cid = meta.ns, meta.checkpoint_id
+                ns, cid = meta.ns, meta.checkpoint_id or ""  # is_checkpoint: it has one
                 if (tid, ns, cid) in self.reported:
                     continue
                 self.reported.add((tid, ns, cid))

@@ -83,26 +83,6 @@ def test_any_thread_id_round_trips(saver, repo_path, thread_id):
     assert git(repo_path, "fsck", "--strict").returncode == 0
 
 
-@given(st.text(min_size=0, max_size=80))
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_names_encode_to_valid_git_names_and_decode_back(value):
-    ref = names.encode_ref_component(value)
-    assert "/" not in ref and ".." not in ref and not ref.startswith(".") and not ref.endswith((".", ".lock"))
-    assert not any(c in ref for c in " ~^:?*[\\\x7f") and all(ord(c) > 32 for c in ref)
-    assert "@{" not in ref and ref != "@"
-    assert names.decode(ref) == value or "%h" in ref
-    tree = names.encode_tree_name(value)
-    assert "/" not in tree and "\x00" not in tree and tree not in (".", "..", ".git")
-    assert names.decode(tree) == value or "%h" in tree
-    assert len(ref.encode()) <= names.MAX_COMPONENT + 42
-
-
-def test_ordinary_ids_stay_readable():
-    assert fmt.thread_ref("1") == "refs/heads/threads/1"
-    assert fmt.thread_ref("user-42") == "refs/heads/threads/user-42"
-    assert names.encode_tree_name("branch:to:node") == "branch:to:node"
-
-
 def test_fsck_strict_and_gc_prune_now_lose_nothing(saver, repo_path):
     from test_graphs import CFG, seed_graph
 
@@ -622,42 +602,6 @@ def test_pack_files_are_written_into_files_made_ahead_and_none_is_left(repo_path
     assert list(pack_dir.glob("tmp_gitckpt_*")) == []  # ...and removed them
     fsck = subprocess.run(["git", "--git-dir", str(repo_path), "fsck", "--strict"], capture_output=True, text=True)
     assert fsck.returncode == 0, fsck.stderr
-
-
-@given(st.binary(max_size=200_000))
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_stored_deflate_streams_inflate_to_their_data(data):
-    import zlib
-
-    from gitckpt.git.packs import _deflate
-
-    assert zlib.decompress(_deflate(data)) == data
-
-
-_TREE_NAMES = st.text(st.sampled_from("ab.-_0~é"), min_size=1, max_size=4).filter(lambda n: n not in (".", ".."))
-
-
-@given(st.dictionaries(_TREE_NAMES, st.booleans(), min_size=1, max_size=12))
-@settings(max_examples=60, deadline=None)
-def test_tree_bytes_orders_entries_as_git_does(kinds):
-    # names that are prefixes of each other ("a", "a.", "a-b"), some of them trees: git sorts a tree's
-    # name as if it ended in "/", and libgit2's tree builder is the reference
-    import tempfile
-
-    from gitckpt.git.packs import tree_bytes
-
-    repo = pygit2.init_repository(tempfile.mkdtemp(), bare=True)
-    blob = repo.create_blob(b"x")
-    sub = repo.TreeBuilder()
-    sub.insert("x", blob, pygit2.GIT_FILEMODE_BLOB)
-    subtree = sub.write()
-    builder = repo.TreeBuilder()
-    entries = {}
-    for name, is_tree in kinds.items():
-        oid, mode = (subtree, 0o040000) if is_tree else (blob, 0o100644)
-        builder.insert(name, oid, mode)
-        entries[name] = (oid.raw, mode)
-    assert tree_bytes(entries) == repo[builder.write()].read_raw()
 
 
 _LIST_EDITS = st.lists(

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import bisect
 import gc
-from itertools import islice
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import NamedTuple
 
 import msgpack
 
 from ..errors import CorruptObjectError
-from ..git.repo import Commit, Oid
+from ..git.repo import CommitInfo, Oid
 from . import format as fmt
 
 #: Version of the cache file format (bump when ThreadIndex's fields change).
@@ -245,7 +245,7 @@ class ThreadIndex:
                 del ids[i]
         self.writes.pop(key, None)
 
-    def apply(self, commit: Commit, line: str) -> None:
+    def apply(self, commit: CommitInfo, line: str) -> None:
         """Record one commit found by a walk (called oldest first).
 
         Raises :class:`CorruptObjectError` for a gitckpt commit whose trailers

@@ -20,6 +20,7 @@ in ``docs/format.md``; in short:
 from __future__ import annotations
 
 import asyncio
+import builtins
 import heapq
 import random
 import threading
@@ -105,7 +106,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         record: store every chat-model and tool call that graphs running on
             this saver make (input, answer, node, step), so that a thread can
             be replayed offline (:meth:`replaying`) and checked with
-            ``gitckpt reproduce`` (docs/format.md, 15).
+            ``gitckpt reproduce`` (docs/format.md, 16).
         indexes: thread indexes to share (they must be on the repository ``path``
             is); by default the saver makes its own.
 
@@ -154,7 +155,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         )
         self._queue: dict[str, list[_Update]] = {}
         self._queue_lock = threading.Lock()
-        #: record every model and tool call of graph runs on this saver (docs/format.md, 15)
+        #: record every model and tool call of graph runs on this saver (docs/format.md, 16)
         self.record = bool(record)
         self._recording = SaverRecording(self)
         if self.record:
@@ -417,7 +418,8 @@ class GitSaver(BaseCheckpointSaver[str]):
     def _remember_base(self, key: tuple, entries: dict, versions: Mapping, seen: Mapping) -> None:
         self._bases[key] = (entries, dict(versions), seen)
 
-    def _remember_chunks(self, key: tuple, items: list, chunk_oids: list, group_oids: list) -> None:
+    def _remember_chunks(self, key: tuple, items: builtins.list, chunk_oids: builtins.list,
+                         group_oids: builtins.list) -> None:
         self._chunks[key] = (items, chunk_oids, group_oids)
 
     def _base(self, thread_id: str, ns: str, cid: str, entry: Entry) -> tuple:
@@ -441,7 +443,7 @@ class GitSaver(BaseCheckpointSaver[str]):
     def _encode_value(self, value: Any) -> Oid:
         return self.repo.blob(fmt.pack_value(self._dumps(value)))
 
-    def _encode_list(self, key: tuple, value: list) -> Oid:
+    def _encode_list(self, key: tuple, value: builtins.list) -> Oid:
         """Store a long list as groups of chunks, re-using every unchanged full chunk.
 
         A full chunk is unchanged when its items are the very objects (or equal
@@ -545,7 +547,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         if update.error is not None:
             raise update.error
 
-    def _run_batch(self, thread_id: str, batch: list[_Update]) -> None:
+    def _run_batch(self, thread_id: str, batch: builtins.list[_Update]) -> None:
         # Checkpoints first: writes that LangGraph sent before their checkpoint's
         # put then find it (order among puts, and among writes, is kept).
         batch.sort(key=lambda u: not u.is_put)
@@ -623,7 +625,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         md = get_checkpoint_metadata(config, metadata)
         if self.record:
             self._recording.remember(thread_id, ns, cid, values)
-        cp = {k: v for k, v in checkpoint.items() if k != "channel_values"}
+        cp: dict[str, Any] = {k: v for k, v in checkpoint.items() if k != "channel_values"}
         try:
             cp_data = fmt.pack_value(self._dumps(cp))
             md_data = fmt.pack_value(self._dumps(md))
@@ -635,7 +637,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         def prepare(idx: ThreadIndex):
             nonlocal root_tree
             parent_entry = idx.ckpt.get((ns, parent)) if parent else None
-            if parent_entry is not None:
+            if parent_entry is not None and parent:
                 base_entries, base_versions, base_seen = self._base(thread_id, ns, parent, parent_entry)
             else:
                 base_entries, base_versions, base_seen = {}, {}, {}
@@ -673,6 +675,7 @@ class GitSaver(BaseCheckpointSaver[str]):
             return line, old, self.repo.commit(root_tree, parents, message)
 
         def record(idx: ThreadIndex, line: str, commit: Oid) -> None:
+            assert root_tree is not None  # prepare() ran
             idx.heads[line] = (ns, cid)
             idx.last_line[ns] = line
             step = md.get("step")
@@ -769,6 +772,7 @@ class GitSaver(BaseCheckpointSaver[str]):
             return line, old, self.repo.commit(self.repo.tree(root), [old] if old else [], message)
 
         def record(idx: ThreadIndex, line: str, commit: Oid) -> None:
+            assert subtree is not None  # prepare() ran
             idx.add_writes(ns, cid, subtree)
             idx.unsaved += 1
             if line not in idx.heads:
@@ -825,7 +829,7 @@ class GitSaver(BaseCheckpointSaver[str]):
                     if not holds:
                         continue
 
-                    def attempt(ref=ref) -> Oid | None:
+                    def attempt(ref: str = ref, message: str = message) -> Oid | None:
                         old = self.repo.ref(ref)
                         if old is None:
                             return Oid(hex="0" * 40)
@@ -877,7 +881,7 @@ class GitSaver(BaseCheckpointSaver[str]):
                 self.delete_thread(thread_id)
                 continue
             with self.lock:
-                retry_cas(lambda: self._prune_one(thread_id), f"prune of thread {thread_id!r}")
+                retry_cas(lambda t=thread_id: self._prune_one(t), f"prune of thread {thread_id!r}")
                 self._forget(thread_id)
 
     def _prune_one(self, thread_id: str) -> bool | None:
@@ -887,6 +891,8 @@ class GitSaver(BaseCheckpointSaver[str]):
         new_tips: dict[str, Oid] = {}
         for ns in idx.namespaces():
             cid = idx.latest(ns)
+            if cid is None:
+                continue
             entry = idx.ckpt[(ns, cid)]
             commit = self.repo.commit_info(entry.commit)
             kept = self.repo.commit(commit.tree_id, [], commit.message)
@@ -951,7 +957,7 @@ class GitSaver(BaseCheckpointSaver[str]):
             self._forget(new_thread_id)
         return {"configurable": {"thread_id": new_thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint_id}}
 
-    # -- recorded calls (docs/format.md, 15) -------------------------------------
+    # -- recorded calls (docs/format.md, 16) -------------------------------------
 
     def recorded_calls(self, thread_id: str, *, checkpoint_ns: str | None = None) -> list[dict[str, Any]]:
         """The model and tool calls recorded for a thread: one dict per call
@@ -1046,10 +1052,9 @@ class GitSaver(BaseCheckpointSaver[str]):
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
         it = self.list(config, filter=filter, before=before, limit=limit)
-        done = object()
         while True:
-            item = await asyncio.to_thread(next, it, done)
-            if item is done:
+            item = await asyncio.to_thread(next, it, None)  # list() never yields None
+            if item is None:
                 return
             yield item
 

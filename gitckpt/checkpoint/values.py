@@ -25,7 +25,8 @@ import marshal
 import operator
 import pickle
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from cachetools import LRUCache
 from pydantic import BaseModel
@@ -78,7 +79,7 @@ def _class_id(cls: type) -> int:
 @functools.lru_cache(maxsize=1024)
 def _plain_model(cls: type) -> bool:
     """A pydantic model whose whole state is __dict__, fields set, extra and private."""
-    if cls.__copy__ is not BaseModel.__copy__:
+    if getattr(cls, "__copy__", None) is not BaseModel.__copy__:
         return False
     for klass in cls.__mro__:
         if klass is BaseModel:
@@ -128,7 +129,7 @@ def _template(value: Any, depth: int) -> Any:
         return (_PICKLED, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
     if isinstance(value, enum.Enum):
         return (_ENUM, _class_id(t), value.name)
-    if isinstance(value, BaseModel) and _plain_model(t):
+    if isinstance(value, BaseModel) and _plain_model(t):  # type: ignore[arg-type]  # a class is hashable
         extra, private = value.__pydantic_extra__, value.__pydantic_private__
         if extra is not None and type(extra) is not dict or private is not None and type(private) is not dict:
             raise Unsupported(t.__name__)
@@ -164,7 +165,7 @@ def _build(template: Any) -> Any:
         return [_build(x) if type(x) is tuple else x for x in items] if items else []
     if tag == _MODEL:
         _, cid, fields, fields_set, extra, private = template
-        new = _new_object(_classes[cid])
+        new: Any = _new_object(_classes[cid])
         _setattr(new, "__dict__", _build(fields) if type(fields) is tuple else fields)
         _setattr(new, "__pydantic_fields_set__", set(fields_set))
         _setattr(new, "__pydantic_extra__", None if extra is None else _build(extra))
@@ -179,7 +180,8 @@ def _build(template: Any) -> Any:
     if tag == _PICKLED:
         return pickle.loads(template[1])
     if tag == _ENUM:
-        return _classes[template[1]][template[2]]
+        enum_class: Any = _classes[template[1]]
+        return enum_class[template[2]]
     raise ValueError(f"not a template: {template!r}")
 
 
@@ -264,4 +266,4 @@ class DecodedCache:
     @property
     def size(self) -> int:
         """The total weight of what is kept (bytes of templates and of keys)."""
-        return self.data.currsize
+        return int(self.data.currsize)

@@ -200,7 +200,7 @@ class Orphans:
             names = sorted(os.listdir(self.dir))
         except (FileNotFoundError, NotADirectoryError):
             return []
-        records = []
+        records: list[tuple[list[PackFiles], list[RefMove]]] = []
         for name in names:
             path = os.path.join(self.dir, name)
             if not name.endswith((SUFFIX, ".tmp")):

@@ -93,7 +93,7 @@ class Remote:
             heads = self._make().list_heads(callbacks=_Callbacks())
         except pygit2.GitError as exc:
             raise self._error(exc) from exc
-        return {h.name: h.oid for h in heads if accept(h.name)}
+        return {h.name: h.oid for h in heads if h.name and accept(h.name)}
 
     def fetch(self, names: Iterable[str]) -> dict[str, pygit2.Oid]:
         """Fetch ``names`` (remote refs) into the tracking namespace; their commits here."""

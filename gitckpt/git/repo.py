@@ -21,15 +21,15 @@ import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pygit2
 from cachetools import LRUCache
 from pygit2.enums import FileMode, SortMode
 
+from ..errors import ConflictError, CorruptObjectError, RepositoryError
 from . import journal as _journal
 from . import packs
-from ..errors import ConflictError, CorruptObjectError, RepositoryError
 
 #: An object id. Other layers name it from here, so that only the git engine imports pygit2.
 Oid = pygit2.Oid
@@ -116,7 +116,7 @@ class _Closer:
 
     def after_fork_in_child(self) -> None:
         items = self._items  # the parent's thread does not exist here: close them now
-        self.__init__()
+        _Closer.__init__(self)
         _close_all([i for i in items if isinstance(i, int)])
 
 
@@ -150,8 +150,8 @@ class _FilePool:
         self.dir = directory
         self.size = size
         # everything the finalizer needs, and nothing that refers back to self
-        self._state = {"files": [], "pid": os.getpid(), "closed": False, "refilling": False,
-                       "cond": threading.Condition()}
+        self._state: dict[str, Any] = {"files": [], "pid": os.getpid(), "closed": False, "refilling": False,
+                                       "cond": threading.Condition()}
         self._finalizer = weakref.finalize(self, _FilePool._discard, self._state)
 
     def take(self) -> tuple[int, str] | None:
@@ -486,9 +486,10 @@ class GitRepo:
             os.close(fd)
         if text.startswith(b"ref: "):  # symbolic: let libgit2 resolve it
             try:
-                return self.repo.references[name].resolve().target
+                target = self.repo.references[name].resolve().target
             except (KeyError, pygit2.GitError):
                 return None
+            return target if isinstance(target, pygit2.Oid) else None
         try:
             return pygit2.Oid(hex=text.decode())
         except (ValueError, UnicodeDecodeError):
