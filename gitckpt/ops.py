@@ -240,7 +240,7 @@ class _Writes(Mapping):
 class ThreadHistory:
     thread_id: str
     rows: dict[tuple[str, str], CheckpointRow]  # (ns, checkpoint id) -> row
-    writes: Mapping[tuple[str, str], dict[str, Oid]]  # (ns, checkpoint id) -> {entry name: blob}
+    writes: _Writes  # (ns, checkpoint id) -> {entry name: blob}; .calls(key): the recorded calls
     tips: dict[str, str]  # line ref -> tip commit
 
     def namespaces(self) -> list[str]:

@@ -83,6 +83,7 @@ class ReproduceResult:
                     f"{'s' if self.answered['model'] != 1 else ''} and {self.answered['tool']} tool call"
                     f"{'s' if self.answered['tool'] != 1 else ''} answered from the recording)")
         d = self.divergence
+        assert d is not None
         where = f"step {d.step}" + (f", node {d.node}" if d.node else "")
         return f"first divergence at {where}: {d.message}"
 
@@ -232,7 +233,7 @@ def reproduce(saver: Any, graph: Any, thread_id: str, *, keep: bool = False,
                 if parent is not None and parent not in mapping:
                     raise _Stop(Divergence(md.get("step"), None, "source", None,
                                            f"checkpoint {_id(r)} continues {parent}, which is not on the main line"))
-                start = mapping.get(parent)
+                start = mapping.get(parent) if parent is not None else None
                 latest = _latest_id(saver, scratch)
                 at_tip = latest is None or latest == start
                 cfg = _cfg(scratch, None if at_tip else start, base)
@@ -253,14 +254,15 @@ def reproduce(saver: Any, graph: Any, thread_id: str, *, keep: bool = False,
                         invoke(Command(resume=resume[0]) if resume else None, cfg)
                 except ReplayMissError as exc:
                     raise _Stop(Divergence(exc.step, exc.node, "call", exc.kind, str(exc).split("\n", 1)[0],
-                                           exc.diff, _id(r)))
+                                           exc.diff, _id(r))) from None
                 except Exception as exc:  # the graph failed: a difference if the recording did not
                     error = exc
                 new = _new_checkpoints(saver, scratch, before)
                 # the recorded line may leave this run part way (a later fork or update_state
                 # continued an earlier checkpoint): compare up to there
                 for k in range(1, len(new)):
-                    if i + k < len(chain) and (chain[i + k].metadata or {}).get("source") in ("input", "update", "fork"):
+                    later = (chain[i + k].metadata or {}).get("source") if i + k < len(chain) else None
+                    if later in ("input", "update", "fork"):
                         new = new[:k]
                         break
                 for k, n in enumerate(new):
@@ -324,21 +326,21 @@ def _resume_of(saver: Any, scratch: str, prev: Any, scratch_prev: str | None) ->
             for k, intr in enumerate(ints):
                 if k < len(vals):
                     recorded.append((intr, vals[k]))
-    new_ints = []
+    new_ints: list[Any] = []
     tup = saver.get_tuple(_cfg(scratch, scratch_prev))
     for _task, channel, value in (tup.pending_writes if tup else []):
         if channel == "__interrupt__":
             new_ints.extend(value if isinstance(value, (list, tuple)) else [value])
     out: dict[str, Any] = {}
     free = list(new_ints)
-    for pos, (intr, val) in enumerate(recorded):
+    for intr, val in recorded:
         want = _key(canon(getattr(intr, "value", None)))
         match = next((n for n in free if _key(canon(getattr(n, "value", None))) == want), None)
         if match is None and free:
             match = free[0]
         if match is not None:
             free.remove(match)
-            out[getattr(match, "id", None)] = val
+            out[str(getattr(match, "id", ""))] = val
     return (out,) if out else None
 
 
@@ -415,7 +417,8 @@ def _compare(saver: Any, caches: tuple[dict, dict], scratch: str, rec: Any, new:
         a, b = _canon_channel(av.get(ch), caches[0]), _canon_channel(bv.get(ch), caches[1])
         if a != b:
             a, b = canon(av.get(ch)), canon(bv.get(ch))
-            writers = _writer(saver, scratch, new.parent_config["configurable"]["checkpoint_id"]) if new.parent_config else {}
+            parent = new.parent_config["configurable"]["checkpoint_id"] if new.parent_config else None
+            writers = _writer(saver, scratch, parent) if parent else {}
             raise _Stop(Divergence(step, writers.get(ch) or _last_writer(saver, scratch, new), "channel", ch,
                                    f"channel {ch!r} differs", _diff(a, b), rid, nid))
 

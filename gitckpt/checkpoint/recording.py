@@ -47,7 +47,8 @@ import re
 import threading
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -143,7 +144,7 @@ _DIGESTS: dict[int, tuple[dict, str]] = {}
 # type and content (hash), so it is computed once per message, not once per call.
 # Like the chunk cache (format.md 5), a change of another field under the same id
 # and content (in place, which LangGraph asks nodes not to do) is not seen.
-_NORMALIZED: "OrderedDict[tuple, tuple[Any, dict]]" = None  # type: ignore[assignment]
+_NORMALIZED: OrderedDict[tuple, tuple[Any, dict]] | None = None
 _NORM_LOCK = threading.Lock()
 _NORM_MAX = 50_000
 
@@ -151,8 +152,6 @@ _NORM_MAX = 50_000
 def normalize_cached(m: Any) -> dict:
     global _NORMALIZED
     if _NORMALIZED is None:
-        from collections import OrderedDict
-
         _NORMALIZED = OrderedDict()
     mid = getattr(m, "id", None)
     if not mid or not isinstance(m, BaseMessage):
@@ -198,7 +197,7 @@ def secret_values(obj: Any) -> list[str]:
     return found
 
 
-def sanitize(value: Any, secrets: list[str] = ()) -> Any:
+def sanitize(value: Any, secrets: Sequence[str] = ()) -> Any:
     """``value`` without secret fields: keys that name a secret are dropped,
     ``SecretStr`` values and known secret strings are replaced."""
     try:
@@ -219,7 +218,7 @@ def sanitize(value: Any, secrets: list[str] = ()) -> Any:
     return value
 
 
-def model_input(messages: list, params: dict[str, Any], secrets: list[str] = ()) -> dict[str, Any]:
+def model_input(messages: list, params: dict[str, Any], secrets: Sequence[str] = ()) -> dict[str, Any]:
     """What a chat-model call was asked: its messages and its settings."""
     settings = to_plain(sanitize({k: v for k, v in (params or {}).items()}, secrets))
     settings = sanitize(settings, secrets)  # a secret inside a converted value
@@ -298,10 +297,11 @@ class Recorder(BaseCallbackHandler):
     def _target(ctx: dict[str, Any] | None) -> Any:
         if ctx is None or ctx.get("thread_id") is None:
             return None
-        saver = ctx.get("saver")
-        if getattr(saver, "_recording", None) is None:
+        saver: Any = ctx.get("saver")
+        if saver is None or getattr(saver, "_recording", None) is None:
             return None
-        if saver.record or (_REPLAY.get() is not None and _REPLAY.get().on_miss == "live"):
+        replay = _REPLAY.get()
+        if saver.record or (replay is not None and replay.on_miss == "live"):
             return saver
         return None
 
@@ -506,13 +506,13 @@ def _install_model_wrappers() -> None:
             except ValueError:
                 pass
 
-    BaseChatModel._generate_with_cache = _generate_with_cache
-    BaseChatModel._agenerate_with_cache = _agenerate_with_cache
-    BaseChatModel._should_stream = _should_stream_w
-    BaseChatModel.generate = generate_w
-    BaseChatModel.agenerate = agenerate_w
-    BaseChatModel.stream = stream_w
-    BaseChatModel.astream = astream_w
+    BaseChatModel._generate_with_cache = _generate_with_cache  # type: ignore[method-assign]
+    BaseChatModel._agenerate_with_cache = _agenerate_with_cache  # type: ignore[method-assign]
+    BaseChatModel._should_stream = _should_stream_w  # type: ignore[method-assign]
+    BaseChatModel.generate = generate_w  # type: ignore[method-assign]
+    BaseChatModel.agenerate = agenerate_w  # type: ignore[method-assign]
+    BaseChatModel.stream = stream_w  # type: ignore[method-assign]
+    BaseChatModel.astream = astream_w  # type: ignore[method-assign]
 
     run, arun = BaseTool.run, BaseTool.arun
 
@@ -544,8 +544,8 @@ def _install_model_wrappers() -> None:
         hit, output = _tool_answer(self, tool_input, kwargs)
         return output if hit else await arun(self, tool_input, *args, **kwargs)
 
-    BaseTool.run = run_w
-    BaseTool.arun = arun_w
+    BaseTool.run = run_w  # type: ignore[method-assign]
+    BaseTool.arun = arun_w  # type: ignore[method-assign]
 
 
 def tool_input_of(name: str, args: Any) -> dict[str, Any]:

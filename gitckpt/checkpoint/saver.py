@@ -939,7 +939,9 @@ class GitSaver(BaseCheckpointSaver[str]):
             if entry is None:
                 raise NotFoundError(f"thread {thread_id!r} has no checkpoint {checkpoint_id!r}")
             root = self.repo.tree_entries(self.repo.commit_info(entry.commit).tree_id)
-            blobs = self.indexes.write_blobs(idx.writes.get((checkpoint_ns, checkpoint_id), ()), checkpoint_id, calls=True)
+            blobs = self.indexes.write_blobs(
+                idx.writes.get((checkpoint_ns, checkpoint_id), ()), checkpoint_id, calls=True
+            )
             sub = self.repo.tree({name: (o, BLOB) for name, o in blobs.items()}) if blobs else None
             if sub is not None:
                 root["writes"] = (self.repo.tree({names.encode_tree_name(checkpoint_id): (sub, TREE)}), TREE)
@@ -959,14 +961,16 @@ class GitSaver(BaseCheckpointSaver[str]):
 
     # -- recorded calls (docs/format.md, 16) -------------------------------------
 
-    def recorded_calls(self, thread_id: str, *, checkpoint_ns: str | None = None) -> list[dict[str, Any]]:
+    def recorded_calls(self, thread_id: str, *, checkpoint_ns: str | None = None) -> Sequence[dict[str, Any]]:
         """The model and tool calls recorded for a thread: one dict per call
         (``kind``, ``name``, ``node``, ``step``, ``checkpoint_id``, ``summary``, ...),
         in checkpoint order. Answers stay serialized; :meth:`replaying` decodes them."""
         return self._recording.calls(str(thread_id), ns=checkpoint_ns)
 
     @contextmanager
-    def replaying(self, thread_id: str, *, on_miss: str = "error", checkpoint_ns: str | None = None) -> Iterator[Replay]:
+    def replaying(
+        self, thread_id: str, *, on_miss: str = "error", checkpoint_ns: str | None = None
+    ) -> Iterator[Replay]:
         """Answer every chat-model and tool call made inside the block from the
         recording of ``thread_id``: no model is contacted and no tool body runs.
 
