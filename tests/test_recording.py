@@ -376,3 +376,65 @@ def test_resume_with_a_map_of_interrupt_ids(repo_path, logs):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "(2 runs; 3 model calls and 0 tool calls answered" in r.stdout
     assert logs.models() == 0
+
+
+def test_concurrent_threads_file_their_own_calls(repo_path, logs):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gitckpt.checkpoint.recording import resolve_input
+    from gitckpt.reproduce import reproduce
+
+    saver = GitSaver(repo_path, record=True)
+    graph = agent_app.builder.compile(checkpointer=saver)
+    cities = ["Paris", "Rome", "Oslo", "Lima", "Kyiv", "Quito"]
+
+    def chat(city: str) -> None:
+        graph.invoke({"messages": [("user", f"weather in {city}")]}, cfg(city))
+        graph.invoke({"messages": [("user", f"and {city} tomorrow?")]}, cfg(city))
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(chat, cities))
+    assert logs.models() == 18 and logs.tools() == 6
+    for city in cities:
+        calls = saver.recorded_calls(city)
+        assert [c["kind"] for c in calls] == ["model", "tool", "model", "model"]
+        assert [c["args"] for c in calls if c["kind"] == "tool"] == [{"city": city}]
+        for c in calls:
+            if c["kind"] == "model":
+                asked = resolve_input(saver, c)
+                humans = [m["content"] for m in asked["messages"] if m["type"] == "human"]
+                assert all(city in h for h in humans), (city, humans)
+    logs.clear()
+    for city in cities:
+        result = reproduce(saver, graph, city)
+        assert result.ok and result.answered == {"model": 3, "tool": 1}, result.summary()
+    assert logs.models() == 0 and logs.tools() == 0
+    saver.close()
+
+
+def test_batch_inside_a_node_is_recorded_and_answered(repo_path, logs):
+    from langgraph.graph import START, StateGraph
+
+    from gitckpt.reproduce import reproduce
+
+    model = agent_app.RandomModel()
+
+    def poll(state: agent_app.State) -> dict:
+        answers = model.batch([[("user", f"opinion {i}")] for i in range(4)])
+        return {"messages": [("ai", " | ".join(a.content for a in answers))]}
+
+    b = StateGraph(agent_app.State)
+    b.add_node("poll", poll)
+    b.add_edge(START, "poll")
+    saver = GitSaver(repo_path, record=True)
+    graph = b.compile(checkpointer=saver)
+    out = graph.invoke({"messages": [("user", "poll")]}, cfg("b"))
+    assert [c["kind"] for c in saver.recorded_calls("b")] == ["model"] * 4
+    logs.clear()
+    result = reproduce(saver, graph, "b")
+    assert result.ok and result.answered["model"] == 4, result.summary()
+    with saver.replaying("b"):
+        again = graph.invoke({"messages": [("user", "poll")]}, cfg("b2"))
+    assert again["messages"][-1].content == out["messages"][-1].content
+    assert logs.models() == 0
+    saver.close()
