@@ -10,9 +10,11 @@ from .errors import (
     GitckptError,
     InvalidInputError,
     NotFoundError,
+    RefLockError,
     RemoteError,
     ReplayMissError,
     RepositoryError,
+    StorageError,
 )
 
 __version__ = "0.1.0"
@@ -24,7 +26,9 @@ __all__ = [
     "RepositoryError",
     "NotFoundError",
     "CorruptObjectError",
+    "StorageError",
     "ConflictError",
+    "RefLockError",
     "RemoteError",
     "InvalidInputError",
     "ReplayMissError",

@@ -935,7 +935,8 @@ def copy(src: str, dst: str, repo: str | None) -> None:
 @click.argument("thread")
 @repo_option
 def delete(thread: str, repo: str | None) -> None:
-    """Delete a thread: its branches go; `gitckpt gc` later reclaims the space.
+    """Delete a thread: its branches go; `gitckpt gc` reclaims the space (after
+    gc.pruneExpire, or at once with --prune-now).
 
     \b
     Example:
@@ -1004,32 +1005,42 @@ class _Bar:
 
 
 @cli.command()
+@click.option("--prune-now", "prune_now", is_flag=True,
+              help="Delete unreachable objects at once, not after gc.pruneExpire. Only while nothing writes.")
 @repo_option
 @json_option
-def gc(repo: str | None, as_json: bool) -> None:
-    """Pack and compact the repository; prints its size before and after.
+def gc(prune_now: bool, repo: str | None, as_json: bool) -> None:
+    """Pack and compact the repository; prints its disk use before and after.
 
-    Safe while agents write to it: unreachable objects younger than two
-    weeks are kept (an agent may have written them a moment ago). To reclaim
-    deleted threads at once, stop every writer and run
-    `git --git-dir REPO gc --prune=now`.
+    The sizes are what `du -s` reports: bytes allocated on disk. Safe while
+    agents write to it: objects nothing refers to any more (deleted or pruned
+    history) are kept for gc.pruneExpire (git's setting, two weeks by default),
+    since an agent may have written them a moment ago, in one compressed
+    cruft pack; the first gc after that frees them. --prune-now frees them at
+    once: run it only while no other process writes to the repository.
 
     \b
-    Example:
+    Examples:
         gitckpt gc
-        Size: 1.2 MB → 310.4 kB
+        Disk use (du -s): 1.2 MB → 310.4 kB
+        gitckpt gc --prune-now     # every agent stopped
     """
     from .git.repo import open_repository
 
     path = _resolve_repo(repo)
     open_repository(path, create=False)  # a clear error before the progress bar
     if as_json:
-        result = ops.gc(path)
-        _echo_json({"before": result["before"], "after": result["after"], "steps": result["steps"]})
+        _echo_json(ops.gc(path, prune_now=prune_now))
         return
     with _Bar("gc") as bar:
-        result = ops.gc(path, progress=bar)
-    click.echo(f"Size: {_size(result['before'])} → {_size(result['after'])}")
+        result = ops.gc(path, progress=bar, prune_now=prune_now)
+    click.echo(f"Disk use (du -s): {_size(result['before'])} → {_size(result['after'])}")
+    if result["kept"] and result["kept_until"]:
+        click.echo(
+            f"Kept {_size(result['kept'])} of unreachable objects (deleted or pruned history, or written "
+            f"a moment ago) for gc.pruneExpire={result['expire']}: a gc after {_when(result['kept_until'])} "
+            "frees them; `gitckpt gc --prune-now` frees them now (stop every writer first)."
+        )
 
 
 @cli.command()

@@ -224,7 +224,7 @@ class _Writes(Mapping):
         return self._read[key]
 
     def calls(self, key: tuple[str, str]) -> dict[str, Oid]:
-        """``{entry name: blob}`` of the calls recorded with a checkpoint's writes (format.md 16)."""
+        """``{entry name: blob}`` of the calls recorded with a checkpoint's writes (format.md 21)."""
         if key not in self._subtrees:
             return {}
         return self._indexes.write_blobs(self._subtrees[key], key[1], calls=None)
@@ -718,7 +718,9 @@ def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde
                 try:
                     tup = saver.get_tuple({"configurable": {"thread_id": tid, "checkpoint_ns": ns, "checkpoint_id": cid}})
                 except GitckptError as exc:
-                    problems.append(f"{where}: {exc}")
+                    # in the words of the warning list() logs when it leaves it out (format.md 20.5)
+                    text, own = str(exc), f"thread {tid!r} checkpoint {cid}"
+                    problems.append(where + text[len(own):] if text.startswith(own) else f"{where}: {text}")
                     continue
                 except Exception as exc:  # a serializer failing in an unexpected way
                     problems.append(f"{where}: cannot decode ({type(exc).__name__}: {exc})")
@@ -799,56 +801,136 @@ def _fsck(path: Path) -> list[str]:
 
 # -- gc -------------------------------------------------------------------------------
 
-#: Unreachable objects younger than this survive gc: another process may have
-#: written them and not yet pointed a ref at them.
+#: Unreachable objects younger than this survive gc (git's own default for
+#: ``gc.pruneExpire``, which a repository's config overrides): another process
+#: may have written them and not yet pointed a ref at them (format.md 20.4).
 GRACE = "2.weeks.ago"
 
 
-def gc(repo_path: str | os.PathLike, progress: Progress | None = None) -> dict[str, Any]:
-    """Pack and compact the repository; safe while other processes write to it.
+def gc(repo_path: str | os.PathLike, progress: Progress | None = None, prune_now: bool = False) -> dict[str, Any]:
+    """Pack and compact the repository; safe while other processes write to it
+    (``prune_now=False``). format.md 20.4.
 
-    Runs ``git pack-refs --all``, ``git repack -d -A`` (unreachable objects
-    younger than two weeks are kept, loose) and ``git prune`` of unreachable
-    loose objects older than two weeks: never ``--prune=now``, which could
-    delete what a concurrent writer has written but not yet referenced.
-    Returns ``{"before": bytes, "after": bytes, "steps": [...]}``.
+    Runs ``git pack-refs --all``, then ``git repack -d --cruft
+    --cruft-expiration=EXPIRE``: everything reachable goes into one pack, the
+    unreachable objects younger than EXPIRE (``gc.pruneExpire``, git's default
+    two weeks) into one *cruft* pack, instead of thousands of loose files, and
+    older ones are deleted; then ``git prune --expire=EXPIRE`` of loose ones.
+    ``prune_now`` makes EXPIRE ``now``: the space of deleted and pruned history
+    is freed at once, which is safe only while no other process writes to the
+    repository.
+
+    Returns sizes as ``du`` reports them (``before``/``after``: bytes allocated
+    on disk, as ``du -s``; ``*_apparent``: file sizes, as ``du -s -b``), the
+    unreachable bytes kept (``kept``) and when the last of them expires
+    (``kept_until``, a Unix time, or None), ``expire`` and the ``steps`` run.
     """
-    from .git.repo import open_repository
+    from .git.repo import open_repository, prune_expire
 
     repo = open_repository(repo_path, create=False)
     path = Path(repo.path)
     git = shutil.which("git")
     if git is None:
         raise RepositoryError("gc needs the git executable on PATH")
-    before = _disk_usage(path)
+    expire = "now" if prune_now else prune_expire(repo, GRACE)
+    before = disk_usage(path)
+    cruft = _git_has_cruft(git)
+    repack = (["repack", "-d", "-q", "--cruft", f"--cruft-expiration={expire}"] if cruft
+              else ["repack", "-d", "-A", "-q", f"--unpack-unreachable={expire}"])
     steps = [
         ("pack refs", ["pack-refs", "--all", "--prune"]),
-        ("repack objects", ["repack", "-d", "-A", "-q", f"--unpack-unreachable={GRACE}"]),
-        ("prune old unreachable objects", ["prune", f"--expire={GRACE}"]),
+        ("repack objects", repack),
+        ("prune old unreachable objects", ["prune", f"--expire={expire}"]),
         ("remove packed loose objects", ["prune-packed", "-q"]),
     ]
     done = []
-    with maintenance_lock(path):
+    with maintenance_lock(path) as held:
         for i, (label, args) in enumerate(steps):
             if progress:
                 progress(i, len(steps), label)
+            # git inherits the flocked lock: killed with us, it still holds it until it ends
             proc = subprocess.run([git, "--git-dir", str(path), *args], capture_output=True, text=True,
-                                  env={**os.environ, "GIT_DIR": str(path)})
+                                  env={**os.environ, "GIT_DIR": str(path)}, pass_fds=(held.fd,))
             if proc.returncode != 0:
-                raise RepositoryError(f"gc: git {' '.join(args)} failed: {proc.stderr.strip() or proc.returncode}")
+                err = proc.stderr.strip() or str(proc.returncode)
+                raise RepositoryError(f"gc of {path}: git {' '.join(args)} failed: {err}")
             done.append(label)
     if progress:
         progress(len(steps), len(steps), "done")
-    return {"before": before, "after": _disk_usage(path), "steps": done}
+    after = disk_usage(path)
+    kept, until = _unreachable_kept(path, expire)
+    return {"before": before[0], "after": after[0], "before_apparent": before[1], "after_apparent": after[1],
+            "kept": kept, "kept_until": until, "expire": expire, "steps": done}
 
 
-def _disk_usage(path: Path) -> int:
-    total = 0
+def _git_has_cruft(git: str) -> bool:
+    """Whether this git has cruft packs (``repack --cruft``, git 2.37)."""
+    out = subprocess.run([git, "version"], capture_output=True, text=True).stdout
+    try:
+        major, minor = (int(x) for x in out.split()[2].split(".")[:2])
+    except (IndexError, ValueError):
+        return False
+    return (major, minor) >= (2, 37)
+
+
+def disk_usage(path: Path) -> tuple[int, int]:
+    """``(allocated, apparent)`` bytes of everything under ``path``, as ``du -s``
+    and ``du -s -b`` count them: directories included, each inode once."""
+    allocated = apparent = 0
+    seen: set[tuple[int, int]] = set()
     for root, _, files in os.walk(path):
-        for f in files:
+        for name in [root, *(os.path.join(root, f) for f in files)]:
             with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, f)).st_size
-    return total
+                st = os.lstat(name)
+                if (st.st_dev, st.st_ino) in seen:
+                    continue
+                seen.add((st.st_dev, st.st_ino))
+                allocated += getattr(st, "st_blocks", 0) * 512 or st.st_size
+                apparent += st.st_size
+    return allocated, apparent
+
+
+def _unreachable_kept(path: Path, expire: str) -> tuple[int, int | None]:
+    """Bytes on disk of the unreachable objects gc kept (cruft packs, loose
+    objects git did not pack), and the Unix time after which a gc deletes the
+    last of them (None: nothing kept)."""
+    if expire == "now":
+        return 0, None
+    pack_dir = path / "objects" / "pack"
+    kept = 0
+    newest = None
+    for mtimes in pack_dir.glob("pack-*.mtimes"):
+        data = mtimes.read_bytes()
+        if data[:4] != b"MTME":
+            continue
+        n = (len(data) - 12 - 40) // 4  # header, then one 4-byte time per object, then two sha1 trailers
+        times = [int.from_bytes(data[12 + 4 * i: 16 + 4 * i], "big") for i in range(max(n, 0))]
+        if times:
+            newest = max(newest or 0, max(times))
+        for ext in (".pack", ".idx", ".mtimes"):
+            with contextlib.suppress(OSError):
+                kept += os.stat(mtimes.with_suffix(ext)).st_blocks * 512
+    for folder in (path / "objects").glob("[0-9a-f][0-9a-f]"):
+        for obj in folder.iterdir():
+            with contextlib.suppress(OSError):
+                st = obj.stat()
+                kept += st.st_blocks * 512
+                newest = max(newest or 0, int(st.st_mtime))
+    if newest is None:
+        return kept, None
+    return kept, newest + _expire_seconds(expire)
+
+
+def _expire_seconds(expire: str) -> int:
+    """``2.weeks.ago`` and the like as seconds (git's approxidate, for the common forms)."""
+    units = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800, "month": 2592000, "year": 31536000}
+    parts = expire.replace(".", " ").split()
+    try:
+        n = int(parts[0])
+        unit = parts[1].rstrip("s")
+        return n * units[unit]
+    except (IndexError, ValueError, KeyError):
+        return 14 * 86400
 
 
 # -- the store's history ------------------------------------------------------------------

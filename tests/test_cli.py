@@ -608,9 +608,11 @@ def test_update_state(paused_repo, graph_file):
 def test_gc_prints_sizes(demo_repo):
     repo, _ = demo_repo
     result = ok("gc", repo=repo)
-    assert result.stdout.startswith("Size: ") and " → " in result.stdout
+    assert result.stdout.startswith("Disk use (du -s): ") and " → " in result.stdout
     data = js("gc", repo=repo)
-    assert set(data) == {"before", "after", "steps"} and data["after"] <= data["before"]
+    assert set(data) == {"before", "after", "before_apparent", "after_apparent", "kept", "kept_until", "expire",
+                         "steps"}
+    assert data["after"] <= data["before"] and data["expire"] == "2.weeks.ago"
     assert data["steps"] == ["pack refs", "repack objects", "prune old unreachable objects",
                              "remove packed loose objects"]
     assert js("verify", repo=repo) == {"ok": True, "problems": []}
@@ -640,8 +642,7 @@ def test_verify_ok_and_problems(demo_repo):
     assert result.exit_code == 1
     problems = result.stdout.splitlines()
     assert problems[0].startswith(
-        "✗ thread '2' checkpoint 1f1f0000-0000-6000-8000-000000000000: thread '2' checkpoint "
-        "1f1f0000-0000-6000-8000-000000000000: cannot decode the stored value"
+        "✗ thread '2' checkpoint 1f1f0000-0000-6000-8000-000000000000: cannot decode the stored value"
     )
     assert len(problems) == 1  # decoding failed first; the rest of the thread is fine
     assert result.stderr.splitlines()[-1] == f"Error: 1 problem(s) found in {repo}"

@@ -338,16 +338,16 @@ def test_small_packs_are_merged_in_the_background(repo_path):
 
 
 def test_a_repack_that_could_not_start_is_tried_again_soon(repo_path):
-    from gitckpt.git.repo import MAINTENANCE_LOCK, PACK_EVERY, PACK_RETRY
+    from gitckpt.git.repo import PACK_EVERY, PACK_RETRY, take_maintenance_lock
 
     saver = GitSaver(repo_path)
-    lock = repo_path / MAINTENANCE_LOCK
-    lock.write_text("another process is repacking")
+    lock = take_maintenance_lock(repo_path)  # as another process's repack holds it
+    assert lock is not None
     parent = None
     for i in range(PACK_EVERY + 2):
         parent = put(saver, "t", parent=parent, values={"i": i}, metadata={"step": i})
     assert saver.repo._maint._proc is None  # it could not start: the lock is held
-    lock.unlink()  # that run ended
+    lock.release()  # that run ended
     for i in range(PACK_RETRY):  # a few more updates, not another PACK_EVERY
         parent = put(saver, "t", parent=parent, values={"i": i}, metadata={"step": i})
     assert saver.repo._maint._proc is not None

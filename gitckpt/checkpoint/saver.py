@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import heapq
+import logging
 import random
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -75,6 +76,8 @@ class _Update:
         self.done = False
         self.error: BaseException | None = None
 
+logger = logging.getLogger(__name__)
+
 
 def _serde_hint(data: Any) -> str:
     """What to do about a value that would not decode because it is encrypted."""
@@ -106,7 +109,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         record: store every chat-model and tool call that graphs running on
             this saver make (input, answer, node, step), so that a thread can
             be replayed offline (:meth:`replaying`) and checked with
-            ``gitckpt reproduce`` (docs/format.md, 16).
+            ``gitckpt reproduce`` (docs/format.md, 21).
         indexes: thread indexes to share (they must be on the repository ``path``
             is); by default the saver makes its own.
 
@@ -155,7 +158,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         )
         self._queue: dict[str, list[_Update]] = {}
         self._queue_lock = threading.Lock()
-        #: record every model and tool call of graph runs on this saver (docs/format.md, 16)
+        #: record every model and tool call of graph runs on this saver (docs/format.md, 21)
         self.record = bool(record)
         self._recording = SaverRecording(self)
         if self.record:
@@ -353,6 +356,14 @@ class GitSaver(BaseCheckpointSaver[str]):
         Lazy: each (thread, namespace) is walked backwards from its ``before``
         position in the index, and the walks are merged, so ``limit=10`` reads
         ten checkpoints whatever the length of the history.
+
+        A checkpoint that cannot be read (a missing or corrupt object) does not
+        hide the others: it is left out (it does not count towards ``limit``)
+        with a warning on the ``gitckpt.checkpoint.saver`` logger that names
+        its thread, checkpoint and object, as ``get_tuple`` does when asked
+        for it; every readable one is yielded (format.md 20.5). LangGraph's
+        ``get_state_history`` reads ``list()`` whole before it yields
+        anything, so an error at the end would hide the whole history.
         """
         if config is None:
             threads, ns_filter, only = self.indexes.threads(), None, None
@@ -376,20 +387,24 @@ class GitSaver(BaseCheckpointSaver[str]):
         cheap = {"step", "source", "run_id"}
         for cid, thread_id, ns in heapq.merge(*sources, reverse=True):
             if remaining is not None and remaining <= 0:
-                return
+                break
             with self.lock:
                 idx = self.indexes.get(thread_id, refresh=False)
                 entry = idx.ckpt.get((ns, cid))
                 if entry is None:
                     continue
-                if filter:
-                    if set(filter) <= cheap:
-                        fields = {"step": entry.step, "source": entry.source, "run_id": entry.run_id}
-                    else:
-                        fields = self._metadata(thread_id, cid, entry)
-                    if not all(fields.get(k) == v for k, v in filter.items()):
-                        continue
-                tup = self._tuple(thread_id, idx, ns, cid, entry)
+                try:
+                    if filter:
+                        if set(filter) <= cheap:
+                            fields = {"step": entry.step, "source": entry.source, "run_id": entry.run_id}
+                        else:
+                            fields = self._metadata(thread_id, cid, entry)
+                        if not all(fields.get(k) == v for k, v in filter.items()):
+                            continue
+                    tup = self._tuple(thread_id, idx, ns, cid, entry)
+                except CorruptObjectError as exc:  # format.md 20.5: the rest of the history is still listed
+                    logger.warning("list() left out a damaged checkpoint (run `gitckpt verify`): %s", exc)
+                    continue
             if remaining is not None:
                 remaining -= 1
             yield tup
@@ -787,14 +802,17 @@ class GitSaver(BaseCheckpointSaver[str]):
 
     def delete_thread(self, thread_id: str) -> None:
         """Delete every line of a thread (its refs); ``git gc`` reclaims the objects."""
+        def attempt() -> bool | None:
+            refs = self.indexes.thread_refs(thread_id)
+            for ref, tip in refs.items():
+                self.repo.delete_ref(ref, tip)
+            return True if not refs or not self.indexes.thread_refs(thread_id) else None
+
         with self.lock:
-            for _ in range(100):
-                refs = self.indexes.thread_refs(thread_id)
-                if not refs:
-                    break
-                for ref, tip in refs.items():
-                    self.repo.delete_ref(ref, tip)
-            self._forget(thread_id)
+            try:
+                retry_cas(attempt, f"delete of thread {thread_id!r}")
+            finally:
+                self._forget(thread_id)
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints (and their writes) that the given runs created.
@@ -959,7 +977,7 @@ class GitSaver(BaseCheckpointSaver[str]):
             self._forget(new_thread_id)
         return {"configurable": {"thread_id": new_thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint_id}}
 
-    # -- recorded calls (docs/format.md, 16) -------------------------------------
+    # -- recorded calls (docs/format.md, 21) -------------------------------------
 
     def recorded_calls(self, thread_id: str, *, checkpoint_ns: str | None = None) -> Sequence[dict[str, Any]]:
         """The model and tool calls recorded for a thread: one dict per call
