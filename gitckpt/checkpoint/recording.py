@@ -47,13 +47,12 @@ import re
 import threading
 import uuid
 import warnings
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage
 
 from ..errors import InvalidInputError, ReplayMissError
 
@@ -103,10 +102,11 @@ def normalize_message(m: Any) -> dict[str, Any]:
         out["name"] = m.name
     if m.additional_kwargs:
         out["additional_kwargs"] = m.additional_kwargs
-    calls = getattr(m, "tool_calls", None)
+    calls = m.tool_calls if isinstance(m, AIMessage) else None
     if calls:
         out["tool_calls"] = [{"name": c.get("name"), "args": c.get("args"), "id": c.get("id")} for c in calls]
-    for field in ("tool_call_id", "status", "artifact"):
+    fields = ("tool_call_id", "status", "artifact") if m.type == "tool" else ()
+    for field in fields:
         v = getattr(m, field, None)
         if v not in (None, "success") or (field == "tool_call_id" and v):
             out[field] = v
@@ -119,7 +119,7 @@ def digest(value: Any) -> str:
     if isinstance(value, dict) and "messages" in value and "settings" in value:
         h = hashlib.sha256(_dump(value["settings"]).encode())
         for m in value["messages"]:
-            h.update(_message_digest(m).encode())
+            h.update(_message_digest(m))
         return h.hexdigest()
     return hashlib.sha256(_dump(value).encode()).hexdigest()
 
@@ -128,49 +128,61 @@ def _dump(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
-def _message_digest(normalized: dict) -> str:
-    hit = _DIGESTS.get(id(normalized))
-    if hit is not None and hit[0] is normalized:
-        return hit[1]
-    return hashlib.sha256(_dump(normalized).encode()).hexdigest()
-
-
-#: id(normalised message from the cache below) -> (it, its digest)
-_DIGESTS: dict[int, tuple[dict, str]] = {}
+def _message_digest(normalized: dict) -> bytes:
+    return hashlib.sha256(_dump(normalized).encode()).digest()
 
 
 # A chat re-sends its whole history at every call, and each run reads it anew from
-# the checkpoint (new objects). The normalised form of a message is kept by its id,
-# type and content (hash), so it is computed once per message, not once per call.
-# Like the chunk cache (format.md 5), a change of another field under the same id
-# and content (in place, which LangGraph asks nodes not to do) is not seen.
-_NORMALIZED: OrderedDict[tuple, tuple[Any, dict]] | None = None
-_NORM_LOCK = threading.Lock()
-_NORM_MAX = 50_000
+# the checkpoint (new objects). The digest of a message is kept by its id, type and
+# content (hash), so a message is normalised and hashed once, not once per call.
+# Keys and values are atomic (str, int, bytes), so the garbage collector does not
+# walk this cache (format.md 11). Like the chunk cache (format.md 5), a change of
+# another field under the same id and content (in place, which LangGraph asks
+# nodes not to do) is not seen.
+_DIGEST_CACHE: dict[tuple, bytes] = {}
+_DIGEST_MAX = 200_000
 
 
-def normalize_cached(m: Any) -> dict:
-    global _NORMALIZED
-    if _NORMALIZED is None:
-        _NORMALIZED = OrderedDict()
-    mid = getattr(m, "id", None)
-    if not mid or not isinstance(m, BaseMessage):
-        return normalize_message(m)
+def message_digest(m: Any) -> bytes:
+    """The digest of one prompt message's normalised form (cached for messages with an id)."""
+    if not isinstance(m, BaseMessage) or not m.id:
+        return _message_digest(normalize_message(m))
     content = m.content
-    key = (mid, m.type, hash(content) if isinstance(content, str) else _dump(to_plain(content)),
-           len(getattr(m, "tool_calls", None) or ()))
-    hit = _NORMALIZED.get(key)
-    if hit is not None:
-        return hit[1]
-    norm = normalize_message(m)
-    dig = hashlib.sha256(_dump(norm).encode()).hexdigest()
-    with _NORM_LOCK:
-        _NORMALIZED[key] = (None, norm)
-        _DIGESTS[id(norm)] = (norm, dig)
-        if len(_NORMALIZED) > _NORM_MAX:
-            _, (_, old) = _NORMALIZED.popitem(last=False)
-            _DIGESTS.pop(id(old), None)
-    return norm
+    # (tool_calls only on AI messages: a missing attribute of a pydantic model is slow to ask for)
+    key = (m.id, m.type, hash(content) if isinstance(content, str) else _dump(to_plain(content)),
+           len(m.tool_calls) if isinstance(m, AIMessage) else 0)
+    hit = _DIGEST_CACHE.get(key)
+    if hit is None:
+        hit = _message_digest(normalize_message(m))
+        if len(_DIGEST_CACHE) >= _DIGEST_MAX:
+            _DIGEST_CACHE.clear()
+        _DIGEST_CACHE[key] = hit
+    return hit
+
+
+class ModelAsk:
+    """What a chat-model call was asked: its messages (the objects) and its settings.
+    The digest is computed at once; the normalised messages only when needed (a
+    message stored inline, a miss's diff)."""
+
+    __slots__ = ("objects", "settings", "digest", "_messages")
+
+    def __init__(self, objects: list, settings: dict) -> None:
+        self.objects, self.settings = objects, settings
+        h = hashlib.sha256(_dump(settings).encode())
+        for m in objects:
+            h.update(message_digest(m))
+        self.digest = h.hexdigest()
+        self._messages: list | None = None
+
+    @property
+    def messages(self) -> list[dict]:
+        if self._messages is None:
+            self._messages = [normalize_message(m) for m in self.objects]
+        return self._messages
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"messages": self.messages, "settings": self.settings}
 
 
 def secret_values(obj: Any) -> list[str]:
@@ -218,11 +230,11 @@ def sanitize(value: Any, secrets: Sequence[str] = ()) -> Any:
     return value
 
 
-def model_input(messages: list, params: dict[str, Any], secrets: Sequence[str] = ()) -> dict[str, Any]:
-    """What a chat-model call was asked: its messages and its settings."""
+def model_input(messages: list, params: dict[str, Any], secrets: Sequence[str] = ()) -> ModelAsk:
+    """What a chat-model call was asked: its messages and its settings (without secrets)."""
     settings = to_plain(sanitize({k: v for k, v in (params or {}).items()}, secrets))
     settings = sanitize(settings, secrets)  # a secret inside a converted value
-    return {"messages": [normalize_cached(m) for m in messages], "settings": settings}
+    return ModelAsk(list(messages), settings)
 
 
 def tool_input(name: str, args: Any) -> dict[str, Any]:
@@ -286,6 +298,12 @@ class Recorder(BaseCallbackHandler):
 
     run_inline = True
     raise_error = True  # only ReplayMissError is raised on purpose; recording faults warn
+    # only model and tool events matter: LangChain then skips this handler for the
+    # chain events every node, writer and branch of a graph emits
+    ignore_chain = True  # (tool events are gated by ignore_agent: not set)
+    ignore_retriever = True
+    ignore_retry = True
+    ignore_custom_event = True
 
     def __init__(self) -> None:
         self._open: dict[uuid.UUID, dict[str, Any]] = {}
@@ -349,8 +367,7 @@ class Recorder(BaseCallbackHandler):
             replayed = replay.answer_model(run_id, str(name), asked, ctx)
         if ctx is not None:
             self._start(run_id, parent_run_id, {"kind": "model", "name": str(name), "input": asked,
-                                                 "digest": digest(asked), "replayed": replayed,
-                                                 "messages": list(messages[0]) if messages else []}, ctx)
+                                                 "digest": asked.digest, "replayed": replayed}, ctx)
 
     def on_llm_start(self, serialized, prompts, **kwargs):  # completion models are not recorded
         return None
@@ -638,14 +655,14 @@ class Replay:
             text += "; the recording has no call of that kind"
         return ReplayMissError(text, kind=kind, node=node, step=step, diff=diff)
 
-    def answer_model(self, run_id: uuid.UUID, name: str, asked: dict, ctx: dict | None) -> bool:
+    def answer_model(self, run_id: uuid.UUID, name: str, asked: ModelAsk, ctx: dict | None) -> bool:
         with self._lock:
-            call = self._find("model", name, digest(asked), ctx)
+            call = self._find("model", name, asked.digest, ctx)
             if call is None:
                 if self.on_miss == "live":
                     self.live["model"] += 1
                     return False
-                raise self._miss("model", name, asked, ctx)
+                raise self._miss("model", name, asked.as_dict(), ctx)
             call.used = True
         output, error = call.answer()
         if error is not None:
@@ -806,27 +823,27 @@ class SaverRecording:
             "task": record.get("task"), "n": record.get("n", 0), "digest": record.get("digest"),
             "replayed": bool(record.get("replayed")),
         }
-        asked = record.get("input") or {}
+        asked = record.get("input")
         if record["kind"] == "model":
-            out["settings"] = asked.get("settings") or {}
-            objects = record.get("messages") or []
+            assert isinstance(asked, ModelAsk)
+            out["settings"] = asked.settings
+            objects = asked.objects
             pos = self._positions(thread_id, ns, cid) if objects else {}
             segments: list[list] = []
             inline: list = []
-            normalized = asked.get("messages") or []
-            for j, m in enumerate(normalized):
-                loc = pos.get(id(objects[j])) if j < len(objects) else None
+            for m in objects:
+                loc = pos.get(id(m))
                 last = segments[-1] if segments else None
                 if loc is not None and last and last[0] == "ref" and last[1] == loc[0] and last[3] == loc[1]:
                     last[3] += 1
                 elif loc is not None:
                     segments.append(["ref", loc[0], loc[1], loc[1] + 1])
                 else:
-                    inline.append(m)
+                    inline.append(normalize_message(m))
                     segments.append(["msg", len(inline) - 1])
             out["prompt"], out["inline"] = segments, inline
         else:
-            out["args"] = asked.get("args")
+            out["args"] = (asked or {}).get("args")
         output, error = record.get("output"), record.get("error")
         if error is not None:
             out["error"] = [f"{type(error).__module__}.{type(error).__qualname__}".removeprefix("builtins."),
