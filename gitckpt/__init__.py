@@ -15,6 +15,7 @@ from .errors import (
     ReplayMissError,
     RepositoryError,
     StorageError,
+    UntrustedDataError,
 )
 
 __version__ = "0.1.0"
@@ -32,6 +33,7 @@ __all__ = [
     "RemoteError",
     "InvalidInputError",
     "ReplayMissError",
+    "UntrustedDataError",
 ]
 
 if TYPE_CHECKING:

@@ -178,7 +178,8 @@ def run(repo_path: str | Path, emit: Callable[[str, dict], None], model: BaseCha
     from gitckpt import GitSaver
     from gitckpt.store import GitStore
 
-    saver = GitSaver(repo_path, record=True)  # every model call is recorded (docs/format.md, 21)
+    # every model call is recorded (docs/format.md, 21); strict: the demo stores only safe types
+    saver = GitSaver(repo_path, record=True, allowed_msgpack_modules=())
     store = GitStore(saver.repo)
     try:
         taken = [t for t in DEMO_THREADS if saver.thread_info(t) is not None]
