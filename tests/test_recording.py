@@ -88,8 +88,17 @@ def test_record_stores_each_call_with_its_step_node_and_answer(repo_path, logs):
     assert first["summary"].startswith(messages[1].content[:20])
     assert first["settings"]["temperature"] == 0.7 and "api_key" not in first["settings"]
     # the prompt points at the checkpoint's messages instead of copying them
+    from gitckpt.checkpoint.recording import digest, resolve_input
+
     last = [c for c in calls if c["kind"] == "model"][-1]
-    assert last["prompt"][0] == ["msg", 0] and last["prompt"][1][0] == "ref" and len(last["inline"]) == 1
+    assert last["prompt"][0] == ["msg", 0] and last["prompt"][1][0] == "ref" and len(last["inline"]) <= 2
+    assert sum(seg[3] - seg[2] for seg in last["prompt"] if seg[0] == "ref") >= 6
+    # read back through the references, every prompt is what was asked (the same digest)
+    for c in calls:
+        asked = resolve_input(saver, c)
+        assert digest(asked) == c["digest"]
+        if c["kind"] == "model":
+            assert asked["messages"][0] == {"type": "system", "content": "You are a helpful weather bot."}
     # pending writes read as before: calls are not writes
     for t in saver.list(cfg("1")):
         assert all(not isinstance(w[2], dict) or "digest" not in w[2] for w in t.pending_writes)

@@ -764,6 +764,7 @@ class SaverRecording:
         self.saver = saver
         self._pending: dict[tuple[str, str], list[dict]] = {}
         self._values: dict[tuple[str, str, str], tuple[dict, dict | None]] = {}
+        self._latest: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
 
     def file(self, thread_id: str, task_id: str, record: dict) -> None:
@@ -794,8 +795,24 @@ class SaverRecording:
         """The channel values LangGraph put for a checkpoint (the objects its tasks read)."""
         with self._lock:
             self._values[(thread_id, ns, cid)] = (values, None)
+            self._latest[(thread_id, ns)] = cid
             while len(self._values) > 64:
                 del self._values[next(iter(self._values))]
+            while len(self._latest) > 64:
+                del self._latest[next(iter(self._latest))]
+
+    def _source(self, thread_id: str, ns: str, cid: str) -> tuple[str, dict[int, tuple[str, int]]]:
+        """The checkpoint a prompt's messages are looked up in, and their positions:
+        the task's own checkpoint; if LangGraph has not put it yet (its put runs in
+        the background, durability="async"), the newest one put on that namespace
+        (an ancestor: its messages are a prefix of the task's)."""
+        pos = self._positions(thread_id, ns, cid)
+        if pos:
+            return cid, pos
+        other = self._latest.get((thread_id, ns))
+        if other is None or other == cid or other > cid:
+            return cid, pos
+        return other, self._positions(thread_id, ns, other)
 
     def _positions(self, thread_id: str, ns: str, cid: str) -> dict[int, tuple[str, int]]:
         with self._lock:
@@ -828,7 +845,8 @@ class SaverRecording:
             assert isinstance(asked, ModelAsk)
             out["settings"] = asked.settings
             objects = asked.objects
-            pos = self._positions(thread_id, ns, cid) if objects else {}
+            source, pos = self._source(thread_id, ns, cid) if objects else (cid, {})
+            tail = [] if source == cid else [source]  # a ref into another checkpoint names it
             segments: list[list] = []
             inline: list = []
             for m in objects:
@@ -837,7 +855,7 @@ class SaverRecording:
                 if loc is not None and last and last[0] == "ref" and last[1] == loc[0] and last[3] == loc[1]:
                     last[3] += 1
                 elif loc is not None:
-                    segments.append(["ref", loc[0], loc[1], loc[1] + 1])
+                    segments.append(["ref", loc[0], loc[1], loc[1] + 1, *tail])
                 else:
                     inline.append(normalize_message(m))
                     segments.append(["msg", len(inline) - 1])
@@ -908,12 +926,14 @@ def resolve_input(saver: Any, data: dict, cache: dict | None = None) -> dict:
     if data.get("kind") != "model":
         return {"name": data.get("name"), "args": data.get("args")}
     cache = {} if cache is None else cache
-    key = (data["checkpoint_ns"], data["checkpoint_id"])
     messages: list = []
     for seg in data.get("prompt") or []:
         if seg[0] == "msg":
             messages.append(data["inline"][seg[1]])
             continue
+        # ["ref", channel, start, stop] into the call's own checkpoint, or with a 5th
+        # element, the checkpoint (an ancestor) it points into
+        key = (data["checkpoint_ns"], seg[4] if len(seg) > 4 else data["checkpoint_id"])
         if key not in cache:
             tup = saver.get_tuple({"configurable": {"thread_id": data["thread_id"], "checkpoint_ns": key[0],
                                                     "checkpoint_id": key[1]}})
