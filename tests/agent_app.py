@@ -57,7 +57,8 @@ class RandomModel(BaseChatModel):
         last = messages[-1]
         text = f"answer {random.random():.12f}"
         if isinstance(last, HumanMessage) and "weather in" in str(last.content):
-            cities = [c.strip() for c in re.split(r"\band\b|,", str(last.content).split("weather in", 1)[1]) if c.strip()]
+            asked = str(last.content).split("weather in", 1)[1]
+            cities = [c.strip() for c in re.split(r"\band\b|,", asked) if c.strip()]
             calls = [{"name": "get_weather", "args": {"city": c}, "id": f"call_{uuid.uuid4().hex[:8]}"}
                      for c in cities]
             return AIMessage(content=text, tool_calls=calls)
