@@ -178,7 +178,7 @@ def run(repo_path: str | Path, emit: Callable[[str, dict], None], model: BaseCha
     from gitckpt import GitSaver
     from gitckpt.store import GitStore
 
-    # every model call is recorded (docs/format.md, 21); strict: the demo stores only safe types
+    # every model call is recorded (docs/format.md, 18); strict: the demo stores only safe types
     saver = GitSaver(repo_path, record=True, allowed_msgpack_modules=())
     store = GitStore(saver.repo)
     try:

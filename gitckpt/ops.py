@@ -241,7 +241,7 @@ class _Writes(Mapping):
         return self._read[key]
 
     def calls(self, key: tuple[str, str]) -> dict[str, Oid]:
-        """``{entry name: blob}`` of the calls recorded with a checkpoint's writes (format.md 21)."""
+        """``{entry name: blob}`` of the calls recorded with a checkpoint's writes (format.md 18)."""
         if key not in self._subtrees:
             return {}
         return self._indexes.write_blobs(self._subtrees[key], key[1], calls=None)

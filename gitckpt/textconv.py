@@ -74,7 +74,7 @@ def render_value(value: Any) -> str:
 
 
 def render_call(call: dict) -> str:
-    """A recorded model or tool call (docs/format.md, 21): a header line, then its
+    """A recorded model or tool call (docs/format.md, 18): a header line, then its
     input and answer as JSON; serialized answers decoded as values are."""
     shown = dict(call)
     for key in ("output",):

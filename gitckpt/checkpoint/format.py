@@ -37,7 +37,7 @@ from ..git.trailers import KIND, build_message, parse_trailers
 
 WRITE_HEADER = b"gitckpt-write"
 CALL_HEADER = b"gitckpt-call"
-#: A recorded call's entry in ``writes/<checkpoint>/``: ``<task>.call<NN>`` (docs/format.md, 21).
+#: A recorded call's entry in ``writes/<checkpoint>/``: ``<task>.call<NN>`` (docs/format.md, 18).
 CALL_MARK = ".call"
 
 # Trailer keys (the contract between the commit messages and the code).

@@ -15,7 +15,7 @@ How a call is recorded (``GitSaver(path, record=True)``):
 * A finished call is filed with its saver under ``(thread, task id)``; the
   saver stores it in the same commit as the task's pending writes
   (``put_writes``), as ``writes/<checkpoint>/<task>.call<NN>`` blobs
-  (docs/format.md, 21). A call made inside another recorded call (a model
+  (docs/format.md, 18). A call made inside another recorded call (a model
   called by a tool) is not recorded: the outer call's answer covers it.
 
 How a call is answered again (``with saver.replaying(thread_id):``):
@@ -31,7 +31,7 @@ How a call is answered again (``with saver.replaying(thread_id):``):
   body runs. These three wrappers are installed on LangChain's base classes
   once, when the first replay starts, and do nothing outside a replay.
 
-Matching (docs/format.md, 21): by what was asked: a digest of the normalised
+Matching (docs/format.md, 18): by what was asked: a digest of the normalised
 input (messages without ids, model settings without secrets; tool name and
 arguments), among the calls not answered yet, preferring the same namespace,
 node, step and task path, then the earliest recorded.

@@ -117,7 +117,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         record: store every chat-model and tool call that graphs running on
             this saver make (input, answer, node, step), so that a thread can
             be replayed offline (:meth:`replaying`) and checked with
-            ``gitckpt reproduce`` (docs/format.md, 21).
+            ``gitckpt reproduce`` (docs/format.md, 18).
         indexes: thread indexes to share (they must be on the repository ``path``
             is); by default the saver makes its own.
 
@@ -160,7 +160,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         self.lock = self.repo.lock
         self._queue: dict[str, list[_Update]] = {}
         self._queue_lock = threading.Lock()
-        #: record every model and tool call of graph runs on this saver (docs/format.md, 21)
+        #: record every model and tool call of graph runs on this saver (docs/format.md, 18)
         self.record = bool(record)
         self._recording = SaverRecording(self)
         if self.record:
@@ -1013,7 +1013,7 @@ class GitSaver(BaseCheckpointSaver[str]):
             self._forget(new_thread_id)
         return {"configurable": {"thread_id": new_thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint_id}}
 
-    # -- recorded calls (docs/format.md, 21) -------------------------------------
+    # -- recorded calls (docs/format.md, 18) -------------------------------------
 
     def recorded_calls(self, thread_id: str, *, checkpoint_ns: str | None = None) -> Sequence[dict[str, Any]]:
         """The model and tool calls recorded for a thread: one dict per call

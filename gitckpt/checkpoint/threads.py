@@ -206,7 +206,7 @@ class ThreadIndexes:
 
         Names are ``<encoded task id>.<idx>``; a later subtree's entry replaces an
         earlier one of the same name (special writes such as errors are replaced).
-        Recorded calls (``<task>.callNN``, format.md 21) are left out unless
+        Recorded calls (``<task>.callNN``, format.md 18) are left out unless
         ``calls`` is True (both) or None (only the calls).
         """
         out: dict[str, Oid] = {}
