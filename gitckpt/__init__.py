@@ -27,17 +27,17 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .saver import GitSaver
-    from .store import GitStore
+    from .checkpoint.saver import GitSaver
+    from .store.store import GitStore
 
 
 def __getattr__(name: str) -> Any:  # import the heavy modules only when used
     if name == "GitSaver":
-        from .saver import GitSaver
+        from .checkpoint.saver import GitSaver
 
         return GitSaver
     if name == "GitStore":
-        from .store import GitStore
+        from .store.store import GitStore
 
         return GitStore
     raise AttributeError(name)

@@ -1,7 +1,7 @@
 """The ``gitckpt`` command: audit, diff, fork, replay and maintain a repository.
 
 A thin layer over the library: each command opens the repository, calls
-:class:`~gitckpt.saver.GitSaver`, :class:`~gitckpt.store.GitStore` or
+:class:`~gitckpt.checkpoint.saver.GitSaver`, :class:`~gitckpt.store.GitStore` or
 :mod:`gitckpt.ops`, and renders the result, as rich tables (80 columns) or,
 with ``--json``, as JSON with stable keys. Library errors become one line,
 ``Error: ...`` on stderr, and exit status 1.
@@ -147,14 +147,14 @@ class Session:
     """The repository a command works on, opened once, closed when it ends.
 
     Histories and thread lists come from the thread indexes alone
-    (:class:`~gitckpt.threads.ThreadIndexes`); the checkpointer, which imports
+    (:class:`~gitckpt.checkpoint.threads.ThreadIndexes`); the checkpointer, which imports
     LangGraph, is made only for a command that reads values or writes, so
     ``gitckpt log`` and ``gitckpt threads`` start in a fraction of the time.
     """
 
     def __init__(self, path: Path, create: bool = False, serde: Any = None) -> None:
-        from .repo import GitRepo
-        from .threads import ThreadIndexes
+        from .git.repo import GitRepo
+        from .checkpoint.threads import ThreadIndexes
 
         self.path = path
         self.repo = GitRepo(path, create=create)
@@ -167,7 +167,7 @@ class Session:
     def saver(self):
         """The repository's ``GitSaver``, sharing the session's thread indexes."""
         if self._saver is None:
-            from .saver import GitSaver
+            from .checkpoint.saver import GitSaver
 
             self._saver = GitSaver(self.repo, serde=self._serde)
             self._saver._indexes = self.indexes._indexes  # one index per thread for the whole command
@@ -176,7 +176,7 @@ class Session:
     @property
     def store(self):
         if self._store is None:
-            from .store import GitStore
+            from .store.store import GitStore
 
             self._store = GitStore(self.repo)
         return self._store
@@ -289,7 +289,7 @@ def init(repo: str | None) -> None:
         gitckpt init --repo agent.git
         Initialized empty gitckpt repository in /home/me/agent.git
     """
-    from .repo import open_repository
+    from .git.repo import open_repository
 
     path = _resolve_repo(repo)
     existed = (path / "HEAD").is_file() and (path / "objects").is_dir()
@@ -921,7 +921,7 @@ def gc(repo: str | None, as_json: bool) -> None:
         gitckpt gc
         Size: 1.2 MB → 310.4 kB
     """
-    from .repo import open_repository
+    from .git.repo import open_repository
 
     path = _resolve_repo(repo)
     open_repository(path, create=False)  # a clear error before the progress bar
@@ -947,7 +947,7 @@ def verify(repo: str | None, as_json: bool) -> None:
         OK: 3 threads, 19 checkpoints, 1 store item(s), no problems.
     """
     path = _resolve_repo(repo)
-    from .repo import open_repository
+    from .git.repo import open_repository
 
     open_repository(path, create=False)  # a clear error before the progress bar
     serde = _serde()
@@ -1336,7 +1336,7 @@ def store_search(namespace: str, query: str | None, embed: str | None, filter_js
     pre = _ns_arg(namespace, allow_root=True)
     st = s.store
     if embed is not None:
-        from .store import GitStore
+        from .store.store import GitStore
 
         emb = ops.load_embeddings(embed)
         try:

@@ -170,7 +170,7 @@ def run(repo_path: str | Path, emit: Callable[[str, dict], None], model: BaseCha
     the closing commands refer to. Raises :class:`GitckptError` if the
     repository already holds one of the demo's threads or memories.
     """
-    from gitckpt.saver import GitSaver
+    from gitckpt import GitSaver
     from gitckpt.store import GitStore
 
     saver = GitSaver(repo_path)

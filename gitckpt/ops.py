@@ -36,14 +36,15 @@ from urllib.parse import quote, unquote
 
 import pygit2
 
-from . import codec, naming
+from .checkpoint import format as fmt
 from .errors import CorruptObjectError, GitckptError, InvalidInputError, NotFoundError, RepositoryError
-from .repo import maintenance_lock
+from .git import names, trailers
+from .git.repo import maintenance_lock
 
 #: A progress callback: ``progress(done, total, what)``.
 Progress = Callable[[int, int, str], None]
 
-NULL_TASK = naming.NULL_TASK_ID
+NULL_TASK = fmt.NULL_TASK_ID
 
 # -- namespaces on the command line -------------------------------------------
 
@@ -198,7 +199,7 @@ class CheckpointRow:
 
 
 def short_ref(ref: str) -> str:
-    return ref[len(naming.HEADS):] if ref.startswith(naming.HEADS) else ref
+    return ref[len(fmt.HEADS):] if ref.startswith(fmt.HEADS) else ref
 
 
 class _Writes(Mapping):
@@ -267,7 +268,7 @@ def read_writes(repo: Any, blobs: dict[str, pygit2.Oid]) -> list[tuple[str, int,
     out = []
     for name, oid in sorted(blobs.items()):
         try:
-            out.append(codec.unpack_write(repo.read_blob(oid, f"pending write {name}")))
+            out.append(fmt.unpack_write(repo.read_blob(oid, f"pending write {name}")))
         except CorruptObjectError:
             raise
         except Exception as exc:
@@ -278,9 +279,9 @@ def read_writes(repo: Any, blobs: dict[str, pygit2.Oid]) -> list[tuple[str, int,
 def _wrote(repo: Any, blobs: dict[str, pygit2.Oid]) -> dict[str, list[str]]:
     wrote: dict[str, list[str]] = {}
     for task_id, _, channel, task_path, _ in read_writes(repo, blobs):
-        if task_id == naming.NULL_TASK_ID or naming.is_internal_channel(channel):
+        if task_id == fmt.NULL_TASK_ID or fmt.is_internal_channel(channel):
             continue
-        chans = wrote.setdefault(naming.writer_of(task_id, task_path, (channel,)), [])
+        chans = wrote.setdefault(fmt.writer_of(task_id, task_path, (channel,)), [])
         if channel not in chans:
             chans.append(channel)
     return {node: sorted(chans) for node, chans in sorted(wrote.items())}
@@ -426,9 +427,9 @@ def snapshot(saver: Any, hist: ThreadHistory, row: CheckpointRow, graph: Any = N
     tup = saver.get_tuple(config)
     if tup is None:
         raise NotFoundError(f"thread {hist.thread_id!r} has no checkpoint {row.checkpoint_id!r}")
-    values = {k: v for k, v in tup.checkpoint.get("channel_values", {}).items() if not naming.is_internal_channel(k)}
+    values = {k: v for k, v in tup.checkpoint.get("channel_values", {}).items() if not fmt.is_internal_channel(k)}
     blobs = hist.writes.get((row.checkpoint_ns, row.checkpoint_id), {})
-    paths = {(t, i): (ch, naming.writer_of(t, p, (ch,))) for t, i, ch, p, _ in read_writes(saver.repo, blobs)}
+    paths = {(t, i): (ch, fmt.writer_of(t, p, (ch,))) for t, i, ch, p, _ in read_writes(saver.repo, blobs)}
     tasks: dict[str, dict[str, Any]] = {}
     pending = []
     for task_id, channel, value in tup.pending_writes or []:
@@ -476,7 +477,7 @@ def diff_channels(before: dict[str, Any], after: dict[str, Any]) -> list[dict[st
     and added after their common prefix (a chat's new messages)."""
     out = []
     for ch in sorted(set(before) | set(after)):
-        if naming.is_internal_channel(ch):
+        if fmt.is_internal_channel(ch):
             continue
         a, b = before.get(ch, _MISSING), after.get(ch, _MISSING)
         if a is _MISSING:
@@ -653,8 +654,8 @@ def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde
     LangGraph's), every history is intact, every store item decodes, and ``git
     fsck`` finds every object. Returns the problems found (empty: all good).
     """
-    from .repo import GitRepo
-    from .saver import GitSaver
+    from .checkpoint.saver import GitSaver
+    from .git.repo import GitRepo
 
     problems: list[str] = []
     saver = GitSaver(GitRepo(repo_path, create=False, auto_pack=False), serde=serde)
@@ -705,7 +706,7 @@ def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde
                 progress(done, total, "store")
             done += 1
             try:
-                from ._store_format import decode_item_blob
+                from .store.format import decode_item_blob
                 decode_item_blob(saver.repo.read_blob(oid, f"store item {path}"))
             except GitckptError as exc:
                 problems.append(f"store item {path}: {exc}")
@@ -720,8 +721,8 @@ def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde
 
 
 def _store_items(repo: Any, problems: list[str]) -> list[tuple[str, pygit2.Oid]]:
-    from ._store_format import STORE_REF, is_item_path
-    from .repo import TREE
+    from .store.format import STORE_REF, is_item_path
+    from .git.repo import TREE
 
     tip = repo.ref(STORE_REF)
     if tip is None:
@@ -772,7 +773,7 @@ def gc(repo_path: str | os.PathLike, progress: Progress | None = None) -> dict[s
     delete what a concurrent writer has written but not yet referenced.
     Returns ``{"before": bytes, "after": bytes, "steps": [...]}``.
     """
-    from .repo import open_repository
+    from .git.repo import open_repository
 
     repo = open_repository(repo_path, create=False)
     path = Path(repo.path)
@@ -819,7 +820,7 @@ def store_history(repo: Any, namespace: tuple[str, ...] = (), key: str | None = 
     under ``namespace`` (and with ``key``): ``commit``, ``time``, ``change``
     (put, delete, refresh ttl, expire), ``namespace``, ``key`` and, for puts,
     the ``value`` written."""
-    from ._store_format import DELETE, EXPIRE, PUT, REFRESH, STORE_REF, item_path, load_value, parse_changes, unpack_item
+    from .store.format import DELETE, EXPIRE, PUT, REFRESH, STORE_REF, item_path, load_value, parse_changes, unpack_item
 
     verbs = {PUT: "put", DELETE: "delete", REFRESH: "refresh ttl", EXPIRE: "expire"}
     tip = repo.ref(STORE_REF)
@@ -872,7 +873,7 @@ class CheckpointFeed:
     def _refs(self) -> dict[str, pygit2.Oid]:
         if self.thread_id is not None:
             return self.saver.thread_refs(self.thread_id)
-        return self.saver.repo.refs(*naming.LINE_PREFIXES)
+        return self.saver.repo.refs(*fmt.LINE_PREFIXES)
 
     def new_checkpoints(self) -> list[tuple[str, CheckpointRow]]:
         repo = self.saver.repo
@@ -889,18 +890,18 @@ class CheckpointFeed:
                     continue  # a ref to an object not yet visible: seen next time
                 self.seen.add(oid)
                 stack.extend(commit.parent_ids)
-                t = codec.parse_trailers(commit.message)
-                if t.get(codec.KIND) != "checkpoint" or not t.get(codec.CHECKPOINT):
+                t = trailers.parse_trailers(commit.message)
+                if t.get(fmt.KIND) != "checkpoint" or not t.get(fmt.CHECKPOINT):
                     continue
-                tid = t.get(codec.THREAD) or naming.decode((naming.parse_line_ref(ref) or ("?",))[0]) or "?"
-                ns, cid = t.get(codec.NS, ""), t[codec.CHECKPOINT]
+                tid = t.get(fmt.THREAD) or names.decode((fmt.parse_line_ref(ref) or ("?",))[0]) or "?"
+                ns, cid = t.get(fmt.NS, ""), t[fmt.CHECKPOINT]
                 if (tid, ns, cid) in self.reported:
                     continue
                 self.reported.add((tid, ns, cid))
-                step = t.get(codec.STEP)
+                step = t.get(fmt.STEP)
                 found.append((tid, CheckpointRow(
-                    cid, t.get(codec.PARENT), int(step) if step and step.lstrip("-").isdigit() else None,
-                    t.get(codec.SOURCE), ns, t.get(codec.RUN), commit.id, repo, lines=[ref],
+                    cid, t.get(fmt.PARENT), int(step) if step and step.lstrip("-").isdigit() else None,
+                    t.get(fmt.SOURCE), ns, t.get(fmt.RUN), commit.id, repo, lines=[ref],
                 )))
         found.sort(key=lambda item: item[1].checkpoint_id)
         return found

@@ -16,7 +16,7 @@ decisions and their reasons; in short:
   the thread's local lines changes nothing; a missing ref is created; a ref
   the remote moved forward is fast-forwarded; a ref both sides moved keeps
   its local line and gets the remote's line as a *fork line* named the way the
-  saver names one (``naming.line_ref`` with the first checkpoint id of the
+  saver names one (``fmt.line_ref`` with the first checkpoint id of the
   remote's divergent part). LangGraph's "latest = greatest checkpoint id" then
   picks the newest checkpoint of either side. Nothing is rewritten.
 * **The store branch** fast-forwards, or, when both sides changed it, gets a
@@ -44,16 +44,17 @@ from typing import Any
 import pygit2
 from pygit2.enums import CredentialType, SortMode
 
-from . import codec, naming
-from ._store_format import DELETE, PUT, STORE_REF, is_item_path, parse_iso, unpack_item
+from .checkpoint import format as fmt
+from .checkpoint.threads import line_tips
 from .errors import CorruptObjectError, NotFoundError, RemoteError
-from .repo import BLOB, GitRepo, retry_cas
-from .threads import line_tips
+from .git import names, trailers
+from .git.repo import BLOB, GitRepo, retry_cas
+from .store.format import DELETE, PUT, STORE_REF, is_item_path, parse_iso, unpack_item
 
 DEFAULT_REMOTE = "origin"
 
-HEADS = naming.HEADS
-_LINE_PREFIXES = naming.LINE_PREFIXES
+HEADS = fmt.HEADS
+_LINE_PREFIXES = fmt.LINE_PREFIXES
 
 # statuses of a ref, pull side
 CREATED = "created"
@@ -258,13 +259,13 @@ class _Remote:
 
 def _thread_of_ref(ref: str) -> str | None:
     """The encoded thread component of a line ref (``None`` for ``store``)."""
-    parsed = naming.parse_line_ref(ref)
+    parsed = fmt.parse_line_ref(ref)
     return parsed[0] if parsed else None
 
 
 def _select(refs: dict[str, pygit2.Oid], threads: Sequence[str] | None, store: bool) -> dict[str, pygit2.Oid]:
     out = {}
-    wanted = None if threads is None else {naming.encode_ref_component(t) for t in threads}
+    wanted = None if threads is None else {names.encode_ref_component(t) for t in threads}
     for ref, oid in refs.items():
         if ref == STORE_REF:
             if store:
@@ -292,7 +293,7 @@ def _contains(repo: GitRepo, tip: pygit2.Oid, oid: pygit2.Oid) -> bool:
 def fork_ref_for(repo: GitRepo, ref: str, base: pygit2.Oid, tip: pygit2.Oid) -> str:
     """The fork line that keeps ``tip`` when it diverged from ``base`` on ``ref``.
 
-    Named as the saver names a fork line (``naming.line_ref``): by the first
+    Named as the saver names a fork line (``fmt.line_ref``): by the first
     checkpoint of the divergent part (the commits of ``tip`` not in ``base``),
     in that checkpoint's namespace; a divergent part holding only pending
     writes is named by the checkpoint they were written for.
@@ -301,24 +302,24 @@ def fork_ref_for(repo: GitRepo, ref: str, base: pygit2.Oid, tip: pygit2.Oid) -> 
     walker.hide(base)
     first_writes = None
     for commit in walker:
-        t = codec.parse_trailers(commit.message)
-        kind = t.get(codec.KIND)
-        if kind == "checkpoint" and codec.CHECKPOINT in t:
-            return naming.line_ref(_thread_id(ref, t), t.get(codec.NS, ""), t[codec.CHECKPOINT])
-        if kind == "writes" and first_writes is None and codec.WRITES_FOR in t:
+        t = trailers.parse_trailers(commit.message)
+        kind = t.get(fmt.KIND)
+        if kind == "checkpoint" and fmt.CHECKPOINT in t:
+            return fmt.line_ref(_thread_id(ref, t), t.get(fmt.NS, ""), t[fmt.CHECKPOINT])
+        if kind == "writes" and first_writes is None and fmt.WRITES_FOR in t:
             first_writes = t
     if first_writes is not None:
-        return naming.line_ref(_thread_id(ref, first_writes), first_writes.get(codec.NS, ""),
-                               first_writes[codec.WRITES_FOR])
+        return fmt.line_ref(_thread_id(ref, first_writes), first_writes.get(fmt.NS, ""),
+                               first_writes[fmt.WRITES_FOR])
     # no gitckpt commit in the divergent part (written by hand): name it by commit
-    t = naming.decode(_thread_of_ref(ref) or "") or ""
-    return naming.line_ref(t, "", f"commit-{str(tip)[:12]}")
+    t = names.decode(_thread_of_ref(ref) or "") or ""
+    return fmt.line_ref(t, "", f"commit-{str(tip)[:12]}")
 
 
-def _thread_id(ref: str, trailers: dict[str, str]) -> str:
-    tid = trailers.get(codec.THREAD)
+def _thread_id(ref: str, found: dict[str, str]) -> str:
+    tid = found.get(fmt.THREAD)
     if tid is None:
-        tid = naming.decode(_thread_of_ref(ref) or "") or ""
+        tid = names.decode(_thread_of_ref(ref) or "") or ""
     return tid
 
 
@@ -367,7 +368,7 @@ def _require_threads(refs: dict[str, pygit2.Oid], threads: Sequence[str] | None,
         return
     have = {_thread_of_ref(ref) for ref in refs}
     for t in threads:
-        if naming.encode_ref_component(t) not in have:
+        if names.encode_ref_component(t) not in have:
             raise NotFoundError(missing(t))
 
 
@@ -456,7 +457,7 @@ def merge_store(repo: GitRepo, ours: pygit2.Oid, theirs: pygit2.Oid, remote_name
     their_tree = repo.commit_info(theirs, "store commit").tree_id
     our_diff = {path: new for path, _old, new in repo.diff_trees(base_tree, our_tree)}
     changes: dict = {}
-    trailers: list[tuple[str, Any]] = [(codec.KIND, "store")]
+    pairs: list[tuple[str, Any]] = [(trailers.KIND, "store")]
     taken = 0
     for path, old, new in sorted(repo.diff_trees(base_tree, their_tree), key=lambda x: x[0]):
         if path in our_diff:
@@ -478,13 +479,13 @@ def merge_store(repo: GitRepo, ours: pygit2.Oid, theirs: pygit2.Oid, remote_name
         if is_item_path(path):
             body = unpack_item(repo.read_blob(new if new is not None else old, "store item"), f"store item {path}")
             kind = PUT if new is not None else DELETE
-            trailers.append((kind, _json_path(body["namespace"], body["key"])))
+            pairs.append((kind, _json_path(body["namespace"], body["key"])))
         taken += 1
     tree = repo.update_tree(our_tree, changes) if changes else our_tree
     if tree is None:
         tree = repo.tree({})
     subject = f"merge store from {remote_name}" + (f": {taken} change(s)" if taken else "")
-    return repo.commit(tree, [ours, theirs], codec.build_message(subject, trailers)), taken
+    return repo.commit(tree, [ours, theirs], trailers.build_message(subject, pairs)), taken
 
 
 def _json_path(namespace: Iterable[str], key: str) -> str:

@@ -22,7 +22,8 @@ from typing import Any
 
 import ormsgpack
 
-from . import codec
+from .checkpoint import format as fmt
+from .store.format import ITEM_HEADER, decode_item_blob  # light: no LangGraph import
 
 _OPTS = ormsgpack.OPT_NON_STR_KEYS
 
@@ -76,8 +77,8 @@ def render(data: bytes) -> str:
     """Text for one blob written by gitckpt (or the blob as text if it is not one)."""
     try:
         head = data.split(b"\n", 1)[0]
-        if head == codec.WRITE_HEADER:
-            task_id, idx, channel, task_path, (kind, payload) = codec.unpack_write(data)
+        if head == fmt.WRITE_HEADER:
+            task_id, idx, channel, task_path, (kind, payload) = fmt.unpack_write(data)
             return (
                 f"# pending write: channel {channel!r}, task {task_id} (index {idx})"
                 + (f", path {task_path}" if task_path else "")
@@ -85,11 +86,9 @@ def render(data: bytes) -> str:
                 + render_value(decode_typed(kind, payload))
                 + "\n"
             )
-        if head == codec.ITEM_HEADER:
-            from ._store_format import decode_item_blob  # light: no LangGraph import
-
+        if head == ITEM_HEADER:
             return render_value(decode_item_blob(data)) + "\n"
-        kind, payload = codec.unpack_value(data)
+        kind, payload = fmt.unpack_value(data)
         return render_value(decode_typed(kind, payload)) + "\n"
     except Exception:
         try:

@@ -23,7 +23,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from langgraph.graph import START, StateGraph
 
-from gitckpt import GitSaver, GitStore, codec, demo
+from gitckpt import GitSaver, GitStore, demo
+from gitckpt.checkpoint import format as fmt
+from gitckpt.git import trailers
 from gitckpt.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -628,10 +630,10 @@ def test_verify_ok_and_problems(demo_repo):
     tb.insert("metadata", blob, pygit2.enums.FileMode.BLOB)
     tree = tb.write()
     base = r.references["refs/heads/threads/2"].target
-    msg = codec.build_message("step 9 · loop", [(codec.KIND, "checkpoint"), (codec.THREAD, "2"),
-                                                (codec.CHECKPOINT, "1f1f0000-0000-6000-8000-000000000000"),
-                                                (codec.PARENT, "1f000000-dead-6000-8000-000000000000"),
-                                                (codec.STEP, 9), (codec.SOURCE, "loop")])
+    msg = trailers.build_message("step 9 · loop", [(fmt.KIND, "checkpoint"), (fmt.THREAD, "2"),
+                                                (fmt.CHECKPOINT, "1f1f0000-0000-6000-8000-000000000000"),
+                                                (fmt.PARENT, "1f000000-dead-6000-8000-000000000000"),
+                                                (fmt.STEP, 9), (fmt.SOURCE, "loop")])
     commit = r.create_commit(None, sig, sig, msg, tree, [base])
     r.references.create("refs/heads/threads/2", commit, force=True)
     result = run("verify", repo=repo)
@@ -716,7 +718,7 @@ def test_a_checkpoint_commit_without_its_id_is_named_not_a_traceback(demo_repo):
     r = pygit2.Repository(str(repo))
     sig = pygit2.Signature("x", "x@y")
     tip = r.references["refs/heads/threads/2"].target
-    msg = codec.build_message("step 9 · loop", [(codec.KIND, "checkpoint"), (codec.THREAD, "2"), (codec.STEP, 9)])
+    msg = trailers.build_message("step 9 · loop", [(fmt.KIND, "checkpoint"), (fmt.THREAD, "2"), (fmt.STEP, 9)])
     bad = r.create_commit(None, sig, sig, msg, r[tip].tree_id, [tip])
     r.references.create("refs/heads/threads/2", bad, force=True)
     assert fails("log", "2", repo=repo) == f"Error: thread '2': commit {bad} has no Checkpoint-Id trailer"
@@ -734,10 +736,10 @@ def test_verify_names_a_broken_history(demo_repo):
     sig = pygit2.Signature("x", "x@y")
     tip = r.references["refs/heads/threads/3"].target
     tree = r[tip].tree_id
-    msg = codec.build_message("step 2 · loop", [(codec.KIND, "checkpoint"), (codec.THREAD, "3"),
-                                                (codec.CHECKPOINT, "1fff0000-0000-6000-8000-000000000000"),
-                                                (codec.PARENT, "1f000000-dead-6000-8000-000000000000"),
-                                                (codec.STEP, 2), (codec.SOURCE, "loop")])
+    msg = trailers.build_message("step 2 · loop", [(fmt.KIND, "checkpoint"), (fmt.THREAD, "3"),
+                                                (fmt.CHECKPOINT, "1fff0000-0000-6000-8000-000000000000"),
+                                                (fmt.PARENT, "1f000000-dead-6000-8000-000000000000"),
+                                                (fmt.STEP, 2), (fmt.SOURCE, "loop")])
     r.references.create("refs/heads/threads/3", r.create_commit(None, sig, sig, msg, tree, [tip]), force=True)
     data = json.loads(run("verify", "--json", repo=repo).stdout)
     real = history(repo, "3")[1]["checkpoint_id"]

@@ -22,7 +22,7 @@ from langgraph.checkpoint.base.id import uuid6
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from gitckpt import GitSaver
-from gitckpt._values import DecodedCache, Unsupported, freeze, thaw
+from gitckpt.checkpoint.values import DecodedCache, Unsupported, freeze, thaw
 
 
 class Color(enum.Enum):

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from gitckpt import GitSaver, journal
+from gitckpt import GitSaver
+from gitckpt.git import journal
 
 CHILD = r"""
 import json, operator, os, signal, sys

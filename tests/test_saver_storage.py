@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.base.id import uuid6
 
-from gitckpt import CorruptObjectError, GitSaver, RepositoryError, naming
+from gitckpt import CorruptObjectError, GitSaver, RepositoryError
+from gitckpt.checkpoint import format as fmt
+from gitckpt.git import names
 from gitckpt.errors import ConfigError
 from gitckpt.errors import InvalidInputError
 
@@ -84,21 +86,21 @@ def test_any_thread_id_round_trips(saver, repo_path, thread_id):
 @given(st.text(min_size=0, max_size=80))
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_names_encode_to_valid_git_names_and_decode_back(value):
-    ref = naming.encode_ref_component(value)
+    ref = names.encode_ref_component(value)
     assert "/" not in ref and ".." not in ref and not ref.startswith(".") and not ref.endswith((".", ".lock"))
     assert not any(c in ref for c in " ~^:?*[\\\x7f") and all(ord(c) > 32 for c in ref)
     assert "@{" not in ref and ref != "@"
-    assert naming.decode(ref) == value or "%h" in ref
-    tree = naming.encode_tree_name(value)
+    assert names.decode(ref) == value or "%h" in ref
+    tree = names.encode_tree_name(value)
     assert "/" not in tree and "\x00" not in tree and tree not in (".", "..", ".git")
-    assert naming.decode(tree) == value or "%h" in tree
-    assert len(ref.encode()) <= naming.MAX_COMPONENT + 42
+    assert names.decode(tree) == value or "%h" in tree
+    assert len(ref.encode()) <= names.MAX_COMPONENT + 42
 
 
 def test_ordinary_ids_stay_readable():
-    assert naming.thread_ref("1") == "refs/heads/threads/1"
-    assert naming.thread_ref("user-42") == "refs/heads/threads/user-42"
-    assert naming.encode_tree_name("branch:to:node") == "branch:to:node"
+    assert fmt.thread_ref("1") == "refs/heads/threads/1"
+    assert fmt.thread_ref("user-42") == "refs/heads/threads/user-42"
+    assert names.encode_tree_name("branch:to:node") == "branch:to:node"
 
 
 def test_fsck_strict_and_gc_prune_now_lose_nothing(saver, repo_path):
@@ -310,7 +312,7 @@ def test_reader_while_writer_writes(repo_path, tmp_path):
 
 
 def test_index_cache_file_is_used_and_never_trusted_blindly(repo_path, monkeypatch):
-    import gitckpt.threads as saver_mod
+    import gitckpt.checkpoint.threads as saver_mod
 
     monkeypatch.setattr(saver_mod, "_SAVE_MIN", 5)
     s = GitSaver(repo_path)
@@ -356,7 +358,7 @@ def test_small_packs_are_merged_in_the_background(repo_path):
 
 
 def test_a_repack_that_could_not_start_is_tried_again_soon(repo_path):
-    from gitckpt.repo import MAINTENANCE_LOCK, PACK_EVERY, PACK_RETRY
+    from gitckpt.git.repo import MAINTENANCE_LOCK, PACK_EVERY, PACK_RETRY
 
     saver = GitSaver(repo_path)
     lock = repo_path / MAINTENANCE_LOCK
@@ -429,7 +431,7 @@ def test_packed_refs_are_looked_up_by_prefix_without_mixing_threads(saver, repo_
     fresh = GitSaver(repo_path)
     for t, refs in packed_lines.items():
         assert len(refs) == 3, (t, sorted(refs))  # main line, fork line, subgraph line; no other thread's
-        assert all(naming.decode(naming.parse_line_ref(r)[0]) == t for r in refs)
+        assert all(names.decode(fmt.parse_line_ref(r)[0]) == t for r in refs)
         got = {tup.checkpoint["id"] for tup in fresh.list({"configurable": {"thread_id": t, "checkpoint_ns": ""}})}
         assert ids[t] <= got and len(got) == 3 + (t == "1")
     assert fresh.get_tuple({"configurable": {"thread_id": "1"}}).checkpoint["id"] == loose
@@ -493,8 +495,8 @@ def test_index_cache_file_is_rewritten_geometrically(repo_path, monkeypatch):
     """Rewriting the cache file costs time in proportion to the thread, so a
     growing thread rewrites it after a quarter more commits (not after a fixed
     number), and the file on disk is never more than that quarter behind."""
-    import gitckpt.threads as saver_mod
-    from gitckpt.index import ThreadIndex
+    import gitckpt.checkpoint.threads as saver_mod
+    from gitckpt.checkpoint.index import ThreadIndex
 
     monkeypatch.setattr(saver_mod, "_SAVE_MIN", 5)
     monkeypatch.setattr(saver_mod, "_SAVE_EVERY", 10)
@@ -522,7 +524,7 @@ def test_index_cache_file_holds_exactly_what_a_walk_finds(repo_path):
     """The cache file (columns, raw ids) loads back to the index a walk of the
     history builds: several namespaces, several pending-write commits for one
     checkpoint, deleted checkpoints, a fork line. A damaged file loads as None."""
-    from gitckpt.index import ThreadIndex
+    from gitckpt.checkpoint.index import ThreadIndex
 
     s = GitSaver(repo_path)
     a = put(s, "t", values={"x": 1}, metadata={"step": 0, "run_id": "keep"})
@@ -565,7 +567,7 @@ def test_loading_an_index_leaves_the_garbage_collector_as_it_was():
     # after a damaged file too, and stay off for a program that turned it off itself
     import gc
 
-    from gitckpt.index import ThreadIndex
+    from gitckpt.checkpoint.index import ThreadIndex
 
     good = ThreadIndex().to_bytes()
     assert gc.isenabled()
@@ -627,7 +629,7 @@ def test_pack_files_are_written_into_files_made_ahead_and_none_is_left(repo_path
 def test_stored_deflate_streams_inflate_to_their_data(data):
     import zlib
 
-    from gitckpt.packs import _deflate
+    from gitckpt.git.packs import _deflate
 
     assert zlib.decompress(_deflate(data)) == data
 
@@ -642,7 +644,7 @@ def test_tree_bytes_orders_entries_as_git_does(kinds):
     # name as if it ended in "/", and libgit2's tree builder is the reference
     import tempfile
 
-    from gitckpt.packs import tree_bytes
+    from gitckpt.git.packs import tree_bytes
 
     repo = pygit2.init_repository(tempfile.mkdtemp(), bare=True)
     blob = repo.create_blob(b"x")

@@ -24,9 +24,8 @@ from langgraph.store.base import (
 from langgraph.store.memory import InMemoryStore
 
 from gitckpt import CorruptObjectError, GitStore, InvalidInputError
-from gitckpt._store_format import STORE_REF, parse_changes
-from gitckpt.repo import GitRepo
-from gitckpt.store import decode_item_blob
+from gitckpt.git.repo import GitRepo
+from gitckpt.store.format import STORE_REF, decode_item_blob, parse_changes
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz"
 

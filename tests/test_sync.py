@@ -24,7 +24,7 @@ from langgraph.graph import END, START, StateGraph
 from gitckpt import GitSaver, GitStore, sync
 from gitckpt.cli import cli
 from gitckpt.errors import NotFoundError
-from gitckpt.repo import GitRepo
+from gitckpt.git.repo import GitRepo
 
 
 class State(TypedDict):

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ._store_format import us_to_datetime
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
+from .format import us_to_datetime
 
 _OPS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte")
 

@@ -9,7 +9,7 @@ Tree layout of the ``refs/heads/store`` branch
 
     <label 1>/<label 2>/.../.items/<h>/<h>/<key>
 
-Each namespace label is a directory (``naming.encode_tree_name``). The items
+Each namespace label is a directory (``names.encode_tree_name``). The items
 of a namespace live under its ``.items`` directory, fanned out over two levels
 of 16 (the first and second hex digits of the SHA-1 of the key's UTF-8 bytes),
 one blob per item named by its encoded key. ``.items`` cannot clash with a
@@ -47,14 +47,16 @@ from typing import Any
 
 import msgpack
 
-from . import codec
-from .errors import CorruptObjectError, InvalidInputError
-from .naming import decode, encode_tree_name
+from ..errors import CorruptObjectError, InvalidInputError
+from ..git import trailers
+from ..git.names import decode, encode_tree_name
 
 STORE_REF = "refs/heads/store"
+#: The header line of an item blob (``gitckpt-item\n<msgpack ...>``).
+ITEM_HEADER = b"gitckpt-item"
 ITEMS = ".items"
 FORMAT = 1
-_HEADER = codec.ITEM_HEADER + b"\n"
+_HEADER = ITEM_HEADER + b"\n"
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 # Trailer keys of store commits (``Gitckpt: store``).
@@ -210,7 +212,7 @@ def unpack_item(data: bytes, what: str = "store item") -> dict:
     """The raw map of an item blob (value still as bytes). Never runs code:
     plain msgpack, no extension types."""
     if not data.startswith(_HEADER):
-        raise CorruptObjectError(f"{what}: not a gitckpt store item (no {codec.ITEM_HEADER.decode()} header)")
+        raise CorruptObjectError(f"{what}: not a gitckpt store item (no {ITEM_HEADER.decode()} header)")
     try:
         body = msgpack.unpackb(data[len(_HEADER):], raw=False)
         if not isinstance(body, dict) or body.get("format") != FORMAT:
@@ -300,17 +302,17 @@ def commit_message(changes: list[tuple[str, tuple[str, ...], str]], max_subject:
             subject += f"; … ({len(parts) - i} more groups)"
             break
         subject = candidate
-    trailers: list[tuple[str, Any]] = [(codec.KIND, "store")]
-    trailers += [(kind, json.dumps([*ns, key], ensure_ascii=False)) for kind, ns, key in changes]
-    return codec.build_message(subject, trailers)
+    pairs: list[tuple[str, Any]] = [(trailers.KIND, "store")]
+    pairs += [(kind, json.dumps([*ns, key], ensure_ascii=False)) for kind, ns, key in changes]
+    return trailers.build_message(subject, pairs)
 
 
 def parse_changes(message: str) -> list[tuple[str, tuple[str, ...], str]]:
     """The ``(kind, namespace, key)`` changes a store commit's trailers name."""
-    trailers = codec.parse_trailers(message)
+    found = trailers.parse_trailers(message)
     out = []
     for kind in (PUT, DELETE, REFRESH, EXPIRE):
-        for line in trailers.get(kind, "").split("\n") if kind in trailers else []:
+        for line in found.get(kind, "").split("\n") if kind in found else []:
             parts = json.loads(line)
             out.append((kind, tuple(parts[:-1]), parts[-1]))
     return out

@@ -52,7 +52,9 @@ from langgraph.store.base import (
     validate_op_namespace,
 )
 
-from ._store_format import (
+from ..errors import CorruptObjectError, GitckptError, InvalidInputError
+from ..git.repo import BLOB, GitRepo, retry_cas
+from .format import (
     DELETE,
     EXPIRE,
     PUT,
@@ -71,9 +73,7 @@ from ._store_format import (
     unpack_item,
     with_expiry,
 )
-from ._store_index import Rec, StoreIndex, compile_filter
-from .errors import CorruptObjectError, GitckptError, InvalidInputError
-from .repo import BLOB, GitRepo, retry_cas
+from .index import Rec, StoreIndex, compile_filter
 
 __all__ = ["GitStore", "decode_item_blob", "STORE_REF"]
 

@@ -24,8 +24,9 @@ from typing import NamedTuple
 import msgpack
 import pygit2
 
-from . import codec
-from .errors import CorruptObjectError
+from ..errors import CorruptObjectError
+from ..git import trailers
+from . import format as fmt
 
 #: Version of the cache file format (bump when ThreadIndex's fields change).
 #: 3: columns, not a list per checkpoint, and object ids as raw bytes (format.md, 6).
@@ -251,15 +252,15 @@ class ThreadIndex:
         Raises :class:`CorruptObjectError` for a gitckpt commit whose trailers
         are missing or malformed (written by hand, or damaged)."""
         self.unsaved += 1
-        t = codec.parse_trailers(commit.message)
-        kind = t.get(codec.KIND)
-        ns = t.get(codec.NS, "")
-        where = f"thread {t[codec.THREAD]!r}: commit {commit.id}" if codec.THREAD in t else f"commit {commit.id}"
+        t = trailers.parse_trailers(commit.message)
+        kind = t.get(fmt.KIND)
+        ns = t.get(fmt.NS, "")
+        where = f"thread {t[fmt.THREAD]!r}: commit {commit.id}" if fmt.THREAD in t else f"commit {commit.id}"
         if kind == "checkpoint":
-            cid = t.get(codec.CHECKPOINT)
+            cid = t.get(fmt.CHECKPOINT)
             if not cid:
                 raise CorruptObjectError(f"{where} has no Checkpoint-Id trailer")
-            step = t.get(codec.STEP)
+            step = t.get(fmt.STEP)
             try:
                 step_n = int(step) if step not in (None, "") else None
             except ValueError:
@@ -270,20 +271,20 @@ class ThreadIndex:
                 Entry.of(
                     commit=commit.id,
                     tree=commit.tree_id,
-                    parent=t.get(codec.PARENT),
+                    parent=t.get(fmt.PARENT),
                     step=step_n,
-                    source=t.get(codec.SOURCE),
-                    run_id=t.get(codec.RUN),
+                    source=t.get(fmt.SOURCE),
+                    run_id=t.get(fmt.RUN),
                     line=line,
                 ),
             )
         elif kind == "writes":
             try:
-                self.add_writes(ns, t[codec.WRITES_FOR], pygit2.Oid(hex=t[codec.WRITES_TREE]))
+                self.add_writes(ns, t[fmt.WRITES_FOR], pygit2.Oid(hex=t[fmt.WRITES_TREE]))
             except (KeyError, ValueError) as exc:
                 raise CorruptObjectError(f"{where} is a writes commit with a missing or bad {exc} trailer") from None
         elif kind == "delete":
-            for item in t.get(codec.DELETED, "").split("\n"):
+            for item in t.get(fmt.DELETED, "").split("\n"):
                 if item:
                     d_ns, _, d_cid = item.rpartition(" ")
                     self.delete(d_ns, d_cid)

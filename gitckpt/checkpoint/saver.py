@@ -47,12 +47,13 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-from . import codec, naming
-from .errors import ConfigError, CorruptObjectError, InvalidInputError, NotFoundError
-from ._values import DecodedCache
+from ..errors import ConfigError, CorruptObjectError, InvalidInputError, NotFoundError
+from ..git import names, trailers
+from ..git.repo import BLOB, TREE, GitRepo, retry_cas
+from . import format as fmt
 from .index import Entry, ThreadIndex
-from .repo import BLOB, TREE, GitRepo, retry_cas
 from .threads import _CACHE_THREADS, ThreadIndexes, _due
+from .values import DecodedCache
 
 #: Items per chunk blob of a long list, and chunks per group tree.
 CHUNK = 32
@@ -89,7 +90,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
     """A drop-in ``BaseCheckpointSaver`` on a bare git repository, sync and async.
 
     Its thread indexes (docs/format.md, 6) and ``close()`` are those of
-    :class:`~gitckpt.threads.ThreadIndexes`.
+    :class:`~gitckpt.checkpoint.threads.ThreadIndexes`.
 
     Args:
         path: the bare repository; created if it does not exist.
@@ -186,7 +187,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
 
     def _load(self, data: bytes, what: str) -> Any:
         try:
-            return self._loads(codec.unpack_value(data))
+            return self._loads(fmt.unpack_value(data))
         except Exception as exc:
             raise CorruptObjectError(f"{what}: cannot decode the stored value ({exc}){_serde_hint(data)}") from exc
 
@@ -235,9 +236,9 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         values: dict[str, Any] = {}
         if "channels" in tree:
             entries = self.repo.tree_entries(tree["channels"][0])
-            names = {naming.encode_tree_name(ch): ch for ch in checkpoint.get("channel_versions", {})}
+            by_name = {names.encode_tree_name(ch): ch for ch in checkpoint.get("channel_versions", {})}
             for name, (oid, mode) in entries.items():
-                ch = names.get(name) or naming.decode(name)
+                ch = by_name.get(name) or names.decode(name)
                 if ch is None:
                     continue
                 values[ch] = self._read_channel(thread_id, ns, ch, oid, mode, what)
@@ -257,7 +258,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         for oid in self._write_blobs(idx, ns, cid).values():
             typed = None
             try:
-                task_id, widx, channel, task_path, typed = codec.unpack_write(self.repo.read_blob(oid, what))
+                task_id, widx, channel, task_path, typed = fmt.unpack_write(self.repo.read_blob(oid, what))
                 value = self._loads(typed)
             except CorruptObjectError:
                 raise
@@ -401,7 +402,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
             raise InvalidInputError(f"a value of type {type(value).__name__} cannot be serialized ({exc})") from exc
 
     def _encode_value(self, value: Any) -> pygit2.Oid:
-        return self.repo.blob(codec.pack_value(self._dumps(value)))
+        return self.repo.blob(fmt.pack_value(self._dumps(value)))
 
     def _encode_list(self, key: tuple, value: list) -> pygit2.Oid:
         """Store a long list as groups of chunks, re-using every unchanged full chunk.
@@ -459,7 +460,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         source = metadata.get("source", "?")
         head = f"step {step} · {source}"
         changed = list(checkpoint.get("updated_channels") or new_versions)
-        shown = [c for c in changed if not naming.is_internal_channel(c)] or changed
+        shown = [c for c in changed if not fmt.is_internal_channel(c)] or changed
         if source == "input":
             return head
         if source == "fork":
@@ -469,7 +470,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         if wrote:
             parts = []
             for node, chans in sorted(wrote.items()):
-                chans_shown = sorted(c for c in chans if not naming.is_internal_channel(c))
+                chans_shown = sorted(c for c in chans if not fmt.is_internal_channel(c))
                 if chans_shown:
                     parts.append(f"{node} wrote {', '.join(chans_shown)}")
             if not parts:  # only internal channels (branches, resume values)
@@ -585,8 +586,8 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         md = get_checkpoint_metadata(config, metadata)
         cp = {k: v for k, v in checkpoint.items() if k != "channel_values"}
         try:
-            cp_data = codec.pack_value(self._dumps(cp))
-            md_data = codec.pack_value(self._dumps(md))
+            cp_data = fmt.pack_value(self._dumps(cp))
+            md_data = fmt.pack_value(self._dumps(md))
         except InvalidInputError as exc:
             raise InvalidInputError(f"thread {thread_id!r} checkpoint {cid}: {exc}") from exc
         entries: dict[str, tuple[pygit2.Oid, int]] = {}
@@ -604,7 +605,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
                 for ch, ver in versions.items():
                     if ch not in values:
                         continue
-                    name = naming.encode_tree_name(ch)
+                    name = names.encode_tree_name(ch)
                     if ch not in new_versions and base_versions.get(ch) == ver and name in base_entries:
                         entries[name] = base_entries[name]
                     else:
@@ -615,17 +616,17 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
             if entries:
                 root["channels"] = (self.repo.tree(entries), TREE)
             subject = self._subject(idx, ns, parent, checkpoint, md, new_versions, base_seen)
-            message = codec.build_message(
+            message = trailers.build_message(
                 subject,
                 [
-                    (codec.KIND, "checkpoint"),
-                    (codec.THREAD, thread_id),
-                    (codec.NS, ns or None),
-                    (codec.CHECKPOINT, cid),
-                    (codec.PARENT, parent),
-                    (codec.STEP, md.get("step")),
-                    (codec.SOURCE, md.get("source")),
-                    (codec.RUN, md.get("run_id")),
+                    (fmt.KIND, "checkpoint"),
+                    (fmt.THREAD, thread_id),
+                    (fmt.NS, ns or None),
+                    (fmt.CHECKPOINT, cid),
+                    (fmt.PARENT, parent),
+                    (fmt.STEP, md.get("step")),
+                    (fmt.SOURCE, md.get("source")),
+                    (fmt.RUN, md.get("run_id")),
                 ],
             )
             # continue the line whose newest checkpoint is the parent; a first
@@ -635,7 +636,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
                 old = idx.tips[line]
                 parents = [old]
             else:  # a new line: the thread's first, or a fork
-                line = naming.line_ref(thread_id, ns, cid if idx.lines_of(ns) else None)
+                line = fmt.line_ref(thread_id, ns, cid if idx.lines_of(ns) else None)
                 old = None
                 parents = [parent_entry.commit] if parent_entry is not None else []
             root_tree = self.repo.tree(root)
@@ -678,7 +679,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
             except InvalidInputError as exc:
                 raise InvalidInputError(f"thread {thread_id!r} checkpoint {cid}: the write to {channel!r}: {exc}") from exc
             serialized.append((WRITES_IDX_MAP.get(channel, i), channel, typed))
-        cname = naming.encode_tree_name(cid)
+        cname = names.encode_tree_name(cid)
         channels: set[str] = set()
         node = ""
         subtree: pygit2.Oid | None = None
@@ -689,16 +690,16 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
             new: dict[str, tuple[pygit2.Oid, int]] = {}
             channels.clear()
             for widx, channel, typed in serialized:
-                name = f"{naming.encode_tree_name(task_id)}.{widx}"
+                name = f"{names.encode_tree_name(task_id)}.{widx}"
                 if widx >= 0 and name in existing:
                     continue  # idempotent: a retried task writes once
-                data = codec.pack_write(task_id, widx, channel, task_path, typed)
+                data = fmt.pack_write(task_id, widx, channel, task_path, typed)
                 new[name] = (self.repo.blob(data), BLOB)
                 channels.add(channel)
             if not new:
                 return None
-            node = naming.writer_of(task_id, task_path, channels)
-            shown = sorted(c for c in channels if not naming.is_internal_channel(c)) or sorted(channels)
+            node = fmt.writer_of(task_id, task_path, channels)
+            shown = sorted(c for c in channels if not fmt.is_internal_channel(c)) or sorted(channels)
             entry = idx.ckpt.get((ns, cid))
             if entry is not None:
                 what = f"step {entry.step} · writes" if entry.step is not None else "writes"
@@ -714,7 +715,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
                 if line not in idx.tips:
                     line = next(iter(idx.lines_of(ns)), None)
             if line is None:  # writes before any checkpoint of this namespace
-                line = naming.line_ref(thread_id, ns, None)
+                line = fmt.line_ref(thread_id, ns, None)
             old = idx.tips.get(line)
             root = self.repo.tree_entries(self.repo.commit_info(old).tree_id) if old is not None else {}
             wtree = self.repo.tree_entries(root["writes"][0]) if "writes" in root else {}
@@ -724,15 +725,15 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
             subtree = self.repo.tree(sub)
             wtree[cname] = (subtree, TREE)
             root["writes"] = (self.repo.tree(wtree), TREE)
-            message = codec.build_message(
+            message = trailers.build_message(
                 f"{what} · {node} → {', '.join(shown)}",
                 [
-                    (codec.KIND, "writes"),
-                    (codec.THREAD, thread_id),
-                    (codec.NS, ns or None),
-                    (codec.WRITES_FOR, cid),
-                    (codec.WRITES_TREE, subtree),
-                    (codec.TASK, task_id),
+                    (fmt.KIND, "writes"),
+                    (fmt.THREAD, thread_id),
+                    (fmt.NS, ns or None),
+                    (fmt.WRITES_FOR, cid),
+                    (fmt.WRITES_TREE, subtree),
+                    (fmt.TASK, task_id),
                 ],
             )
             return line, old, self.repo.commit(self.repo.tree(root), [old] if old else [], message)
@@ -781,10 +782,10 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
                 if len(doomed) == len(idx.ckpt):
                     self.delete_thread(thread_id)
                     continue
-                message = codec.build_message(
+                message = trailers.build_message(
                     f"delete {len(doomed)} checkpoint(s) of run(s) {', '.join(sorted(runs))}",
-                    [(codec.KIND, "delete"), (codec.THREAD, thread_id)]
-                    + [(codec.DELETED, f"{ns} {cid}") for ns, cid in doomed],
+                    [(fmt.KIND, "delete"), (fmt.THREAD, thread_id)]
+                    + [(fmt.DELETED, f"{ns} {cid}") for ns, cid in doomed],
                 )
                 for ref in list(idx.tips):
                     tip = idx.tips[ref]
@@ -819,12 +820,12 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
                 raise InvalidInputError(
                     f"cannot copy thread {source_thread_id!r} to {target_thread_id!r}: the target exists; delete it first"
                 )
-            message = codec.build_message(
+            message = trailers.build_message(
                 f"copy of thread {source_thread_id} as {target_thread_id}",
-                [(codec.KIND, "copy"), (codec.THREAD, target_thread_id)],
+                [(fmt.KIND, "copy"), (fmt.THREAD, target_thread_id)],
             )
-            src_main, src_forks, src_subs = naming.thread_ref_globs(source_thread_id)
-            dst_main, dst_forks, dst_subs = naming.thread_ref_globs(target_thread_id)
+            src_main, src_forks, src_subs = fmt.thread_ref_globs(source_thread_id)
+            dst_main, dst_forks, dst_subs = fmt.thread_ref_globs(target_thread_id)
             for ref, tip in refs.items():
                 if ref == src_main:
                     new_ref = dst_main
@@ -865,17 +866,17 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
             if blobs:
                 wtree = self.repo.tree({name: (o, BLOB) for name, o in blobs.items()})
                 root = self.repo.tree_entries(commit.tree_id)
-                root["writes"] = (self.repo.tree({naming.encode_tree_name(cid): (wtree, TREE)}), TREE)
+                root["writes"] = (self.repo.tree({names.encode_tree_name(cid): (wtree, TREE)}), TREE)
                 kept = self.repo.commit(
                     self.repo.tree(root),
                     [kept],
-                    codec.build_message(
+                    trailers.build_message(
                         f"writes kept by prune of step {entry.step}",
-                        [(codec.KIND, "writes"), (codec.THREAD, thread_id), (codec.NS, ns or None),
-                         (codec.WRITES_FOR, cid), (codec.WRITES_TREE, wtree)],
+                        [(fmt.KIND, "writes"), (fmt.THREAD, thread_id), (fmt.NS, ns or None),
+                         (fmt.WRITES_FOR, cid), (fmt.WRITES_TREE, wtree)],
                     ),
                 )
-            new_tips[naming.line_ref(thread_id, ns, None)] = kept
+            new_tips[fmt.line_ref(thread_id, ns, None)] = kept
         for ref, old in idx.tips.items():
             if ref in new_tips:
                 if not self.repo.update_ref(ref, old, new_tips.pop(ref)):
@@ -908,16 +909,16 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
             blobs = self._write_blobs(idx, checkpoint_ns, checkpoint_id)
             sub = self.repo.tree({name: (o, BLOB) for name, o in blobs.items()}) if blobs else None
             if sub is not None:
-                root["writes"] = (self.repo.tree({naming.encode_tree_name(checkpoint_id): (sub, TREE)}), TREE)
-            message = codec.build_message(
+                root["writes"] = (self.repo.tree({names.encode_tree_name(checkpoint_id): (sub, TREE)}), TREE)
+            message = trailers.build_message(
                 f"fork of thread {thread_id} at step {entry.step} ({checkpoint_id})",
-                [(codec.KIND, "writes" if blobs else "fork"), (codec.THREAD, new_thread_id),
-                 (codec.NS, checkpoint_ns or None), (codec.WRITES_FOR, checkpoint_id if blobs else None),
-                 (codec.WRITES_TREE, sub)],
+                [(fmt.KIND, "writes" if blobs else "fork"), (fmt.THREAD, new_thread_id),
+                 (fmt.NS, checkpoint_ns or None), (fmt.WRITES_FOR, checkpoint_id if blobs else None),
+                 (fmt.WRITES_TREE, sub)],
             )
             tree = self.repo.tree(root) if blobs else self.repo.commit_info(entry.commit).tree_id
             commit = self.repo.commit(tree, [entry.commit], message)
-            if not self.repo.update_ref(naming.line_ref(new_thread_id, checkpoint_ns, None), None, commit):
+            if not self.repo.update_ref(fmt.line_ref(new_thread_id, checkpoint_ns, None), None, commit):
                 raise InvalidInputError(f"thread {new_thread_id!r} was created concurrently")
             self._forget(new_thread_id)
         return {"configurable": {"thread_id": new_thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint_id}}
@@ -957,7 +958,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
                 stored = self.repo.tree_entries(tree["channels"][0]) if "channels" in tree else {}
                 found: dict[str, Any] = {}
                 for ch in remaining:
-                    name = naming.encode_tree_name(ch)
+                    name = names.encode_tree_name(ch)
                     if name in stored:
                         oid, mode = stored[name]
                         found[ch] = self._read_channel(thread_id, ns, ch, oid, mode, what)

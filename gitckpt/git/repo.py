@@ -29,7 +29,7 @@ from pygit2.enums import FileMode
 
 from . import journal as _journal
 from . import packs
-from .errors import ConflictError, CorruptObjectError, RepositoryError
+from ..errors import ConflictError, CorruptObjectError, RepositoryError
 
 BLOB = int(FileMode.BLOB)
 TREE = int(FileMode.TREE)

@@ -17,9 +17,10 @@ from typing import Any
 
 import pygit2
 
-from . import codec, naming
+from ..git import names, trailers
+from ..git.repo import GitRepo, iter_commits
+from . import format as fmt
 from .index import ThreadIndex, is_main_line
-from .repo import GitRepo, iter_commits
 
 #: Thread indexes kept in memory (least recently used dropped first).
 _CACHE_THREADS = 256
@@ -44,8 +45,8 @@ def _worth_saving(idx: ThreadIndex) -> bool:
 
 def line_tips(repo: GitRepo, encoded: str) -> dict[str, pygit2.Oid]:
     """``{line ref: tip}`` of every line of the thread whose ref component is
-    ``encoded`` (naming.encode_ref_component; a shortened name need not decode)."""
-    main, forks, subs = naming.encoded_thread_ref_globs(encoded)
+    ``encoded`` (names.encode_ref_component; a shortened name need not decode)."""
+    main, forks, subs = fmt.encoded_thread_ref_globs(encoded)
     return repo.refs(forks[:-1], subs[:-1], names=(main,))
 
 
@@ -71,7 +72,7 @@ class ThreadIndexes:
 
     def thread_refs(self, thread_id: str) -> dict[str, pygit2.Oid]:
         """The tips of every line (branch) of a thread."""
-        return line_tips(self.repo, naming.encode_ref_component(thread_id))
+        return line_tips(self.repo, names.encode_ref_component(thread_id))
 
     def _index(self, thread_id: str, refresh: bool = True) -> ThreadIndex:
         """The thread's index, brought up to date with its refs. Hold ``self.lock``.
@@ -138,7 +139,7 @@ class ThreadIndexes:
     # written atomically, and safe to delete.
 
     def _index_path(self, thread_id: str) -> str:
-        return os.path.join(self.repo.gitdir, "gitckpt-cache", "threads", naming.encode_ref_component(thread_id))
+        return os.path.join(self.repo.gitdir, "gitckpt-cache", "threads", names.encode_ref_component(thread_id))
 
     def _load_index(self, thread_id: str) -> ThreadIndex | None:
         try:
@@ -179,11 +180,11 @@ class ThreadIndexes:
         ns = None
         while oid is not None:
             commit = self.repo.commit_info(oid)
-            t = codec.parse_trailers(commit.message)
-            if ns is None and codec.NS in t or ns is None and t.get(codec.KIND) in ("checkpoint", "writes"):
-                ns = t.get(codec.NS, "")
-            if t.get(codec.KIND) == "checkpoint":
-                return t.get(codec.NS, ""), t[codec.CHECKPOINT]
+            t = trailers.parse_trailers(commit.message)
+            if ns is None and fmt.NS in t or ns is None and t.get(fmt.KIND) in ("checkpoint", "writes"):
+                ns = t.get(fmt.NS, "")
+            if t.get(fmt.KIND) == "checkpoint":
+                return t.get(fmt.NS, ""), t[fmt.CHECKPOINT]
             oid = commit.parent_ids[0] if commit.parent_ids else None
         return ns or "", None
 
@@ -205,11 +206,11 @@ class ThreadIndexes:
         """Every thread id in the repository, sorted."""
         found: set[str] = set()
         with self.lock:
-            for ref, tip in self.repo.refs(*naming.LINE_PREFIXES).items():
-                parsed = naming.parse_line_ref(ref)
+            for ref, tip in self.repo.refs(*fmt.LINE_PREFIXES).items():
+                parsed = fmt.parse_line_ref(ref)
                 if parsed is None:
                     continue
-                tid = naming.decode(parsed[0])
+                tid = names.decode(parsed[0])
                 if tid is None:  # a shortened name: the commit knows the real id
                     tid = self._thread_of_commit(tip)
                 if tid is not None:
@@ -217,8 +218,8 @@ class ThreadIndexes:
         return sorted(found)
 
     def _thread_of_commit(self, oid: pygit2.Oid) -> str | None:
-        t = codec.parse_trailers(self.repo.commit_info(oid).message)
-        return t.get(codec.THREAD)
+        t = trailers.parse_trailers(self.repo.commit_info(oid).message)
+        return t.get(fmt.THREAD)
 
     def thread_info(self, thread_id: str) -> dict[str, Any] | None:
         """Summary of a thread: checkpoint count, lines (branches), latest checkpoint."""
