@@ -10,6 +10,7 @@ from .errors import (
     GitckptError,
     InvalidInputError,
     NotFoundError,
+    RemoteError,
     RepositoryError,
 )
 
@@ -23,6 +24,7 @@ __all__ = [
     "NotFoundError",
     "CorruptObjectError",
     "ConflictError",
+    "RemoteError",
     "InvalidInputError",
 ]
 

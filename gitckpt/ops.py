@@ -38,7 +38,7 @@ import pygit2
 
 from .checkpoint import format as fmt
 from .errors import CorruptObjectError, GitckptError, InvalidInputError, NotFoundError, RepositoryError
-from .git import names, trailers
+from .git import names
 from .git.repo import maintenance_lock
 
 #: A progress callback: ``progress(done, total, what)``.
@@ -695,7 +695,7 @@ def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde
                     if prow is None:
                         if not row.root:
                             problems.append(f"{where}: its parent checkpoint {parent} is missing")
-                    elif not saver.repo.repo.descendant_of(pygit2.Oid(hex=row.commit), pygit2.Oid(hex=prow.commit)):
+                    elif not saver.repo.descendant_of(pygit2.Oid(hex=row.commit), pygit2.Oid(hex=prow.commit)):
                         problems.append(f"{where}: its commit {row.commit[:10]} does not descend from its parent's "
                                         f"commit {prow.commit[:10]}")
             for (ns, cid) in hist.writes:
@@ -890,18 +890,16 @@ class CheckpointFeed:
                     continue  # a ref to an object not yet visible: seen next time
                 self.seen.add(oid)
                 stack.extend(commit.parent_ids)
-                t = trailers.parse_trailers(commit.message)
-                if t.get(fmt.KIND) != "checkpoint" or not t.get(fmt.CHECKPOINT):
+                meta = fmt.parse_commit(commit.message)
+                if not meta.is_checkpoint:
                     continue
-                tid = t.get(fmt.THREAD) or names.decode((fmt.parse_line_ref(ref) or ("?",))[0]) or "?"
-                ns, cid = t.get(fmt.NS, ""), t[fmt.CHECKPOINT]
+                tid = meta.thread_id or names.decode((fmt.parse_line_ref(ref) or ("?",))[0]) or "?"
+                ns, cid = meta.ns, meta.checkpoint_id
                 if (tid, ns, cid) in self.reported:
                     continue
                 self.reported.add((tid, ns, cid))
-                step = t.get(fmt.STEP)
                 found.append((tid, CheckpointRow(
-                    cid, t.get(fmt.PARENT), int(step) if step and step.lstrip("-").isdigit() else None,
-                    t.get(fmt.SOURCE), ns, t.get(fmt.RUN), commit.id, repo, lines=[ref],
+                    cid, meta.parent_id, meta.step, meta.source, ns, meta.run_id, commit.id, repo, lines=[ref],
                 )))
         found.sort(key=lambda item: item[1].checkpoint_id)
         return found

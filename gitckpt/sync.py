@@ -37,19 +37,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
-
-import pygit2
-from pygit2.enums import CredentialType, SortMode
 
 from .checkpoint import format as fmt
 from .checkpoint.threads import line_tips
-from .errors import CorruptObjectError, NotFoundError, RemoteError
-from .git import names, trailers
-from .git.repo import BLOB, GitRepo, retry_cas
-from .store.format import DELETE, PUT, STORE_REF, is_item_path, parse_iso, unpack_item
+from .errors import NotFoundError
+from .git import names
+from .git.remote import Remote
+from .git.repo import GitRepo, Oid, retry_cas
+from .store.format import STORE_REF
+from .store.merge import merge_store
 
 DEFAULT_REMOTE = "origin"
 
@@ -130,131 +128,12 @@ def _short(ref: str) -> str:
     return ref[len(HEADS):] if ref.startswith(HEADS) else ref
 
 
-# -- remotes ---------------------------------------------------------------------------
-
-
-class _Callbacks(pygit2.RemoteCallbacks):
-    """ssh keys from the agent; per-ref answers of the server to a push."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.refused: dict[str, str] = {}
-
-    def credentials(self, url, username_from_url, allowed_types):  # noqa: D401 - libgit2's hook
-        if allowed_types & CredentialType.SSH_KEY:
-            return pygit2.KeypairFromAgent(username_from_url or "git")
-        raise pygit2.Passthrough
-
-    def push_update_reference(self, refname: str, message: str | None) -> None:
-        if message:
-            self.refused[refname] = message
-
-
-def _looks_like_url(text: str) -> bool:
-    if "://" in text or text.startswith(("/", ".", "~")):
-        return True
-    head, sep, _ = text.partition(":")
-    if sep and "@" in head and "/" not in head:  # scp-like ssh: git@host:path
-        return True
-    return os.path.sep in text or os.path.exists(text)
-
-
-class _Remote:
-    """A remote resolved from a name or a URL, and where its refs are fetched to."""
-
-    def __init__(self, repo: GitRepo, remote: str | None) -> None:
-        self.repo = repo
-        self.name = remote or DEFAULT_REMOTE
-        configured = None
-        try:
-            configured = repo.repo.remotes[self.name]
-        except (KeyError, ValueError, pygit2.GitError):
-            pass
-        if configured is not None:
-            self.url = configured.url or ""
-            self._make = lambda: repo.repo.remotes[self.name]
-            self.tracking = f"refs/remotes/{self.name}/"
-            self.temporary = False
-            self.label = f"{self.name!r} ({self.url})"
-            return
-        if not _looks_like_url(self.name):
-            raise RemoteError(
-                f"no remote {self.name!r} in {repo.path} (add one with "
-                f"`git --git-dir {repo.path} remote add {self.name} URL`, or give a URL)"
-            )
-        url = self.name
-        if "://" not in url and not ("@" in url.partition(":")[0] and ":" in url):
-            path = os.path.abspath(os.path.expanduser(url))
-            if not os.path.isdir(path):
-                raise RemoteError(f"remote {url!r}: no repository at {path}")
-            url = path
-        self.url = url
-        self._make = lambda: repo.repo.remotes.create_anonymous(url)
-        self.tracking = f"refs/gitckpt-fetch/{uuid.uuid4().hex[:12]}/"
-        self.temporary = True
-        self.label = repr(self.name)
-
-    def _error(self, exc: pygit2.GitError) -> RemoteError:
-        msg = " ".join(str(exc).split())
-        if "could not find repository" in msg or "repository not found" in msg.lower():
-            return RemoteError(f"remote {self.label} is not a git repository ({msg})")
-        return RemoteError(f"cannot reach remote {self.label}: {msg}")
-
-    def heads(self) -> dict[str, pygit2.Oid]:
-        """The remote's gitckpt refs (line refs and ``store``) and their commits."""
-        try:
-            heads = self._make().list_heads(callbacks=_Callbacks())
-        except pygit2.GitError as exc:
-            raise self._error(exc) from exc
-        return {h.name: h.oid for h in heads if h.name == STORE_REF or h.name.startswith(_LINE_PREFIXES)}
-
-    def fetch(self, names: Iterable[str]) -> dict[str, pygit2.Oid]:
-        """Fetch ``names`` (remote refs) into the tracking namespace; their commits here."""
-        names = sorted(names)
-        if not names:
-            return {}
-        specs = [f"+{n}:{self.local_name(n)}" for n in names]
-        try:
-            self._make().fetch(specs, callbacks=_Callbacks(), prune=pygit2.enums.FetchPrune.NO_PRUNE,
-                              message="gitckpt pull")
-        except pygit2.GitError as exc:
-            raise self._error(exc) from exc
-        out = {}
-        for n in names:
-            oid = self.repo.ref(self.local_name(n))
-            if oid is not None:
-                out[n] = oid
-        return out
-
-    def local_name(self, remote_ref: str) -> str:
-        return self.tracking + remote_ref[len(HEADS):]
-
-    def cleanup(self) -> None:
-        if not self.temporary:
-            return
-        for ref in list(self.repo.repo.references.iterator()):
-            if ref.name.startswith(self.tracking):
-                try:
-                    ref.delete()
-                except pygit2.GitError:
-                    pass
-
-    def push(self, specs: list[str]) -> dict[str, str]:
-        """Push ``specs`` (never forced); the refs the server refused, with its reason."""
-        cb = _Callbacks()
-        try:
-            self._make().push(specs, callbacks=cb)
-        except pygit2.GitError as exc:
-            msg = " ".join(str(exc).split())
-            if "non-fastforward" in msg:
-                raise RemoteError(
-                    f"remote {self.label} changed during the push ({msg}); pull first, then push again"
-                ) from exc
-            raise self._error(exc) from exc
-        return cb.refused
-
-
 # -- which refs ------------------------------------------------------------------------
+
+
+def _is_shared_ref(ref: str) -> bool:
+    """The refs gitckpt shares: every line of every thread, and the store."""
+    return ref == STORE_REF or ref.startswith(_LINE_PREFIXES)
 
 
 def _thread_of_ref(ref: str) -> str | None:
@@ -263,7 +142,7 @@ def _thread_of_ref(ref: str) -> str | None:
     return parsed[0] if parsed else None
 
 
-def _select(refs: dict[str, pygit2.Oid], threads: Sequence[str] | None, store: bool) -> dict[str, pygit2.Oid]:
+def _select(refs: dict[str, Oid], threads: Sequence[str] | None, store: bool) -> dict[str, Oid]:
     out = {}
     wanted = None if threads is None else {names.encode_ref_component(t) for t in threads}
     for ref, oid in refs.items():
@@ -277,20 +156,20 @@ def _select(refs: dict[str, pygit2.Oid], threads: Sequence[str] | None, store: b
     return out
 
 
-def _local_refs(repo: GitRepo) -> dict[str, pygit2.Oid]:
+def _local_refs(repo: GitRepo) -> dict[str, Oid]:
     return repo.refs(*_LINE_PREFIXES, names=(STORE_REF,))
 
 
-def _contains(repo: GitRepo, tip: pygit2.Oid, oid: pygit2.Oid) -> bool:
+def _contains(repo: GitRepo, tip: Oid, oid: Oid) -> bool:
     """``oid`` is ``tip`` or one of its ancestors."""
     if tip == oid:
         return True
     if not repo.has(tip) or not repo.has(oid):
         return False
-    return repo.repo.descendant_of(tip, oid)
+    return repo.descendant_of(tip, oid)
 
 
-def fork_ref_for(repo: GitRepo, ref: str, base: pygit2.Oid, tip: pygit2.Oid) -> str:
+def fork_ref_for(repo: GitRepo, ref: str, base: Oid, tip: Oid) -> str:
     """The fork line that keeps ``tip`` when it diverged from ``base`` on ``ref``.
 
     Named as the saver names a fork line (``fmt.line_ref``): by the first
@@ -298,26 +177,22 @@ def fork_ref_for(repo: GitRepo, ref: str, base: pygit2.Oid, tip: pygit2.Oid) -> 
     in that checkpoint's namespace; a divergent part holding only pending
     writes is named by the checkpoint they were written for.
     """
-    walker = repo.repo.walk(tip, SortMode.TOPOLOGICAL | SortMode.REVERSE)
-    walker.hide(base)
     first_writes = None
-    for commit in walker:
-        t = trailers.parse_trailers(commit.message)
-        kind = t.get(fmt.KIND)
-        if kind == "checkpoint" and fmt.CHECKPOINT in t:
-            return fmt.line_ref(_thread_id(ref, t), t.get(fmt.NS, ""), t[fmt.CHECKPOINT])
-        if kind == "writes" and first_writes is None and fmt.WRITES_FOR in t:
-            first_writes = t
+    for commit in repo.walk_new(tip, base):
+        meta = fmt.parse_commit(commit.message)
+        if meta.kind is fmt.Kind.CHECKPOINT and meta.checkpoint_id:
+            return fmt.line_ref(_thread_id(ref, meta), meta.ns, meta.checkpoint_id)
+        if meta.kind is fmt.Kind.WRITES and first_writes is None and meta.writes_for:
+            first_writes = meta
     if first_writes is not None:
-        return fmt.line_ref(_thread_id(ref, first_writes), first_writes.get(fmt.NS, ""),
-                               first_writes[fmt.WRITES_FOR])
+        return fmt.line_ref(_thread_id(ref, first_writes), first_writes.ns, first_writes.writes_for)
     # no gitckpt commit in the divergent part (written by hand): name it by commit
     t = names.decode(_thread_of_ref(ref) or "") or ""
     return fmt.line_ref(t, "", f"commit-{str(tip)[:12]}")
 
 
-def _thread_id(ref: str, found: dict[str, str]) -> str:
-    tid = found.get(fmt.THREAD)
+def _thread_id(ref: str, meta: fmt.CommitMeta) -> str:
+    tid = meta.thread_id
     if tid is None:
         tid = names.decode(_thread_of_ref(ref) or "") or ""
     return tid
@@ -344,10 +219,10 @@ def pull(repo: GitRepo | str | os.PathLike, remote: str | None = None, threads: 
     """
     r, owned = _open(repo)
     try:
-        rem = _Remote(r, remote)
+        rem = Remote(r, remote, DEFAULT_REMOTE)
         result = Result("pull", rem.name, rem.url)
         try:
-            heads = _select(rem.heads(), threads, store)
+            heads = _select(rem.heads(_is_shared_ref), threads, store)
             _require_threads(heads, threads, lambda t: f"remote {rem.label} has no thread {t!r}")
             fetched = rem.fetch(heads)
             lines = sorted((n for n in fetched if n != STORE_REF), key=lambda n: (not n.startswith(_LINE_PREFIXES[0]), n))
@@ -363,7 +238,7 @@ def pull(repo: GitRepo | str | os.PathLike, remote: str | None = None, threads: 
             r.close()
 
 
-def _require_threads(refs: dict[str, pygit2.Oid], threads: Sequence[str] | None, missing) -> None:
+def _require_threads(refs: dict[str, Oid], threads: Sequence[str] | None, missing) -> None:
     if not threads:
         return
     have = {_thread_of_ref(ref) for ref in refs}
@@ -372,7 +247,7 @@ def _require_threads(refs: dict[str, pygit2.Oid], threads: Sequence[str] | None,
             raise NotFoundError(missing(t))
 
 
-def _pull_line(repo: GitRepo, name: str, theirs: pygit2.Oid) -> RefResult:
+def _pull_line(repo: GitRepo, name: str, theirs: Oid) -> RefResult:
     encoded = _thread_of_ref(name) or ""
 
     def attempt() -> RefResult | None:
@@ -407,14 +282,14 @@ def _pull_line(repo: GitRepo, name: str, theirs: pygit2.Oid) -> RefResult:
     return retry_cas(attempt, f"pull of {_short(name)}")
 
 
-def _hex(oid: pygit2.Oid | None) -> str | None:
+def _hex(oid: Oid | None) -> str | None:
     return None if oid is None else str(oid)
 
 
 # -- the store branch: fast-forward or a three-way merge --------------------------------
 
 
-def _pull_store(repo: GitRepo, theirs: pygit2.Oid, remote_name: str) -> RefResult:
+def _pull_store(repo: GitRepo, theirs: Oid, remote_name: str) -> RefResult:
     def attempt() -> RefResult | None:
         mine = repo.ref(STORE_REF)
         if mine is not None and _contains(repo, mine, theirs):
@@ -432,68 +307,6 @@ def _pull_store(repo: GitRepo, theirs: pygit2.Oid, remote_name: str) -> RefResul
     return retry_cas(attempt, "pull of the store")
 
 
-def _item_order(repo: GitRepo, oid: pygit2.Oid) -> tuple:
-    body = unpack_item(repo.read_blob(oid, "store item"), "store item")
-    return (parse_iso(body.get("updated_at")) or 0, parse_iso(body.get("expires_at")) or 0, str(oid))
-
-
-def _winner(repo: GitRepo, ours: pygit2.Oid | None, theirs: pygit2.Oid | None) -> pygit2.Oid | None:
-    """The item version a merge keeps when both sides changed it."""
-    if ours is None or theirs is None:  # deleted on one side, changed on the other: keep it
-        return ours if ours is not None else theirs
-    return ours if _item_order(repo, ours) >= _item_order(repo, theirs) else theirs
-
-
-def merge_store(repo: GitRepo, ours: pygit2.Oid, theirs: pygit2.Oid, remote_name: str) -> tuple[pygit2.Oid, int]:
-    """A merge commit (parents ``ours``, ``theirs``) of two store histories.
-
-    Returns the commit (written, no ref moved) and how many item changes it
-    took from ``theirs``. Its trailers name those changes (``Store-Put``,
-    ``Store-Delete``), so ``gitckpt store log`` shows them at the merge.
-    """
-    base = repo.repo.merge_base(ours, theirs)
-    base_tree = repo.commit_info(base, "store commit").tree_id if base is not None else None
-    our_tree = repo.commit_info(ours, "store commit").tree_id
-    their_tree = repo.commit_info(theirs, "store commit").tree_id
-    our_diff = {path: new for path, _old, new in repo.diff_trees(base_tree, our_tree)}
-    changes: dict = {}
-    pairs: list[tuple[str, Any]] = [(trailers.KIND, "store")]
-    taken = 0
-    for path, old, new in sorted(repo.diff_trees(base_tree, their_tree), key=lambda x: x[0]):
-        if path in our_diff:
-            mine = our_diff[path]
-            if mine == new:
-                continue
-            if not is_item_path(path):
-                raise CorruptObjectError(
-                    f"cannot merge the store: {path} changed on both sides and is not a store item; "
-                    "merge the store branch by hand with git"
-                )
-            if _winner(repo, mine, new) == mine:
-                continue
-        node = changes
-        parts = path.split("/")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = None if new is None else (new, BLOB)
-        if is_item_path(path):
-            body = unpack_item(repo.read_blob(new if new is not None else old, "store item"), f"store item {path}")
-            kind = PUT if new is not None else DELETE
-            pairs.append((kind, _json_path(body["namespace"], body["key"])))
-        taken += 1
-    tree = repo.update_tree(our_tree, changes) if changes else our_tree
-    if tree is None:
-        tree = repo.tree({})
-    subject = f"merge store from {remote_name}" + (f": {taken} change(s)" if taken else "")
-    return repo.commit(tree, [ours, theirs], trailers.build_message(subject, pairs)), taken
-
-
-def _json_path(namespace: Iterable[str], key: str) -> str:
-    import json
-
-    return json.dumps([*namespace, key], ensure_ascii=False)
-
-
 # -- push ------------------------------------------------------------------------------
 
 
@@ -509,11 +322,11 @@ def push(repo: GitRepo | str | os.PathLike, remote: str | None = None, threads: 
     """
     r, owned = _open(repo)
     try:
-        rem = _Remote(r, remote)
+        rem = Remote(r, remote, DEFAULT_REMOTE)
         result = Result("push", rem.name, rem.url)
         local = _select(_local_refs(r), threads, store)
         _require_threads(local, threads, lambda t: f"no thread {t!r} in {r.path}")
-        theirs = rem.heads()
+        theirs = rem.heads(_is_shared_ref)
         specs: list[tuple[str, RefResult]] = []
         order = sorted(local, key=lambda n: (n == STORE_REF, not n.startswith(_LINE_PREFIXES[0]), n))
         for name in order:
@@ -534,12 +347,12 @@ def push(repo: GitRepo | str | os.PathLike, remote: str | None = None, threads: 
             r.close()
 
 
-def _plan_push(repo: GitRepo, name: str, mine: pygit2.Oid,
-               remote: dict[str, pygit2.Oid]) -> tuple[RefResult, str | None]:
+def _plan_push(repo: GitRepo, name: str, mine: Oid,
+               remote: dict[str, Oid]) -> tuple[RefResult, str | None]:
     """What to do with local ref ``name``: its result, and the remote ref to push it to."""
     theirs = remote.get(name)
     if name == STORE_REF:
-        same_thread: dict[str, pygit2.Oid] = {name: theirs} if theirs is not None else {}
+        same_thread: dict[str, Oid] = {name: theirs} if theirs is not None else {}
     else:
         t = _thread_of_ref(name)
         same_thread = {n: o for n, o in remote.items() if n != STORE_REF and _thread_of_ref(n) == t}

@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 from langgraph.graph import END, START, StateGraph
 
-from gitckpt import GitSaver, GitStore, sync
+from gitckpt import GitSaver, GitStore, RemoteError, sync
 from gitckpt.cli import cli
 from gitckpt.errors import NotFoundError
 from gitckpt.git.repo import GitRepo
@@ -233,7 +233,7 @@ def test_named_threads_and_errors(people, server, tmp_path):
     assert statuses(sync.pull(bob_path, threads=["1"], store=False)) == {"threads/1": sync.CREATED}
     with pytest.raises(NotFoundError, match=r"^remote 'origin' \(git://.*\) has no thread 'nope'$"):
         sync.pull(bob_path, threads=["nope"])
-    with pytest.raises(sync.RemoteError, match=r"^no remote 'upstream' in "):
+    with pytest.raises(RemoteError, match=r"^no remote 'upstream' in "):
         sync.pull(bob_path, "upstream")
     # a plain path works as a remote too, and a file:// URL
     assert statuses(sync.pull(bob_path, str(server["path"]))) == {"threads/1": sync.UP_TO_DATE,
@@ -241,7 +241,7 @@ def test_named_threads_and_errors(people, server, tmp_path):
     assert sync.pull(bob_path, f"file://{server['path']}").ok
     assert not [r for r in git(bob_path, "for-each-ref").stdout.splitlines() if "gitckpt-fetch" in r]
     dead = f"git://127.0.0.1:{_free_port()}/team.git"
-    with pytest.raises(sync.RemoteError, match=r"^cannot reach remote .*Connection refused"):
+    with pytest.raises(RemoteError, match=r"^cannot reach remote .*Connection refused"):
         sync.push(bob_path, dead)
 
 

@@ -1,4 +1,7 @@
-"""Byte formats: blobs and commit messages. Pure functions, no git calls.
+"""The checkpointer's commit format: blobs, trees, commit messages and refs.
+
+Every reader and writer of a checkpoint commit goes through this module, so
+the rules cannot drift apart. Pure functions, no git calls, no LangGraph.
 
 Blobs
 -----
@@ -11,22 +14,26 @@ its own, without knowing where it sits in a tree:
   ``json``, ``null``, ``bytes`` or ``msgpack+aes`` for encrypted values);
 * ``gitckpt-write\\n<msgpack [task_id, idx, channel, task_path, type, payload]>`` — one
   pending write;
-* ``gitckpt-item\\n<msgpack ...>`` — one store item (see ``store.py``).
+* store items have their own format (``gitckpt/store/format.py``).
 
 Commit messages
 ---------------
 A subject line for people, a blank line, then ``Key: value`` trailers for
-code. Trailer values are percent-escaped where they hold ``%``, control
-characters or non-ASCII text, so one trailer is always one line.
+code (syntax: ``gitckpt/git/trailers.py``). :class:`Kind` names the commit
+kinds; :func:`parse_commit` is the one parser of their trailers and the
+``*_message`` functions the one place each kind's trailers are written.
 """
 
 from __future__ import annotations
 
+import enum
+from dataclasses import dataclass
+from typing import Any
 
 import msgpack
 
 from ..git.names import encode_ref_component
-from ..git.trailers import KIND  # noqa: F401  (checkpoint | writes | delete | copy | prune | fork)
+from ..git.trailers import KIND, build_message, parse_trailers
 
 WRITE_HEADER = b"gitckpt-write"
 
@@ -42,6 +49,116 @@ SOURCE = "Source"
 RUN = "Run-Id"
 TASK = "Task-Id"
 DELETED = "Deleted-Checkpoint"
+
+
+class Kind(str, enum.Enum):
+    """The value of a commit's ``Gitckpt:`` trailer, on a thread's lines."""
+
+    CHECKPOINT = "checkpoint"  # one checkpoint (its tree: checkpoint, metadata, channels/)
+    WRITES = "writes"  # pending writes of one checkpoint, added under writes/<id>/
+    DELETE = "delete"  # delete_for_runs: the checkpoints it names are gone
+    COPY = "copy"  # copy_thread: the first commit of the copy's lines
+    FORK = "fork"  # fork / a shared line's marker with no writes to carry
+
+
+@dataclass(frozen=True)
+class CommitMeta:
+    """What a commit's trailers say, parsed once by :func:`parse_commit`.
+
+    ``problem`` is None for a well-formed commit, else what is wrong with it
+    (a checkpoint without its id, a ``Step:`` that is not a number, a writes
+    commit without ``Writes-For``/``Writes-Tree``). Readers that build an index
+    refuse such a commit; readers that only show commits skip it.
+    """
+
+    kind: Kind | None
+    thread_id: str | None
+    ns: str
+    checkpoint_id: str | None = None
+    parent_id: str | None = None
+    step: int | None = None
+    source: str | None = None
+    run_id: str | None = None
+    task_id: str | None = None
+    writes_for: str | None = None
+    writes_tree: str | None = None
+    deleted: tuple[tuple[str, str], ...] = ()
+    problem: str | None = None
+
+    @property
+    def is_checkpoint(self) -> bool:
+        return self.kind is Kind.CHECKPOINT and self.problem is None
+
+
+def parse_commit(message: str) -> CommitMeta:
+    """The trailers of a commit message on a thread's line (never raises)."""
+    t = parse_trailers(message)
+    raw_kind = t.get(KIND)
+    try:
+        kind: Kind | None = Kind(raw_kind) if raw_kind is not None else None
+    except ValueError:
+        kind = None
+    problem = None
+    step_text = t.get(STEP)
+    step = None
+    if step_text not in (None, ""):
+        try:
+            step = int(step_text)  # type: ignore[arg-type]
+        except ValueError:
+            problem = f"has a bad Step trailer {step_text!r}"
+    cid = t.get(CHECKPOINT)
+    if kind is Kind.CHECKPOINT and not cid:
+        problem = "has no Checkpoint-Id trailer"
+    elif kind is Kind.WRITES and not (t.get(WRITES_FOR) and _is_hex_id(t.get(WRITES_TREE))):
+        problem = "is a writes commit with a missing or bad Writes-For / Writes-Tree trailer"
+    deleted = tuple(
+        (d_ns, d_cid) for d_ns, _, d_cid in (item.rpartition(" ") for item in t.get(DELETED, "").split("\n") if item)
+    )
+    return CommitMeta(
+        kind=kind,
+        thread_id=t.get(THREAD),
+        ns=t.get(NS, ""),
+        checkpoint_id=cid,
+        parent_id=t.get(PARENT),
+        step=step,
+        source=t.get(SOURCE),
+        run_id=t.get(RUN),
+        task_id=t.get(TASK),
+        writes_for=t.get(WRITES_FOR),
+        writes_tree=t.get(WRITES_TREE),
+        deleted=deleted,
+        problem=problem,
+    )
+
+
+def _is_hex_id(text: str | None) -> bool:
+    return bool(text) and len(text) == 40 and all(c in "0123456789abcdef" for c in text)  # type: ignore[union-attr]
+
+
+def checkpoint_message(subject: str, *, thread_id: str, ns: str, checkpoint_id: str, parent_id: str | None,
+                       step: Any, source: Any, run_id: Any) -> str:
+    return build_message(subject, [
+        (KIND, Kind.CHECKPOINT.value), (THREAD, thread_id), (NS, ns or None), (CHECKPOINT, checkpoint_id),
+        (PARENT, parent_id), (STEP, step), (SOURCE, source), (RUN, run_id),
+    ])
+
+
+def writes_message(subject: str, *, thread_id: str, ns: str, writes_for: str, writes_tree: Any,
+                   task_id: str | None = None) -> str:
+    return build_message(subject, [
+        (KIND, Kind.WRITES.value), (THREAD, thread_id), (NS, ns or None), (WRITES_FOR, writes_for),
+        (WRITES_TREE, writes_tree), (TASK, task_id),
+    ])
+
+
+def delete_message(subject: str, *, thread_id: str, deleted: list[tuple[str, str]]) -> str:
+    return build_message(subject, [(KIND, Kind.DELETE.value), (THREAD, thread_id)]
+                         + [(DELETED, f"{ns} {cid}") for ns, cid in deleted])
+
+
+def marker_message(kind: Kind, subject: str, *, thread_id: str, ns: str = "") -> str:
+    """A commit that only marks where a line starts (``copy``, ``fork``)."""
+    return build_message(subject, [(KIND, kind.value), (THREAD, thread_id), (NS, ns or None)])
 
 def pack_value(typed: tuple[str, bytes]) -> bytes:
     kind, payload = typed

@@ -25,7 +25,6 @@ import msgpack
 import pygit2
 
 from ..errors import CorruptObjectError
-from ..git import trailers
 from . import format as fmt
 
 #: Version of the cache file format (bump when ThreadIndex's fields change).
@@ -252,39 +251,30 @@ class ThreadIndex:
         Raises :class:`CorruptObjectError` for a gitckpt commit whose trailers
         are missing or malformed (written by hand, or damaged)."""
         self.unsaved += 1
-        t = trailers.parse_trailers(commit.message)
-        kind = t.get(fmt.KIND)
-        ns = t.get(fmt.NS, "")
-        where = f"thread {t[fmt.THREAD]!r}: commit {commit.id}" if fmt.THREAD in t else f"commit {commit.id}"
-        if kind == "checkpoint":
-            cid = t.get(fmt.CHECKPOINT)
-            if not cid:
-                raise CorruptObjectError(f"{where} has no Checkpoint-Id trailer")
-            step = t.get(fmt.STEP)
-            try:
-                step_n = int(step) if step not in (None, "") else None
-            except ValueError:
-                raise CorruptObjectError(f"{where} (checkpoint {cid}) has a bad Step trailer {step!r}") from None
+        meta = fmt.parse_commit(commit.message)
+        if meta.kind is None:
+            return
+        if meta.problem is not None:
+            where = f"thread {meta.thread_id!r}: commit {commit.id}" if meta.thread_id is not None else f"commit {commit.id}"
+            if meta.checkpoint_id:
+                where += f" (checkpoint {meta.checkpoint_id})"
+            raise CorruptObjectError(f"{where} {meta.problem}")
+        if meta.kind is fmt.Kind.CHECKPOINT:
             self.add_checkpoint(
-                ns,
-                cid,
+                meta.ns,
+                meta.checkpoint_id,  # type: ignore[arg-type]  # checked by parse_commit
                 Entry.of(
                     commit=commit.id,
                     tree=commit.tree_id,
-                    parent=t.get(fmt.PARENT),
-                    step=step_n,
-                    source=t.get(fmt.SOURCE),
-                    run_id=t.get(fmt.RUN),
+                    parent=meta.parent_id,
+                    step=meta.step,
+                    source=meta.source,
+                    run_id=meta.run_id,
                     line=line,
                 ),
             )
-        elif kind == "writes":
-            try:
-                self.add_writes(ns, t[fmt.WRITES_FOR], pygit2.Oid(hex=t[fmt.WRITES_TREE]))
-            except (KeyError, ValueError) as exc:
-                raise CorruptObjectError(f"{where} is a writes commit with a missing or bad {exc} trailer") from None
-        elif kind == "delete":
-            for item in t.get(fmt.DELETED, "").split("\n"):
-                if item:
-                    d_ns, _, d_cid = item.rpartition(" ")
-                    self.delete(d_ns, d_cid)
+        elif meta.kind is fmt.Kind.WRITES:
+            self.add_writes(meta.ns, meta.writes_for, pygit2.Oid(hex=meta.writes_tree))  # type: ignore[arg-type]
+        elif meta.kind is fmt.Kind.DELETE:
+            for d_ns, d_cid in meta.deleted:
+                self.delete(d_ns, d_cid)

@@ -48,7 +48,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from ..errors import ConfigError, CorruptObjectError, InvalidInputError, NotFoundError
-from ..git import names, trailers
+from ..git import names
 from ..git.repo import BLOB, TREE, GitRepo, retry_cas
 from . import format as fmt
 from .index import Entry, ThreadIndex
@@ -616,18 +616,9 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
             if entries:
                 root["channels"] = (self.repo.tree(entries), TREE)
             subject = self._subject(idx, ns, parent, checkpoint, md, new_versions, base_seen)
-            message = trailers.build_message(
-                subject,
-                [
-                    (fmt.KIND, "checkpoint"),
-                    (fmt.THREAD, thread_id),
-                    (fmt.NS, ns or None),
-                    (fmt.CHECKPOINT, cid),
-                    (fmt.PARENT, parent),
-                    (fmt.STEP, md.get("step")),
-                    (fmt.SOURCE, md.get("source")),
-                    (fmt.RUN, md.get("run_id")),
-                ],
+            message = fmt.checkpoint_message(
+                subject, thread_id=thread_id, ns=ns, checkpoint_id=cid, parent_id=parent,
+                step=md.get("step"), source=md.get("source"), run_id=md.get("run_id"),
             )
             # continue the line whose newest checkpoint is the parent; a first
             # checkpoint continues a line that holds only early writes, if any
@@ -725,16 +716,9 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
             subtree = self.repo.tree(sub)
             wtree[cname] = (subtree, TREE)
             root["writes"] = (self.repo.tree(wtree), TREE)
-            message = trailers.build_message(
+            message = fmt.writes_message(
                 f"{what} · {node} → {', '.join(shown)}",
-                [
-                    (fmt.KIND, "writes"),
-                    (fmt.THREAD, thread_id),
-                    (fmt.NS, ns or None),
-                    (fmt.WRITES_FOR, cid),
-                    (fmt.WRITES_TREE, subtree),
-                    (fmt.TASK, task_id),
-                ],
+                thread_id=thread_id, ns=ns, writes_for=cid, writes_tree=subtree, task_id=task_id,
             )
             return line, old, self.repo.commit(self.repo.tree(root), [old] if old else [], message)
 
@@ -782,15 +766,14 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
                 if len(doomed) == len(idx.ckpt):
                     self.delete_thread(thread_id)
                     continue
-                message = trailers.build_message(
+                message = fmt.delete_message(
                     f"delete {len(doomed)} checkpoint(s) of run(s) {', '.join(sorted(runs))}",
-                    [(fmt.KIND, "delete"), (fmt.THREAD, thread_id)]
-                    + [(fmt.DELETED, f"{ns} {cid}") for ns, cid in doomed],
+                    thread_id=thread_id, deleted=doomed,
                 )
                 for ref in list(idx.tips):
                     tip = idx.tips[ref]
                     holds = any(
-                        idx.ckpt[key].commit == tip or self.repo.repo.descendant_of(tip, idx.ckpt[key].commit)
+                        idx.ckpt[key].commit == tip or self.repo.descendant_of(tip, idx.ckpt[key].commit)
                         for key in doomed
                     )
                     if not holds:
@@ -820,9 +803,8 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
                 raise InvalidInputError(
                     f"cannot copy thread {source_thread_id!r} to {target_thread_id!r}: the target exists; delete it first"
                 )
-            message = trailers.build_message(
-                f"copy of thread {source_thread_id} as {target_thread_id}",
-                [(fmt.KIND, "copy"), (fmt.THREAD, target_thread_id)],
+            message = fmt.marker_message(
+                fmt.Kind.COPY, f"copy of thread {source_thread_id} as {target_thread_id}", thread_id=target_thread_id
             )
             src_main, src_forks, src_subs = fmt.thread_ref_globs(source_thread_id)
             dst_main, dst_forks, dst_subs = fmt.thread_ref_globs(target_thread_id)
@@ -870,10 +852,9 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
                 kept = self.repo.commit(
                     self.repo.tree(root),
                     [kept],
-                    trailers.build_message(
+                    fmt.writes_message(
                         f"writes kept by prune of step {entry.step}",
-                        [(fmt.KIND, "writes"), (fmt.THREAD, thread_id), (fmt.NS, ns or None),
-                         (fmt.WRITES_FOR, cid), (fmt.WRITES_TREE, wtree)],
+                        thread_id=thread_id, ns=ns, writes_for=cid, writes_tree=wtree,
                     ),
                 )
             new_tips[fmt.line_ref(thread_id, ns, None)] = kept
@@ -910,11 +891,12 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
             sub = self.repo.tree({name: (o, BLOB) for name, o in blobs.items()}) if blobs else None
             if sub is not None:
                 root["writes"] = (self.repo.tree({names.encode_tree_name(checkpoint_id): (sub, TREE)}), TREE)
-            message = trailers.build_message(
-                f"fork of thread {thread_id} at step {entry.step} ({checkpoint_id})",
-                [(fmt.KIND, "writes" if blobs else "fork"), (fmt.THREAD, new_thread_id),
-                 (fmt.NS, checkpoint_ns or None), (fmt.WRITES_FOR, checkpoint_id if blobs else None),
-                 (fmt.WRITES_TREE, sub)],
+            subject = f"fork of thread {thread_id} at step {entry.step} ({checkpoint_id})"
+            message = (
+                fmt.writes_message(subject, thread_id=new_thread_id, ns=checkpoint_ns, writes_for=checkpoint_id,
+                                   writes_tree=sub)
+                if sub is not None
+                else fmt.marker_message(fmt.Kind.FORK, subject, thread_id=new_thread_id, ns=checkpoint_ns)
             )
             tree = self.repo.tree(root) if blobs else self.repo.commit_info(entry.commit).tree_id
             commit = self.repo.commit(tree, [entry.commit], message)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pygit2
 
-from ..git import names, trailers
+from ..git import names
 from ..git.repo import GitRepo, iter_commits
 from . import format as fmt
 from .index import ThreadIndex, is_main_line
@@ -96,7 +96,7 @@ class ThreadIndexes:
                 return idx
             stale = any(
                 ref not in refs
-                or (refs[ref] != old and not self.repo.repo.descendant_of(refs[ref], old))
+                or (refs[ref] != old and not self.repo.descendant_of(refs[ref], old))
                 for ref, old in idx.tips.items()
             )
             if not stale:
@@ -180,11 +180,11 @@ class ThreadIndexes:
         ns = None
         while oid is not None:
             commit = self.repo.commit_info(oid)
-            t = trailers.parse_trailers(commit.message)
-            if ns is None and fmt.NS in t or ns is None and t.get(fmt.KIND) in ("checkpoint", "writes"):
-                ns = t.get(fmt.NS, "")
-            if t.get(fmt.KIND) == "checkpoint":
-                return t.get(fmt.NS, ""), t[fmt.CHECKPOINT]
+            meta = fmt.parse_commit(commit.message)
+            if ns is None and (meta.ns or meta.kind in (fmt.Kind.CHECKPOINT, fmt.Kind.WRITES)):
+                ns = meta.ns
+            if meta.kind is fmt.Kind.CHECKPOINT and meta.checkpoint_id:
+                return meta.ns, meta.checkpoint_id
             oid = commit.parent_ids[0] if commit.parent_ids else None
         return ns or "", None
 
@@ -218,8 +218,7 @@ class ThreadIndexes:
         return sorted(found)
 
     def _thread_of_commit(self, oid: pygit2.Oid) -> str | None:
-        t = trailers.parse_trailers(self.repo.commit_info(oid).message)
-        return t.get(fmt.THREAD)
+        return fmt.parse_commit(self.repo.commit_info(oid).message).thread_id
 
     def thread_info(self, thread_id: str) -> dict[str, Any] | None:
         """Summary of a thread: checkpoint count, lines (branches), latest checkpoint."""

@@ -25,11 +25,14 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pygit2
-from pygit2.enums import FileMode
+from pygit2.enums import FileMode, SortMode
 
 from . import journal as _journal
 from . import packs
 from ..errors import ConflictError, CorruptObjectError, RepositoryError
+
+#: An object id. Other layers name it from here, so that only the git engine imports pygit2.
+Oid = pygit2.Oid
 
 BLOB = int(FileMode.BLOB)
 TREE = int(FileMode.TREE)
@@ -420,6 +423,30 @@ class GitRepo:
 
     def has(self, oid: pygit2.Oid) -> bool:
         return oid.raw in self._staged or oid in self.repo
+
+    def descendant_of(self, tip: pygit2.Oid, oid: pygit2.Oid) -> bool:
+        """``oid`` is a strict ancestor of ``tip``."""
+        if tip.raw in self._staged or oid.raw in self._staged:
+            self.flush()
+        return self.repo.descendant_of(tip, oid)
+
+    def merge_base(self, a: pygit2.Oid, b: pygit2.Oid) -> pygit2.Oid | None:
+        return self.repo.merge_base(a, b)
+
+    def walk_new(self, tip: pygit2.Oid, known: pygit2.Oid) -> Iterator[pygit2.Commit]:
+        """The commits reachable from ``tip`` and not from ``known``, oldest first."""
+        walker = self.repo.walk(tip, SortMode.TOPOLOGICAL | SortMode.REVERSE)
+        walker.hide(known)
+        return iter(walker)
+
+    def delete_refs_under(self, prefix: str) -> None:
+        """Delete every ref whose name starts with ``prefix`` (best effort)."""
+        for ref in list(self.repo.references.iterator()):
+            if ref.name.startswith(prefix):
+                try:
+                    ref.delete()
+                except pygit2.GitError:
+                    pass
 
     def commit_info(self, oid: pygit2.Oid, what: str = "commit") -> CommitInfo:
         info = self._commit_cache.get(oid)

@@ -283,9 +283,18 @@ def _short(key: str, width: int = 32) -> str:
     return key if len(key) <= width else key[: width - 1] + "…"
 
 
-def commit_message(changes: list[tuple[str, tuple[str, ...], str]], max_subject: int = 160) -> str:
-    """Subject naming what changed (``put memories/1: a, b; delete memories/2: c``)
-    and one trailer per change (``Store-Put: ["memories", "1", "a"]``)."""
+def commit_message(changes: list[tuple[str, tuple[str, ...], str]], max_subject: int = 160,
+                   subject: str | None = None) -> str:
+    """Subject naming what changed (``put memories/1: a, b; delete memories/2: c``),
+    unless one is given, and one trailer per change (``Store-Put: ["memories", "1", "a"]``)."""
+    if subject is None:
+        subject = _subject(changes, max_subject)
+    pairs: list[tuple[str, Any]] = [(trailers.KIND, "store")]
+    pairs += [(kind, json.dumps([*ns, key], ensure_ascii=False)) for kind, ns, key in changes]
+    return trailers.build_message(subject, pairs)
+
+
+def _subject(changes: list[tuple[str, tuple[str, ...], str]], max_subject: int) -> str:
     groups: dict[tuple[str, tuple[str, ...]], list[str]] = {}
     for kind, ns, key in changes:
         groups.setdefault((kind, ns), []).append(key)
@@ -302,9 +311,7 @@ def commit_message(changes: list[tuple[str, tuple[str, ...], str]], max_subject:
             subject += f"; … ({len(parts) - i} more groups)"
             break
         subject = candidate
-    pairs: list[tuple[str, Any]] = [(trailers.KIND, "store")]
-    pairs += [(kind, json.dumps([*ns, key], ensure_ascii=False)) for kind, ns, key in changes]
-    return trailers.build_message(subject, pairs)
+    return subject
 
 
 def parse_changes(message: str) -> list[tuple[str, tuple[str, ...], str]]:
