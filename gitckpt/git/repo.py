@@ -114,6 +114,7 @@ class _Closer:
         self._items: list = []
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._waiting = False
 
     def close_later(self, fd: int) -> None:
         self._submit(fd)
@@ -127,13 +128,19 @@ class _Closer:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            elif self._waiting:  # a busy thread takes the item when it looks again: no wake-up
+                self._cond.notify()
 
     def _run(self) -> None:
         while True:
             with self._cond:
                 while not self._items:
-                    if not self._cond.wait(timeout=5.0) and not self._items:
+                    self._waiting = True
+                    try:
+                        woken = self._cond.wait(timeout=5.0)
+                    finally:
+                        self._waiting = False
+                    if not woken and not self._items:
                         self._thread = None
                         return
                 items, self._items = self._items, []
@@ -965,14 +972,38 @@ class Maintenance:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self.git = shutil.which("git")
+        self._settled = threading.Event()  # no start is waiting on the background thread
+        self._settled.set()
+        self._pid = os.getpid()
 
     def wrote(self, n: int) -> None:
+        """Count ``n`` new packs; at :data:`PACK_EVERY`, start a repack on the
+        background thread: spawning ``git`` took 1-12 ms, which an update
+        waited for (format.md, 15)."""
+        self._forked()
         self.count += n
-        if self.count >= self.every:
+        if self.count >= self.every and self._settled.is_set():
+            self._settled.clear()
+            _filler.call_soon(self._start_behind)
+
+    def _start_behind(self) -> None:
+        try:
             if self.start():
                 self.count = 0
             else:  # one is running: try again soon
                 self.count = self.every - PACK_RETRY
+        finally:
+            self._settled.set()
+
+    def _forked(self) -> None:
+        if self._pid != os.getpid():  # the parent's background thread is not here
+            self._pid, self._proc = os.getpid(), None
+            self._settled.set()
+
+    def settle(self) -> None:
+        """Wait until a start handed to the background thread has run."""
+        self._forked()
+        self._settled.wait(timeout=120)
 
     def start(self) -> bool:
         with self._lock:
@@ -996,6 +1027,7 @@ class Maintenance:
             return True
 
     def wait(self) -> None:
+        self.settle()
         proc = self._proc
         if proc is not None:
             proc.wait()
