@@ -10,8 +10,10 @@ from .errors import (
     GitckptError,
     InvalidInputError,
     NotFoundError,
+    RefLockError,
     RemoteError,
     RepositoryError,
+    StorageError,
 )
 
 __version__ = "0.1.0"
@@ -23,7 +25,9 @@ __all__ = [
     "RepositoryError",
     "NotFoundError",
     "CorruptObjectError",
+    "StorageError",
     "ConflictError",
+    "RefLockError",
     "RemoteError",
     "InvalidInputError",
 ]

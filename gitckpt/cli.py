@@ -73,7 +73,7 @@ def _short_when(ts: int | None) -> str:
     return when.strftime("%H:%M:%S" if when.date() == _dt.date.today() else "%Y-%m-%d")
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -153,15 +153,15 @@ class Session:
     """
 
     def __init__(self, path: Path, create: bool = False, serde: Any = None) -> None:
-        from .git.repo import GitRepo
         from .checkpoint.threads import ThreadIndexes
+        from .git.repo import GitRepo
 
         self.path = path
         self.repo = GitRepo(path, create=create)
         self.indexes = ThreadIndexes(self.repo)
         self._serde = serde
-        self._saver = None
-        self._store = None
+        self._saver: Any = None  # a GitSaver, made when a command needs one (it imports LangGraph)
+        self._store: Any = None
 
     @property
     def saver(self):
@@ -169,8 +169,7 @@ class Session:
         if self._saver is None:
             from .checkpoint.saver import GitSaver
 
-            self._saver = GitSaver(self.repo, serde=self._serde)
-            self._saver._indexes = self.indexes._indexes  # one index per thread for the whole command
+            self._saver = GitSaver(self.repo, serde=self._serde, indexes=self.indexes)  # one index a thread
         return self._saver
 
     @property
@@ -187,7 +186,8 @@ class Session:
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
-        (self._saver or self.indexes).close()  # the indexes (shared), then the repository
+        self.indexes.save()  # shared with the saver, if one was made
+        self.repo.close()  # the session opened it, so the session closes it
 
 
 def _display_path(path: Path) -> str:
@@ -219,7 +219,7 @@ class GitckptGroup(click.Group):
     """Turns library errors into ``Error: ...`` (exit 1), never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        import pygit2
+        from .git.repo import GitError
 
         try:
             return super().invoke(ctx)
@@ -231,7 +231,7 @@ class GitckptGroup(click.Group):
             if isinstance(exc, InvalidNamespaceError):  # a store namespace LangGraph refuses
                 raise click.ClickException(_one_line(exc)) from exc
             raise
-        except pygit2.GitError as exc:
+        except GitError as exc:
             raise click.ClickException(f"git: {_one_line(exc)}") from exc
         except OSError as exc:
             raise click.ClickException(_one_line(exc)) from exc
@@ -603,7 +603,7 @@ def _run_config(s: Session, thread: str, ns: str, row: ops.CheckpointRow | None,
             if (k not in _LANGGRAPH_KEYS and not k.startswith(("langgraph_", "__", "ls_"))
                     and isinstance(v, (str, int, float, bool))):
                 configurable[k] = v
-        if configurable or not row.parent_checkpoint_id:
+        if configurable or not row.parent_checkpoint_id or hist is None:
             break
         row = hist.rows.get((ns, row.parent_checkpoint_id))
     if extra:
@@ -837,7 +837,8 @@ def copy(src: str, dst: str, repo: str | None) -> None:
 @click.argument("thread")
 @repo_option
 def delete(thread: str, repo: str | None) -> None:
-    """Delete a thread: its branches go; `gitckpt gc` later reclaims the space.
+    """Delete a thread: its branches go; `gitckpt gc` reclaims the space (after
+    gc.pruneExpire, or at once with --prune-now).
 
     \b
     Example:
@@ -906,32 +907,42 @@ class _Bar:
 
 
 @cli.command()
+@click.option("--prune-now", "prune_now", is_flag=True,
+              help="Delete unreachable objects at once, not after gc.pruneExpire. Only while nothing writes.")
 @repo_option
 @json_option
-def gc(repo: str | None, as_json: bool) -> None:
-    """Pack and compact the repository; prints its size before and after.
+def gc(prune_now: bool, repo: str | None, as_json: bool) -> None:
+    """Pack and compact the repository; prints its disk use before and after.
 
-    Safe while agents write to it: unreachable objects younger than two
-    weeks are kept (an agent may have written them a moment ago). To reclaim
-    deleted threads at once, stop every writer and run
-    `git --git-dir REPO gc --prune=now`.
+    The sizes are what `du -s` reports: bytes allocated on disk. Safe while
+    agents write to it: objects nothing refers to any more (deleted or pruned
+    history) are kept for gc.pruneExpire (git's setting, two weeks by default),
+    since an agent may have written them a moment ago, in one compressed
+    cruft pack; the first gc after that frees them. --prune-now frees them at
+    once: run it only while no other process writes to the repository.
 
     \b
-    Example:
+    Examples:
         gitckpt gc
-        Size: 1.2 MB → 310.4 kB
+        Disk use (du -s): 1.2 MB → 310.4 kB
+        gitckpt gc --prune-now     # every agent stopped
     """
     from .git.repo import open_repository
 
     path = _resolve_repo(repo)
     open_repository(path, create=False)  # a clear error before the progress bar
     if as_json:
-        result = ops.gc(path)
-        _echo_json({"before": result["before"], "after": result["after"], "steps": result["steps"]})
+        _echo_json(ops.gc(path, prune_now=prune_now))
         return
     with _Bar("gc") as bar:
-        result = ops.gc(path, progress=bar)
-    click.echo(f"Size: {_size(result['before'])} → {_size(result['after'])}")
+        result = ops.gc(path, progress=bar, prune_now=prune_now)
+    click.echo(f"Disk use (du -s): {_size(result['before'])} → {_size(result['after'])}")
+    if result["kept"] and result["kept_until"]:
+        click.echo(
+            f"Kept {_size(result['kept'])} of unreachable objects (deleted or pruned history, or written "
+            f"a moment ago) for gc.pruneExpire={result['expire']}: a gc after {_when(result['kept_until'])} "
+            "frees them; `gitckpt gc --prune-now` frees them now (stop every writer first)."
+        )
 
 
 @cli.command()
@@ -995,7 +1006,7 @@ def watch(thread: str | None, repo: str | None, as_json: bool) -> None:
     from watchdog.observers import Observer
 
     s = _session(repo)
-    feed = ops.CheckpointFeed(s.saver, thread)
+    feed = ops.CheckpointFeed(s.indexes, thread)
     changed = threading.Event()
 
     class Handler(FileSystemEventHandler):

@@ -227,7 +227,7 @@ def run(repo_path: str | Path, emit: Callable[[str, dict], None], model: BaseCha
         paused = turn("1", "1", "Please forget my name.")
         state = app.get_state(cfg1)
         summary["interrupt_checkpoint"] = state.config["configurable"]["checkpoint_id"]
-        summary["interrupt_step"] = state.metadata.get("step")
+        summary["interrupt_step"] = (state.metadata or {}).get("step")
         emit("paused", {"thread": "1", "checkpoint": summary["interrupt_checkpoint"],
                         "step": summary["interrupt_step"], "next": list(state.next), "interrupts": len(paused)})
         emit("resume", {"thread": "1", "value": "yes"})
@@ -241,7 +241,7 @@ def run(repo_path: str | Path, emit: Callable[[str, dict], None], model: BaseCha
         target = [s for s in history if s.next == ("call_model",)][-1]
         tcid = target.config["configurable"]["checkpoint_id"]
         summary["replayed_from"] = tcid
-        emit("replay", {"thread": "1", "checkpoint": tcid, "step": target.metadata.get("step"),
+        emit("replay", {"thread": "1", "checkpoint": tcid, "step": (target.metadata or {}).get("step"),
                         "next": list(target.next)})
         turn("1", "1", None, config={"configurable": {"thread_id": "1", "user_id": "1", "checkpoint_id": tcid}})
         info = saver.thread_info("1") or {}

@@ -23,8 +23,24 @@ class CorruptObjectError(GitckptError):
     """A git object a checkpoint or write needs is missing or cannot be decoded."""
 
 
+class StorageError(RepositoryError):
+    """The file system refused a write or a read (disk full, read-only, I/O error).
+
+    The message names the repository, the operation and the cause; the OS
+    error is chained (``__cause__``). What was acknowledged before is intact.
+    """
+
+
 class ConflictError(GitckptError):
     """A ref could not be updated after repeated compare-and-swap retries."""
+
+
+class RefLockError(ConflictError):
+    """A ref stayed locked (``<ref>.lock``) for as long as a write retries.
+
+    The message names the lock file, whether a live gitckpt process holds it,
+    and what to do (docs/format.md, 20.2).
+    """
 
 
 class RemoteError(GitckptError):

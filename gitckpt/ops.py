@@ -34,12 +34,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
-import pygit2
-
 from .checkpoint import format as fmt
+from .checkpoint.threads import ThreadIndexes
 from .errors import CorruptObjectError, GitckptError, InvalidInputError, NotFoundError, RepositoryError
 from .git import names
-from .git.repo import maintenance_lock
+from .git.repo import Oid, maintenance_lock
 
 #: A progress callback: ``progress(done, total, what)``.
 Progress = Callable[[int, int, str], None]
@@ -127,7 +126,7 @@ class CheckpointRow:
                  "_oid", "_repo", "_hist", "_wrote")
 
     def __init__(self, checkpoint_id: str, parent_checkpoint_id: str | None, step: int | None, source: str | None,
-                 checkpoint_ns: str, run_id: str | None, oid: pygit2.Oid | bytes, repo: Any,
+                 checkpoint_ns: str, run_id: str | None, oid: Oid | bytes, repo: Any,
                  hist: ThreadHistory | None = None, lines: list[str] | None = None) -> None:
         self.checkpoint_id = checkpoint_id
         self.parent_checkpoint_id = parent_checkpoint_id
@@ -136,7 +135,7 @@ class CheckpointRow:
         self.checkpoint_ns = checkpoint_ns
         self.run_id = run_id
         self.lines = lines if lines is not None else []  # refs whose newest checkpoint this is
-        self._oid = oid if type(oid) is bytes else oid.raw  # the commit's raw id (a 10,000-row history makes no Oids)
+        self._oid = oid if isinstance(oid, bytes) else oid.raw  # the commit's raw id (a 10,000-row history makes no Oids)
         self._repo, self._hist = repo, hist
         self._wrote: dict[str, list[str]] | None = None
 
@@ -145,7 +144,7 @@ class CheckpointRow:
         return self._oid.hex()
 
     def _info(self) -> Any:
-        return self._repo.commit_info(pygit2.Oid(raw=self._oid), f"checkpoint {self.checkpoint_id}")
+        return self._repo.commit_info(Oid(raw=self._oid), f"checkpoint {self.checkpoint_id}")
 
     @property
     def time(self) -> int:
@@ -206,12 +205,13 @@ class _Writes(Mapping):
     """``(ns, checkpoint id) -> {entry name: blob}`` of pending writes, read from
     the ``writes/<id>`` trees the index names when a checkpoint's are asked for."""
 
-    def __init__(self, saver: Any, subtrees: dict[tuple[str, str], list[bytes]]) -> None:
-        self._saver, self._subtrees, self._read = saver, subtrees, {}
+    def __init__(self, indexes: ThreadIndexes, subtrees: dict[tuple[str, str], list[bytes]]) -> None:
+        self._indexes, self._subtrees = indexes, subtrees
+        self._read: dict[tuple[str, str], dict[str, Oid]] = {}
 
-    def __getitem__(self, key: tuple[str, str]) -> dict[str, pygit2.Oid]:
+    def __getitem__(self, key: tuple[str, str]) -> dict[str, Oid]:
         if key not in self._read:
-            self._read[key] = self._saver.write_blobs(self._subtrees[key], key[1])
+            self._read[key] = self._indexes.write_blobs(self._subtrees[key], key[1])
         return self._read[key]
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
@@ -225,7 +225,7 @@ class _Writes(Mapping):
 class ThreadHistory:
     thread_id: str
     rows: dict[tuple[str, str], CheckpointRow]  # (ns, checkpoint id) -> row
-    writes: Mapping[tuple[str, str], dict[str, pygit2.Oid]]  # (ns, checkpoint id) -> {entry name: blob}
+    writes: Mapping[tuple[str, str], dict[str, Oid]]  # (ns, checkpoint id) -> {entry name: blob}
     tips: dict[str, str]  # line ref -> tip commit
 
     def namespaces(self) -> list[str]:
@@ -236,23 +236,23 @@ class ThreadHistory:
         return sorted((r for (n, _), r in self.rows.items() if n == ns), key=lambda r: r.checkpoint_id, reverse=True)
 
 
-def thread_history(saver: Any, thread_id: str, *, fresh: bool = False) -> ThreadHistory:
-    """Every checkpoint of a thread (every namespace, every line), from the
-    saver's index of the thread (docs/format.md, 6): a new process reads the
+def thread_history(indexes: ThreadIndexes, thread_id: str, *, fresh: bool = False) -> ThreadHistory:
+    """Every checkpoint of a thread (every namespace, every line), from its
+    index (``indexes``, a saver's or the CLI's) (docs/format.md, 6): a new process reads the
     index's cache file and walks only newer commits, so this does not walk a
     long history. ``fresh`` walks it all instead (``verify``). Raises
     :class:`NotFoundError` if the thread does not exist.
     """
-    with saver.lock:
-        idx = saver.thread_index(thread_id, fresh=fresh)
+    with indexes.lock:
+        idx = indexes.thread_index(thread_id, fresh=fresh)
         if not idx.tips:
-            raise NotFoundError(f"no thread {thread_id!r} in {saver.repo.path} (see `gitckpt threads`)")
+            raise NotFoundError(f"no thread {thread_id!r} in {indexes.repo.path} (see `gitckpt threads`)")
         entries = list(idx.ckpt.items())
         heads = dict(idx.heads)
         subtrees = {key: list(oids) for key, oids in idx.writes.items()}
         tips = {ref: str(oid) for ref, oid in idx.tips.items()}
-    hist = ThreadHistory(thread_id, {}, _Writes(saver, subtrees), tips)
-    repo = saver.repo
+    hist = ThreadHistory(thread_id, {}, _Writes(indexes, subtrees), tips)
+    repo = indexes.repo
     hist.rows = {
         (ns, cid): CheckpointRow(cid, e.parent, e.step, e.source, ns, e.run_id, e.commit_raw, repo, hist)
         for (ns, cid), e in entries
@@ -263,7 +263,7 @@ def thread_history(saver: Any, thread_id: str, *, fresh: bool = False) -> Thread
     return hist
 
 
-def read_writes(repo: Any, blobs: dict[str, pygit2.Oid]) -> list[tuple[str, int, str, str, tuple[str, bytes]]]:
+def read_writes(repo: Any, blobs: dict[str, Oid]) -> list[tuple[str, int, str, str, tuple[str, bytes]]]:
     """``(task_id, idx, channel, task_path, typed value)`` of each write blob."""
     out = []
     for name, oid in sorted(blobs.items()):
@@ -276,7 +276,7 @@ def read_writes(repo: Any, blobs: dict[str, pygit2.Oid]) -> list[tuple[str, int,
     return out
 
 
-def _wrote(repo: Any, blobs: dict[str, pygit2.Oid]) -> dict[str, list[str]]:
+def _wrote(repo: Any, blobs: dict[str, Oid]) -> dict[str, list[str]]:
     wrote: dict[str, list[str]] = {}
     for task_id, _, channel, task_path, _ in read_writes(repo, blobs):
         if task_id == fmt.NULL_TASK_ID or fmt.is_internal_channel(channel):
@@ -519,6 +519,8 @@ def _load_object(spec: str, base: Path, what: str) -> Any:
         if module is None:
             try:
                 module_spec = importlib.util.spec_from_file_location(name, path)
+                if module_spec is None or module_spec.loader is None:
+                    raise InvalidInputError(f"{what} {spec!r}: {path} cannot be imported as a Python module")
                 module = importlib.util.module_from_spec(module_spec)
                 sys.modules[name] = module
                 sys.path.insert(0, str(path.parent))
@@ -658,13 +660,14 @@ def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde
     from .git.repo import GitRepo
 
     problems: list[str] = []
-    saver = GitSaver(GitRepo(repo_path, create=False, auto_pack=False), serde=serde)
+    repo = GitRepo(repo_path, create=False, auto_pack=False)
+    saver = GitSaver(repo, serde=serde)
     try:
         threads = saver.threads()
         histories: dict[str, ThreadHistory] = {}
         for tid in threads:
             try:
-                histories[tid] = thread_history(saver, tid, fresh=True)
+                histories[tid] = thread_history(saver.indexes, tid, fresh=True)
             except GitckptError as exc:
                 problems.append(str(exc))
         store_items = _store_items(saver.repo, problems)
@@ -679,7 +682,9 @@ def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde
                 try:
                     tup = saver.get_tuple({"configurable": {"thread_id": tid, "checkpoint_ns": ns, "checkpoint_id": cid}})
                 except GitckptError as exc:
-                    problems.append(f"{where}: {exc}")
+                    # in the words of the warning list() logs when it leaves it out (format.md 20.5)
+                    text, own = str(exc), f"thread {tid!r} checkpoint {cid}"
+                    problems.append(where + text[len(own):] if text.startswith(own) else f"{where}: {text}")
                     continue
                 except Exception as exc:  # a serializer failing in an unexpected way
                     problems.append(f"{where}: cannot decode ({type(exc).__name__}: {exc})")
@@ -695,7 +700,7 @@ def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde
                     if prow is None:
                         if not row.root:
                             problems.append(f"{where}: its parent checkpoint {parent} is missing")
-                    elif not saver.repo.descendant_of(pygit2.Oid(hex=row.commit), pygit2.Oid(hex=prow.commit)):
+                    elif not saver.repo.descendant_of(Oid(hex=row.commit), Oid(hex=prow.commit)):
                         problems.append(f"{where}: its commit {row.commit[:10]} does not descend from its parent's "
                                         f"commit {prow.commit[:10]}")
             for (ns, cid) in hist.writes:
@@ -717,17 +722,18 @@ def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde
             progress(total, total, "done")
     finally:
         saver.close()
+        repo.close()
     return problems
 
 
-def _store_items(repo: Any, problems: list[str]) -> list[tuple[str, pygit2.Oid]]:
-    from .store.format import STORE_REF, is_item_path
+def _store_items(repo: Any, problems: list[str]) -> list[tuple[str, Oid]]:
     from .git.repo import TREE
+    from .store.format import STORE_REF, is_item_path
 
     tip = repo.ref(STORE_REF)
     if tip is None:
         return []
-    out: list[tuple[str, pygit2.Oid]] = []
+    out: list[tuple[str, Oid]] = []
     try:
         stack = [("", repo.get(tip, "store branch").tree_id)]
         while stack:
@@ -759,56 +765,136 @@ def _fsck(path: Path) -> list[str]:
 
 # -- gc -------------------------------------------------------------------------------
 
-#: Unreachable objects younger than this survive gc: another process may have
-#: written them and not yet pointed a ref at them.
+#: Unreachable objects younger than this survive gc (git's own default for
+#: ``gc.pruneExpire``, which a repository's config overrides): another process
+#: may have written them and not yet pointed a ref at them (format.md 20.4).
 GRACE = "2.weeks.ago"
 
 
-def gc(repo_path: str | os.PathLike, progress: Progress | None = None) -> dict[str, Any]:
-    """Pack and compact the repository; safe while other processes write to it.
+def gc(repo_path: str | os.PathLike, progress: Progress | None = None, prune_now: bool = False) -> dict[str, Any]:
+    """Pack and compact the repository; safe while other processes write to it
+    (``prune_now=False``). format.md 20.4.
 
-    Runs ``git pack-refs --all``, ``git repack -d -A`` (unreachable objects
-    younger than two weeks are kept, loose) and ``git prune`` of unreachable
-    loose objects older than two weeks: never ``--prune=now``, which could
-    delete what a concurrent writer has written but not yet referenced.
-    Returns ``{"before": bytes, "after": bytes, "steps": [...]}``.
+    Runs ``git pack-refs --all``, then ``git repack -d --cruft
+    --cruft-expiration=EXPIRE``: everything reachable goes into one pack, the
+    unreachable objects younger than EXPIRE (``gc.pruneExpire``, git's default
+    two weeks) into one *cruft* pack, instead of thousands of loose files, and
+    older ones are deleted; then ``git prune --expire=EXPIRE`` of loose ones.
+    ``prune_now`` makes EXPIRE ``now``: the space of deleted and pruned history
+    is freed at once, which is safe only while no other process writes to the
+    repository.
+
+    Returns sizes as ``du`` reports them (``before``/``after``: bytes allocated
+    on disk, as ``du -s``; ``*_apparent``: file sizes, as ``du -s -b``), the
+    unreachable bytes kept (``kept``) and when the last of them expires
+    (``kept_until``, a Unix time, or None), ``expire`` and the ``steps`` run.
     """
-    from .git.repo import open_repository
+    from .git.repo import open_repository, prune_expire
 
     repo = open_repository(repo_path, create=False)
     path = Path(repo.path)
     git = shutil.which("git")
     if git is None:
         raise RepositoryError("gc needs the git executable on PATH")
-    before = _disk_usage(path)
+    expire = "now" if prune_now else prune_expire(repo, GRACE)
+    before = disk_usage(path)
+    cruft = _git_has_cruft(git)
+    repack = (["repack", "-d", "-q", "--cruft", f"--cruft-expiration={expire}"] if cruft
+              else ["repack", "-d", "-A", "-q", f"--unpack-unreachable={expire}"])
     steps = [
         ("pack refs", ["pack-refs", "--all", "--prune"]),
-        ("repack objects", ["repack", "-d", "-A", "-q", f"--unpack-unreachable={GRACE}"]),
-        ("prune old unreachable objects", ["prune", f"--expire={GRACE}"]),
+        ("repack objects", repack),
+        ("prune old unreachable objects", ["prune", f"--expire={expire}"]),
         ("remove packed loose objects", ["prune-packed", "-q"]),
     ]
     done = []
-    with maintenance_lock(path):
+    with maintenance_lock(path) as held:
         for i, (label, args) in enumerate(steps):
             if progress:
                 progress(i, len(steps), label)
+            # git inherits the flocked lock: killed with us, it still holds it until it ends
             proc = subprocess.run([git, "--git-dir", str(path), *args], capture_output=True, text=True,
-                                  env={**os.environ, "GIT_DIR": str(path)})
+                                  env={**os.environ, "GIT_DIR": str(path)}, pass_fds=(held.fd,))
             if proc.returncode != 0:
-                raise RepositoryError(f"gc: git {' '.join(args)} failed: {proc.stderr.strip() or proc.returncode}")
+                err = proc.stderr.strip() or str(proc.returncode)
+                raise RepositoryError(f"gc of {path}: git {' '.join(args)} failed: {err}")
             done.append(label)
     if progress:
         progress(len(steps), len(steps), "done")
-    return {"before": before, "after": _disk_usage(path), "steps": done}
+    after = disk_usage(path)
+    kept, until = _unreachable_kept(path, expire)
+    return {"before": before[0], "after": after[0], "before_apparent": before[1], "after_apparent": after[1],
+            "kept": kept, "kept_until": until, "expire": expire, "steps": done}
 
 
-def _disk_usage(path: Path) -> int:
-    total = 0
+def _git_has_cruft(git: str) -> bool:
+    """Whether this git has cruft packs (``repack --cruft``, git 2.37)."""
+    out = subprocess.run([git, "version"], capture_output=True, text=True).stdout
+    try:
+        major, minor = (int(x) for x in out.split()[2].split(".")[:2])
+    except (IndexError, ValueError):
+        return False
+    return (major, minor) >= (2, 37)
+
+
+def disk_usage(path: Path) -> tuple[int, int]:
+    """``(allocated, apparent)`` bytes of everything under ``path``, as ``du -s``
+    and ``du -s -b`` count them: directories included, each inode once."""
+    allocated = apparent = 0
+    seen: set[tuple[int, int]] = set()
     for root, _, files in os.walk(path):
-        for f in files:
+        for name in [root, *(os.path.join(root, f) for f in files)]:
             with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, f)).st_size
-    return total
+                st = os.lstat(name)
+                if (st.st_dev, st.st_ino) in seen:
+                    continue
+                seen.add((st.st_dev, st.st_ino))
+                allocated += getattr(st, "st_blocks", 0) * 512 or st.st_size
+                apparent += st.st_size
+    return allocated, apparent
+
+
+def _unreachable_kept(path: Path, expire: str) -> tuple[int, int | None]:
+    """Bytes on disk of the unreachable objects gc kept (cruft packs, loose
+    objects git did not pack), and the Unix time after which a gc deletes the
+    last of them (None: nothing kept)."""
+    if expire == "now":
+        return 0, None
+    pack_dir = path / "objects" / "pack"
+    kept = 0
+    newest = None
+    for mtimes in pack_dir.glob("pack-*.mtimes"):
+        data = mtimes.read_bytes()
+        if data[:4] != b"MTME":
+            continue
+        n = (len(data) - 12 - 40) // 4  # header, then one 4-byte time per object, then two sha1 trailers
+        times = [int.from_bytes(data[12 + 4 * i: 16 + 4 * i], "big") for i in range(max(n, 0))]
+        if times:
+            newest = max(newest or 0, max(times))
+        for ext in (".pack", ".idx", ".mtimes"):
+            with contextlib.suppress(OSError):
+                kept += os.stat(mtimes.with_suffix(ext)).st_blocks * 512
+    for folder in (path / "objects").glob("[0-9a-f][0-9a-f]"):
+        for obj in folder.iterdir():
+            with contextlib.suppress(OSError):
+                st = obj.stat()
+                kept += st.st_blocks * 512
+                newest = max(newest or 0, int(st.st_mtime))
+    if newest is None:
+        return kept, None
+    return kept, newest + _expire_seconds(expire)
+
+
+def _expire_seconds(expire: str) -> int:
+    """``2.weeks.ago`` and the like as seconds (git's approxidate, for the common forms)."""
+    units = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800, "month": 2592000, "year": 31536000}
+    parts = expire.replace(".", " ").split()
+    try:
+        n = int(parts[0])
+        unit = parts[1].rstrip("s")
+        return n * units[unit]
+    except (IndexError, ValueError, KeyError):
+        return 14 * 86400
 
 
 # -- the store's history ------------------------------------------------------------------
@@ -863,20 +949,20 @@ class CheckpointFeed:
     not reported.
     """
 
-    def __init__(self, saver: Any, thread_id: str | None = None) -> None:
-        self.saver = saver
+    def __init__(self, indexes: ThreadIndexes, thread_id: str | None = None) -> None:
+        self.indexes = indexes
         self.thread_id = thread_id
-        self.seen: set[pygit2.Oid] = set()
+        self.seen: set[Oid] = set()
         self.reported: set[tuple[str, str, str]] = set()
         self.new_checkpoints()
 
-    def _refs(self) -> dict[str, pygit2.Oid]:
+    def _refs(self) -> dict[str, Oid]:
         if self.thread_id is not None:
-            return self.saver.thread_refs(self.thread_id)
-        return self.saver.repo.refs(*fmt.LINE_PREFIXES)
+            return self.indexes.thread_refs(self.thread_id)
+        return self.indexes.repo.refs(*fmt.LINE_PREFIXES)
 
     def new_checkpoints(self) -> list[tuple[str, CheckpointRow]]:
-        repo = self.saver.repo
+        repo = self.indexes.repo
         found: list[tuple[str, CheckpointRow]] = []
         for ref, tip in sorted(self._refs().items()):
             stack = [tip]
@@ -894,7 +980,7 @@ class CheckpointFeed:
                 if not meta.is_checkpoint:
                     continue
                 tid = meta.thread_id or names.decode((fmt.parse_line_ref(ref) or ("?",))[0]) or "?"
-                ns, cid = meta.ns, meta.checkpoint_id
+                ns, cid = meta.ns, meta.checkpoint_id or ""  # is_checkpoint: it has one
                 if (tid, ns, cid) in self.reported:
                     continue
                 self.reported.add((tid, ns, cid))

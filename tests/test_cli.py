@@ -608,9 +608,11 @@ def test_update_state(paused_repo, graph_file):
 def test_gc_prints_sizes(demo_repo):
     repo, _ = demo_repo
     result = ok("gc", repo=repo)
-    assert result.stdout.startswith("Size: ") and " → " in result.stdout
+    assert result.stdout.startswith("Disk use (du -s): ") and " → " in result.stdout
     data = js("gc", repo=repo)
-    assert set(data) == {"before", "after", "steps"} and data["after"] <= data["before"]
+    assert set(data) == {"before", "after", "before_apparent", "after_apparent", "kept", "kept_until", "expire",
+                         "steps"}
+    assert data["after"] <= data["before"] and data["expire"] == "2.weeks.ago"
     assert data["steps"] == ["pack refs", "repack objects", "prune old unreachable objects",
                              "remove packed loose objects"]
     assert js("verify", repo=repo) == {"ok": True, "problems": []}
@@ -640,8 +642,7 @@ def test_verify_ok_and_problems(demo_repo):
     assert result.exit_code == 1
     problems = result.stdout.splitlines()
     assert problems[0].startswith(
-        "✗ thread '2' checkpoint 1f1f0000-0000-6000-8000-000000000000: thread '2' checkpoint "
-        "1f1f0000-0000-6000-8000-000000000000: cannot decode the stored value"
+        "✗ thread '2' checkpoint 1f1f0000-0000-6000-8000-000000000000: cannot decode the stored value"
     )
     assert len(problems) == 1  # decoding failed first; the rest of the thread is fine
     assert result.stderr.splitlines()[-1] == f"Error: 1 problem(s) found in {repo}"
@@ -696,8 +697,8 @@ def test_history_from_the_index_equals_a_walk_and_the_commits(demo_repo):
     fmt = "--format=" + "%x00".join(f"%(trailers:key={k},valueonly,separator=)" for k in
                                     ("Gitckpt", "Checkpoint-Ns", "Checkpoint-Id", "Parent-Checkpoint-Id", "Step"))
     for thread in ("1", "2", "3"):
-        indexed = ops.thread_history(GitSaver(repo), thread)
-        walked = ops.thread_history(GitSaver(repo), thread, fresh=True)  # the cache file not used
+        indexed = ops.thread_history(GitSaver(repo).indexes, thread)
+        walked = ops.thread_history(GitSaver(repo).indexes, thread, fresh=True)  # the cache file not used
         assert {k: r.to_json() for k, r in indexed.rows.items()} == {k: r.to_json() for k, r in walked.rows.items()}
         # plain git over the thread's branches names the same checkpoints, parents and steps
         log = subprocess.run(["git", "--git-dir", str(repo), "log", fmt, *indexed.tips.values()],
@@ -710,7 +711,7 @@ def test_history_from_the_index_equals_a_walk_and_the_commits(demo_repo):
             shown = subprocess.run(["git", "--git-dir", str(repo), "log", "-1", "--format=%s%x00%ct%x00%P", row.commit],
                                    capture_output=True, text=True, check=True).stdout.rstrip("\n").split("\x00")
             assert [row.subject, row.time, row.root] == [shown[0], int(shown[1]), shown[2] == ""]
-    assert any(r.wrote for r in ops.thread_history(GitSaver(repo), "1").rows.values())
+    assert any(r.wrote for r in ops.thread_history(GitSaver(repo).indexes, "1").rows.values())
 
 
 def test_a_checkpoint_commit_without_its_id_is_named_not_a_traceback(demo_repo):

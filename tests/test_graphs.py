@@ -6,6 +6,8 @@ import operator
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from typing import Annotated, TypedDict
 
 import pytest
@@ -227,14 +229,20 @@ class Fan(TypedDict):
 def test_failed_parallel_node_resume_does_not_rerun_successes(saver):
     calls = {"ok": 0, "flaky": 0}
     broken = {"on": True}
+    ok_done = threading.Event()
 
     def ok(state):
         calls["ok"] += 1
+        ok_done.set()
         return {"results": ["ok"]}
 
     def flaky(state):
         calls["flaky"] += 1
         if broken["on"]:
+            # fail only once "ok" has returned: LangGraph cancels a sibling still running when
+            # one fails, and on a loaded machine "ok" could otherwise lose that race
+            ok_done.wait(10)
+            time.sleep(0.05)
             raise RuntimeError("boom")
         return {"results": ["flaky"]}
 

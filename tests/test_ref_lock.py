@@ -1,4 +1,4 @@
-"""A ref update creates no file on its path (format.md, 15).
+"""A ref update creates no file on its path (format.md, 22).
 
 Its ``.pack``, ``.idx`` and the ref's ``<ref>.lock`` are files the pool made
 beforehand; the lock is claimed with an exclusive rename
@@ -143,3 +143,35 @@ def test_a_saver_under_many_updates_leaves_nothing_behind(tmp_path):
     assert not list((tmp_path / "r.git" / "refs").rglob("*.lock"))
     assert subprocess.run(["git", "--git-dir", str(tmp_path / "r.git"), "fsck", "--strict"],
                           capture_output=True).returncode == 0
+
+
+@needs_renameat2
+def test_a_claimed_lock_is_flocked_and_looks_new(tmp_path):
+    """Another process tells a live lock from a dead one by its flock and its age
+    (format.md 20.2): a pooled file, made a while ago, is flocked and its time
+    set to now before it becomes the lock."""
+    import fcntl
+
+    r = GitRepo(tmp_path / "r.git", auto_pack=False)
+    c1 = commit(r, "one", [])
+    assert r.update_ref("refs/heads/t", None, c1)
+    made = pool_inodes(r, 3)
+    time.sleep(1.1)  # the pool's files are now older than a second
+    lock = os.path.join(r.gitdir, "refs/heads/t.lock")
+    fd = repo_mod._take_ref_lock(lock, "refs/heads/t", r._pool)
+    try:
+        assert fd >= 0 and os.stat(lock).st_ino in made
+        assert time.time() - os.stat(lock).st_mtime < 1.0
+        other = os.open(lock, os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(other)
+        assert repo_mod._clear_stale_lock(lock) is False  # live: left alone
+        assert repo_mod._take_ref_lock(lock, "refs/heads/t", r._pool) == -1  # exclusive
+    finally:
+        os.close(fd)
+        os.unlink(lock)
+    r.close()
+    assert list((Path(r.gitdir) / "objects" / "pack").glob("tmp_gitckpt_*")) == []

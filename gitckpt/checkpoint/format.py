@@ -103,7 +103,7 @@ def parse_commit(message: str) -> CommitMeta:
     step = None
     if step_text not in (None, ""):
         try:
-            step = int(step_text)  # type: ignore[arg-type]
+            step = int(step_text)
         except ValueError:
             problem = f"has a bad Step trailer {step_text!r}"
     cid = t.get(CHECKPOINT)
@@ -132,7 +132,7 @@ def parse_commit(message: str) -> CommitMeta:
 
 
 def _is_hex_id(text: str | None) -> bool:
-    return bool(text) and len(text) == 40 and all(c in "0123456789abcdef" for c in text)  # type: ignore[union-attr]
+    return text is not None and len(text) == 40 and all(c in "0123456789abcdef" for c in text)
 
 
 def checkpoint_message(subject: str, *, thread_id: str, ns: str, checkpoint_id: str, parent_id: str | None,

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import bisect
 import gc
-from itertools import islice
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import NamedTuple
 
 import msgpack
-import pygit2
 
 from ..errors import CorruptObjectError
+from ..git.repo import CommitInfo, Oid
 from . import format as fmt
 
 #: Version of the cache file format (bump when ThreadIndex's fields change).
@@ -42,7 +42,7 @@ def is_main_line(ref: str) -> bool:
 class Entry(NamedTuple):
     """What the index knows of one checkpoint without reading its blobs.
 
-    Object ids are kept as their 20 raw bytes and made :class:`pygit2.Oid`
+    Object ids are kept as their 20 raw bytes and made :class:`Oid`
     when asked for, and an entry is a tuple: a 10,000-checkpoint index loads
     from its cache file with C-level loops, without building 20,000 Oids or
     running 10,000 ``__init__`` calls (format.md, 6).
@@ -57,22 +57,22 @@ class Entry(NamedTuple):
     line: str
 
     @classmethod
-    def of(cls, commit: pygit2.Oid, tree: pygit2.Oid, parent: str | None, step: int | None,
+    def of(cls, commit: Oid, tree: Oid, parent: str | None, step: int | None,
            source: str | None, run_id: str | None, line: str) -> Entry:
         return cls(commit.raw, tree.raw, parent, step, source, run_id, line)
 
     @property
-    def commit(self) -> pygit2.Oid:
-        return pygit2.Oid(raw=self.commit_raw)
+    def commit(self) -> Oid:
+        return Oid(raw=self.commit_raw)
 
     @property
-    def tree(self) -> pygit2.Oid:
-        return pygit2.Oid(raw=self.tree_raw)
+    def tree(self) -> Oid:
+        return Oid(raw=self.tree_raw)
 
 
 @dataclass
 class ThreadIndex:
-    tips: dict[str, pygit2.Oid] = field(default_factory=dict)  # line ref -> tip seen
+    tips: dict[str, Oid] = field(default_factory=dict)  # line ref -> tip seen
     heads: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # ref -> (ns, head cid)
     ckpt: dict[tuple[str, str], Entry] = field(default_factory=dict)
     # (ns, cid) -> the raw ids of the writes/<cid> subtrees holding its pending writes
@@ -149,7 +149,7 @@ class ThreadIndex:
             if d.get("v") != CACHE_VERSION:
                 return None
             idx = cls()
-            idx.tips = {ref: pygit2.Oid(raw=raw) for ref, raw in d["tips"].items()}
+            idx.tips = {ref: Oid(raw=raw) for ref, raw in d["tips"].items()}
             idx.heads = {ref: (v[0], v[1]) for ref, v in d["heads"].items()}
             c, lines = d["ckpt"], d["lines"]
             n = len(c["cid"])
@@ -225,12 +225,12 @@ class ThreadIndex:
         self.ckpt[key] = entry
         self.deleted.discard(key)
 
-    def record_tip(self, line: str, commit: pygit2.Oid) -> None:
+    def record_tip(self, line: str, commit: Oid) -> None:
         """This process moved ``line`` to ``commit``."""
         self.tips[line] = commit
         self.seen.add(commit.raw)
 
-    def add_writes(self, ns: str, cid: str, subtree: pygit2.Oid) -> None:
+    def add_writes(self, ns: str, cid: str, subtree: Oid) -> None:
         lst = self.writes.setdefault((ns, cid), [])
         if subtree.raw not in lst:
             lst.append(subtree.raw)
@@ -245,7 +245,7 @@ class ThreadIndex:
                 del ids[i]
         self.writes.pop(key, None)
 
-    def apply(self, commit: pygit2.Commit, line: str) -> None:
+    def apply(self, commit: CommitInfo, line: str) -> None:
         """Record one commit found by a walk (called oldest first).
 
         Raises :class:`CorruptObjectError` for a gitckpt commit whose trailers
@@ -274,7 +274,7 @@ class ThreadIndex:
                 ),
             )
         elif meta.kind is fmt.Kind.WRITES:
-            self.add_writes(meta.ns, meta.writes_for, pygit2.Oid(hex=meta.writes_tree))  # type: ignore[arg-type]
+            self.add_writes(meta.ns, meta.writes_for, Oid(hex=meta.writes_tree))  # type: ignore[arg-type]
         elif meta.kind is fmt.Kind.DELETE:
             for d_ns, d_cid in meta.deleted:
                 self.delete(d_ns, d_cid)

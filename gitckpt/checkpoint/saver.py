@@ -20,16 +20,17 @@ in ``docs/format.md``; in short:
 from __future__ import annotations
 
 import asyncio
+import builtins
 import heapq
+import logging
 import random
 import threading
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import ormsgpack
-import pygit2
+from cachetools import LRUCache
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -49,10 +50,10 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from ..errors import ConfigError, CorruptObjectError, InvalidInputError, NotFoundError
 from ..git import names
-from ..git.repo import BLOB, TREE, GitRepo, retry_cas
+from ..git.repo import BLOB, TREE, GitRepo, Oid, retry_cas
 from . import format as fmt
 from .index import Entry, ThreadIndex
-from .threads import _CACHE_THREADS, ThreadIndexes, _due
+from .threads import CACHE_THREADS, ThreadIndexes
 from .values import DecodedCache
 
 #: Items per chunk blob of a long list, and chunks per group tree.
@@ -74,6 +75,8 @@ class _Update:
         self.done = False
         self.error: BaseException | None = None
 
+logger = logging.getLogger(__name__)
+
 
 def _serde_hint(data: Any) -> str:
     """What to do about a value that would not decode because it is encrypted."""
@@ -86,11 +89,11 @@ def _serde_hint(data: Any) -> str:
             "(GitSaver(serde=...), or `gitckpt --serde aes` with $LANGGRAPH_AES_KEY set)")
 
 
-class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
+class GitSaver(BaseCheckpointSaver[str]):
     """A drop-in ``BaseCheckpointSaver`` on a bare git repository, sync and async.
 
-    Its thread indexes (docs/format.md, 6) and ``close()`` are those of
-    :class:`~gitckpt.checkpoint.threads.ThreadIndexes`.
+    It finds checkpoints through its thread indexes (``self.indexes``, a
+    :class:`~gitckpt.checkpoint.threads.ThreadIndexes`; docs/format.md, 6).
 
     Args:
         path: the bare repository; created if it does not exist.
@@ -102,6 +105,12 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         auto_pack: merge the small packs it writes in the background (``docs/format.md``, 9).
         decoded_cache_bytes: how many bytes of stored values to keep decoded in
             memory (0 turns the cache off). Reads always get their own copies.
+        indexes: thread indexes to share (they must be on the repository ``path``
+            is); by default the saver makes its own.
+
+    ``path`` may be an open :class:`~gitckpt.git.repo.GitRepo`: then its
+    opener closes it, and :meth:`close` only saves the index caches. A saver
+    that opened its repository closes it.
 
     Example:
         >>> saver = GitSaver("agent.git")
@@ -117,15 +126,19 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         durability: str = "os",
         auto_pack: bool = True,
         decoded_cache_bytes: int = 16 << 20,
+        indexes: ThreadIndexes | None = None,
     ) -> None:
         super().__init__(serde=serde)
-        ThreadIndexes.__init__(
-            self, path if isinstance(path, GitRepo) else GitRepo(path, durability=durability, auto_pack=auto_pack)
-        )
+        self._owns_repo = not isinstance(path, GitRepo)
+        self.repo = path if isinstance(path, GitRepo) else GitRepo(path, durability=durability, auto_pack=auto_pack)
+        if indexes is not None and indexes.repo is not self.repo:
+            raise InvalidInputError("GitSaver(indexes=...): the indexes are of another repository object")
+        self.indexes = indexes if indexes is not None else ThreadIndexes(self.repo)
+        self.lock = self.repo.lock
         # (thread, ns, cid) -> (channel entries, channel versions, versions_seen)
-        self._bases: OrderedDict[tuple, tuple] = OrderedDict()
+        self._bases: LRUCache[tuple, tuple] = LRUCache(4 * CACHE_THREADS)
         # (thread, ns, channel) -> (items of the full chunks, chunk oids, group oids)
-        self._chunks: OrderedDict[tuple, tuple] = OrderedDict()
+        self._chunks: LRUCache[tuple, tuple] = LRUCache(4 * CACHE_THREADS)
         # blob id -> decoded value (reads get fresh copies; see _values.py)
         self._decoded = DecodedCache(decoded_cache_bytes)
         # LangGraph's own serializer: its msgpack values are decoded with an ext_hook
@@ -155,8 +168,22 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
     def setup(self) -> None:
         """Nothing to set up: the repository is created on open. Safe to call twice."""
 
+    def close(self) -> None:
+        """Save the thread indexes' cache files; close the repository if this saver opened it."""
+        self.indexes.save()
+        if self._owns_repo:
+            self.repo.close()
+
+    def threads(self) -> list[str]:
+        """Every thread id in the repository, sorted."""
+        return self.indexes.threads()
+
+    def thread_info(self, thread_id: str) -> dict[str, Any] | None:
+        """Summary of a thread (checkpoints, lines, latest checkpoint), or None."""
+        return self.indexes.thread_info(thread_id)
+
     def _forget(self, thread_id: str) -> None:
-        super()._forget(thread_id)
+        self.indexes.forget(thread_id)
         for cache in (self._bases, self._chunks):
             for key in [k for k in cache if k[0] == thread_id]:
                 del cache[key]
@@ -175,7 +202,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
 
     # -- reading --------------------------------------------------------------
 
-    def _load_blob(self, oid: pygit2.Oid, what: str) -> Any:
+    def _load_blob(self, oid: Oid, what: str) -> Any:
         """The decoded value of a blob: a fresh copy of the cached one, or decoded now."""
         hit, value = self._decoded.get(oid)
         if hit:
@@ -198,13 +225,13 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
             return ormsgpack.unpackb(typed[1], ext_hook=self._msgpack_hook, option=ormsgpack.OPT_NON_STR_KEYS)
         return self.serde.loads_typed(typed)
 
-    def _tree_of(self, entry: Entry, what: str) -> dict[str, tuple[pygit2.Oid, int]]:
+    def _tree_of(self, entry: Entry, what: str) -> dict[str, tuple[Oid, int]]:
         return self.repo.tree_entries(entry.tree, what)
 
-    def _read_list(self, key: tuple, oid: pygit2.Oid, what: str) -> list:
+    def _read_list(self, key: tuple, oid: Oid, what: str) -> list:
         items: list = []
-        chunk_oids: list[pygit2.Oid] = []
-        group_oids: list[pygit2.Oid] = []
+        chunk_oids: list[Oid] = []
+        group_oids: list[Oid] = []
         for gname, (goid, _) in sorted(self.repo.tree_entries(oid).items()):
             group_oids.append(goid)
             for cname, (coid, _) in sorted(self.repo.tree_entries(goid).items()):
@@ -217,7 +244,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         self._remember_chunks(key, items[: full * CHUNK], chunk_oids[:full], group_oids)
         return items
 
-    def _read_channel(self, thread_id: str, ns: str, ch: str, oid: pygit2.Oid, mode: int, what: str) -> Any:
+    def _read_channel(self, thread_id: str, ns: str, ch: str, oid: Oid, mode: int, what: str) -> Any:
         """A stored channel value: a chunked list (a tree) or one blob."""
         what = f"{what} channel {ch!r}"
         if mode == TREE:
@@ -248,9 +275,9 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         checkpoint["channel_values"] = values
         return checkpoint, metadata
 
-    def _write_blobs(self, idx: ThreadIndex, ns: str, cid: str) -> dict[str, pygit2.Oid]:
+    def _write_blobs(self, idx: ThreadIndex, ns: str, cid: str) -> dict[str, Oid]:
         """``{tree entry name: blob}`` of every pending write recorded for a checkpoint."""
-        return self.write_blobs(idx.writes.get((ns, cid), ()), cid)
+        return self.indexes.write_blobs(idx.writes.get((ns, cid), ()), cid)
 
     def _pending_writes(self, thread_id: str, idx: ThreadIndex, ns: str, cid: str) -> list[PendingWrite]:
         what = f"thread {thread_id!r} checkpoint {cid} pending write"
@@ -287,7 +314,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         thread_id, ns = _thread_and_ns(config)
         cid = get_checkpoint_id(config)
         with self.lock:
-            idx = self._index(thread_id)
+            idx = self.indexes.get(thread_id)
             if cid is None:
                 cid = idx.latest(ns)
                 if cid is None:
@@ -310,9 +337,17 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         Lazy: each (thread, namespace) is walked backwards from its ``before``
         position in the index, and the walks are merged, so ``limit=10`` reads
         ten checkpoints whatever the length of the history.
+
+        A checkpoint that cannot be read (a missing or corrupt object) does not
+        hide the others: it is left out (it does not count towards ``limit``)
+        with a warning on the ``gitckpt.checkpoint.saver`` logger that names
+        its thread, checkpoint and object, as ``get_tuple`` does when asked
+        for it; every readable one is yielded (format.md 20.5). LangGraph's
+        ``get_state_history`` reads ``list()`` whole before it yields
+        anything, so an error at the end would hide the whole history.
         """
         if config is None:
-            threads, ns_filter, only = self.threads(), None, None
+            threads, ns_filter, only = self.indexes.threads(), None, None
         else:
             threads = [_thread_and_ns(config)[0]]
             ns_filter = config["configurable"].get("checkpoint_ns")
@@ -326,27 +361,31 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
             sources = []
             with self.lock:
                 for thread_id in threads:
-                    idx = self._index(thread_id)
+                    idx = self.indexes.get(thread_id)
                     for ns in [ns_filter] if ns_filter is not None else idx.namespaces():
                         sources.append(self._ids_desc(thread_id, ns, before_id))
         remaining = limit
         cheap = {"step", "source", "run_id"}
         for cid, thread_id, ns in heapq.merge(*sources, reverse=True):
             if remaining is not None and remaining <= 0:
-                return
+                break
             with self.lock:
-                idx = self._index(thread_id, refresh=False)
+                idx = self.indexes.get(thread_id, refresh=False)
                 entry = idx.ckpt.get((ns, cid))
                 if entry is None:
                     continue
-                if filter:
-                    if set(filter) <= cheap:
-                        fields = {"step": entry.step, "source": entry.source, "run_id": entry.run_id}
-                    else:
-                        fields = self._metadata(thread_id, cid, entry)
-                    if not all(fields.get(k) == v for k, v in filter.items()):
-                        continue
-                tup = self._tuple(thread_id, idx, ns, cid, entry)
+                try:
+                    if filter:
+                        if set(filter) <= cheap:
+                            fields = {"step": entry.step, "source": entry.source, "run_id": entry.run_id}
+                        else:
+                            fields = self._metadata(thread_id, cid, entry)
+                        if not all(fields.get(k) == v for k, v in filter.items()):
+                            continue
+                    tup = self._tuple(thread_id, idx, ns, cid, entry)
+                except CorruptObjectError as exc:  # format.md 20.5: the rest of the history is still listed
+                    logger.warning("list() left out a damaged checkpoint (run `gitckpt verify`): %s", exc)
+                    continue
             if remaining is not None:
                 remaining -= 1
             yield tup
@@ -357,7 +396,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         n = 8
         while True:
             with self.lock:
-                batch = self._index(thread_id, refresh=False).ids_before(ns, cursor, n)
+                batch = self.indexes.get(thread_id, refresh=False).ids_before(ns, cursor, n)
             if not batch:
                 return
             for cid in batch:
@@ -374,14 +413,10 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
 
     def _remember_base(self, key: tuple, entries: dict, versions: Mapping, seen: Mapping) -> None:
         self._bases[key] = (entries, dict(versions), seen)
-        if len(self._bases) > 4 * _CACHE_THREADS:
-            self._bases.popitem(last=False)
 
-    def _remember_chunks(self, key: tuple, items: list, chunk_oids: list, group_oids: list) -> None:
+    def _remember_chunks(self, key: tuple, items: builtins.list, chunk_oids: builtins.list,
+                         group_oids: builtins.list) -> None:
         self._chunks[key] = (items, chunk_oids, group_oids)
-        self._chunks.move_to_end(key)
-        if len(self._chunks) > 4 * _CACHE_THREADS:
-            self._chunks.popitem(last=False)
 
     def _base(self, thread_id: str, ns: str, cid: str, entry: Entry) -> tuple:
         key = (thread_id, ns, cid)
@@ -401,10 +436,10 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         except Exception as exc:
             raise InvalidInputError(f"a value of type {type(value).__name__} cannot be serialized ({exc})") from exc
 
-    def _encode_value(self, value: Any) -> pygit2.Oid:
+    def _encode_value(self, value: Any) -> Oid:
         return self.repo.blob(fmt.pack_value(self._dumps(value)))
 
-    def _encode_list(self, key: tuple, value: list) -> pygit2.Oid:
+    def _encode_list(self, key: tuple, value: builtins.list) -> Oid:
         """Store a long list as groups of chunks, re-using every unchanged full chunk.
 
         A full chunk is unchanged when its items are the very objects (or equal
@@ -429,8 +464,8 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         chunk_oids = list(prev_chunks[:same])
         for i in range(same, (n + CHUNK - 1) // CHUNK):
             chunk_oids.append(self._encode_value(value[i * CHUNK : (i + 1) * CHUNK]))
-        groups: dict[str, tuple[pygit2.Oid, int]] = {}
-        group_oids: list[pygit2.Oid] = []
+        groups: dict[str, tuple[Oid, int]] = {}
+        group_oids: list[Oid] = []
         for g in range(0, len(chunk_oids), GROUP):
             gi = g // GROUP
             members = chunk_oids[g : g + GROUP]
@@ -448,7 +483,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         self._remember_chunks(key, items, chunk_oids[:nfull], group_oids[: nfull // GROUP])
         return self.repo.tree(groups)
 
-    def _encode_channel(self, key: tuple, value: Any) -> tuple[pygit2.Oid, int]:
+    def _encode_channel(self, key: tuple, value: Any) -> tuple[Oid, int]:
         if type(value) is list and len(value) >= CHUNK_MIN:
             return self._encode_list(key, value), TREE
         return self._encode_value(value), BLOB
@@ -508,14 +543,14 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         if update.error is not None:
             raise update.error
 
-    def _run_batch(self, thread_id: str, batch: list[_Update]) -> None:
+    def _run_batch(self, thread_id: str, batch: builtins.list[_Update]) -> None:
         # Checkpoints first: writes that LangGraph sent before their checkpoint's
         # put then find it (order among puts, and among writes, is kept).
         batch.sort(key=lambda u: not u.is_put)
-        idx = self._index(thread_id, refresh=False)
+        idx = self.indexes.get(thread_id, refresh=False)
         if any(u.needs is not None and u.needs not in idx.ckpt for u in batch):
-            idx = self._index(thread_id)  # built on a checkpoint another process stored?
-        origin: dict[str, pygit2.Oid | None] = {}
+            idx = self.indexes.get(thread_id)  # built on a checkpoint another process stored?
+        origin: dict[str, Oid | None] = {}
         applied: list[tuple[_Update, str]] = []
         for update in batch:
             try:
@@ -542,7 +577,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
                     if ln == line:
                         update.error = exc
         if failed:
-            self._indexes.pop(thread_id, None)  # its optimistic entries are void
+            self.indexes.drop(thread_id)  # its optimistic entries are void
         for update, line in applied:
             if line in failed and update.error is None:
                 try:
@@ -550,12 +585,12 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
                 except BaseException as exc:
                     update.error = exc
             update.done = True
-        if not failed and _due(idx):
-            self._save_index(thread_id, idx)
+        if not failed:
+            self.indexes.save_if_due(thread_id, idx)
 
     def _run_alone(self, thread_id: str, update: _Update) -> None:
         def attempt() -> bool | None:
-            idx = self._index(thread_id)
+            idx = self.indexes.get(thread_id)
             built = update.prepare(idx)
             if built is None:
                 return True
@@ -584,19 +619,19 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         values = checkpoint.get("channel_values", {})
         versions = checkpoint.get("channel_versions", {})
         md = get_checkpoint_metadata(config, metadata)
-        cp = {k: v for k, v in checkpoint.items() if k != "channel_values"}
+        cp: dict[str, Any] = {k: v for k, v in checkpoint.items() if k != "channel_values"}
         try:
             cp_data = fmt.pack_value(self._dumps(cp))
             md_data = fmt.pack_value(self._dumps(md))
         except InvalidInputError as exc:
             raise InvalidInputError(f"thread {thread_id!r} checkpoint {cid}: {exc}") from exc
-        entries: dict[str, tuple[pygit2.Oid, int]] = {}
-        root_tree: pygit2.Oid | None = None
+        entries: dict[str, tuple[Oid, int]] = {}
+        root_tree: Oid | None = None
 
         def prepare(idx: ThreadIndex):
             nonlocal root_tree
             parent_entry = idx.ckpt.get((ns, parent)) if parent else None
-            if parent_entry is not None:
+            if parent_entry is not None and parent:
                 base_entries, base_versions, base_seen = self._base(thread_id, ns, parent, parent_entry)
             else:
                 base_entries, base_versions, base_seen = {}, {}, {}
@@ -633,7 +668,8 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
             root_tree = self.repo.tree(root)
             return line, old, self.repo.commit(root_tree, parents, message)
 
-        def record(idx: ThreadIndex, line: str, commit: pygit2.Oid) -> None:
+        def record(idx: ThreadIndex, line: str, commit: Oid) -> None:
+            assert root_tree is not None  # prepare() ran
             idx.heads[line] = (ns, cid)
             idx.last_line[ns] = line
             step = md.get("step")
@@ -673,12 +709,12 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         cname = names.encode_tree_name(cid)
         channels: set[str] = set()
         node = ""
-        subtree: pygit2.Oid | None = None
+        subtree: Oid | None = None
 
         def prepare(idx: ThreadIndex):
             nonlocal node
             existing = self._write_blobs(idx, ns, cid)
-            new: dict[str, tuple[pygit2.Oid, int]] = {}
+            new: dict[str, tuple[Oid, int]] = {}
             channels.clear()
             for widx, channel, typed in serialized:
                 name = f"{names.encode_tree_name(task_id)}.{widx}"
@@ -722,7 +758,8 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
             )
             return line, old, self.repo.commit(self.repo.tree(root), [old] if old else [], message)
 
-        def record(idx: ThreadIndex, line: str, commit: pygit2.Oid) -> None:
+        def record(idx: ThreadIndex, line: str, commit: Oid) -> None:
+            assert subtree is not None  # prepare() ran
             idx.add_writes(ns, cid, subtree)
             idx.unsaved += 1
             if line not in idx.heads:
@@ -737,14 +774,17 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
 
     def delete_thread(self, thread_id: str) -> None:
         """Delete every line of a thread (its refs); ``git gc`` reclaims the objects."""
+        def attempt() -> bool | None:
+            refs = self.indexes.thread_refs(thread_id)
+            for ref, tip in refs.items():
+                self.repo.delete_ref(ref, tip)
+            return True if not refs or not self.indexes.thread_refs(thread_id) else None
+
         with self.lock:
-            for _ in range(100):
-                refs = self.thread_refs(thread_id)
-                if not refs:
-                    break
-                for ref, tip in refs.items():
-                    self.repo.delete_ref(ref, tip)
-            self._forget(thread_id)
+            try:
+                retry_cas(attempt, f"delete of thread {thread_id!r}")
+            finally:
+                self._forget(thread_id)
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints (and their writes) that the given runs created.
@@ -757,9 +797,9 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         runs = set(run_ids)
         if not runs:
             return
-        for thread_id in self.threads():
+        for thread_id in self.indexes.threads():
             with self.lock:
-                idx = self._index(thread_id)
+                idx = self.indexes.get(thread_id)
                 doomed = [(ns, cid) for (ns, cid), e in idx.ckpt.items() if e.run_id in runs]
                 if not doomed:
                     continue
@@ -779,10 +819,10 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
                     if not holds:
                         continue
 
-                    def attempt(ref=ref) -> pygit2.Oid | None:
+                    def attempt(ref: str = ref, message: str = message) -> Oid | None:
                         old = self.repo.ref(ref)
                         if old is None:
-                            return pygit2.Oid(hex="0" * 40)
+                            return Oid(hex="0" * 40)
                         commit = self.repo.commit(self.repo.commit_info(old).tree_id, [old], message)
                         return commit if self.repo.update_ref(ref, old, commit) else None
 
@@ -796,10 +836,10 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         if source_thread_id == target_thread_id:
             return
         with self.lock:
-            refs = self.thread_refs(source_thread_id)
+            refs = self.indexes.thread_refs(source_thread_id)
             if not refs:
                 return
-            if self.thread_refs(target_thread_id):
+            if self.indexes.thread_refs(target_thread_id):
                 raise InvalidInputError(
                     f"cannot copy thread {source_thread_id!r} to {target_thread_id!r}: the target exists; delete it first"
                 )
@@ -831,16 +871,18 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
                 self.delete_thread(thread_id)
                 continue
             with self.lock:
-                retry_cas(lambda: self._prune_one(thread_id), f"prune of thread {thread_id!r}")
+                retry_cas(lambda t=thread_id: self._prune_one(t), f"prune of thread {thread_id!r}")
                 self._forget(thread_id)
 
     def _prune_one(self, thread_id: str) -> bool | None:
-        idx = self._index(thread_id)
+        idx = self.indexes.get(thread_id)
         if not idx.tips:
             return True
-        new_tips: dict[str, pygit2.Oid] = {}
+        new_tips: dict[str, Oid] = {}
         for ns in idx.namespaces():
             cid = idx.latest(ns)
+            if cid is None:
+                continue
             entry = idx.ckpt[(ns, cid)]
             commit = self.repo.commit_info(entry.commit)
             kept = self.repo.commit(commit.tree_id, [], commit.message)
@@ -880,9 +922,9 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         writes come along, so an interrupted step can be resumed on the fork.
         """
         with self.lock:
-            if self.thread_refs(new_thread_id):
+            if self.indexes.thread_refs(new_thread_id):
                 raise InvalidInputError(f"thread {new_thread_id!r} already exists; pick another name or delete it")
-            idx = self._index(thread_id)
+            idx = self.indexes.get(thread_id)
             entry = idx.ckpt.get((checkpoint_ns, checkpoint_id))
             if entry is None:
                 raise NotFoundError(f"thread {thread_id!r} has no checkpoint {checkpoint_id!r}")
@@ -927,7 +969,7 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         seeds: dict[str, Any] = {}
         remaining = set(channels)
         with self.lock:
-            idx = self._index(thread_id)
+            idx = self.indexes.get(thread_id)
             cid = get_checkpoint_id(config) or idx.latest(ns)
             target = idx.ckpt.get((ns, cid)) if cid else None
             cursor = target.parent if target is not None else None
@@ -973,10 +1015,9 @@ class GitSaver(BaseCheckpointSaver[str], ThreadIndexes):
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
         it = self.list(config, filter=filter, before=before, limit=limit)
-        done = object()
         while True:
-            item = await asyncio.to_thread(next, it, done)
-            if item is done:
+            item = await asyncio.to_thread(next, it, None)  # list() never yields None
+            if item is None:
                 return
             yield item
 

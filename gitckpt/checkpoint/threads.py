@@ -2,28 +2,28 @@
 
 :class:`ThreadIndexes` finds a thread's checkpoints and pending writes
 (docs/format.md, 6): it walks a thread's lines once, or loads the index's cache
-file, and then follows only new commits. :class:`gitckpt.GitSaver` is one; the
-CLI's history commands (``gitckpt log``, ``gitckpt threads``) use it on its
-own, so they start without importing LangGraph.
+file, and then follows only new commits. :class:`gitckpt.GitSaver` holds one;
+the CLI's history commands (``gitckpt log``, ``gitckpt threads``) use one on
+its own, so they start without importing LangGraph, and hand it to the saver
+they make for a command that reads values (one index per thread per command).
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-import pygit2
+from cachetools import LRUCache
 
 from ..git import names
-from ..git.repo import GitRepo, iter_commits
+from ..git.repo import GitRepo, Oid, iter_commits
 from . import format as fmt
 from .index import ThreadIndex, is_main_line
 
 #: Thread indexes kept in memory (least recently used dropped first).
-_CACHE_THREADS = 256
+CACHE_THREADS = 256
 #: Threads with at least this many checkpoints keep an index cache file; it is
 #: rewritten on close() and after ``_SAVE_EVERY`` newly indexed commits or a
 #: quarter of the thread, whichever is more (_due): rewriting it costs time in
@@ -43,38 +43,52 @@ def _worth_saving(idx: ThreadIndex) -> bool:
     return bool(idx.unsaved) and sum(len(v) for v in idx.order.values()) >= _SAVE_MIN
 
 
-def line_tips(repo: GitRepo, encoded: str) -> dict[str, pygit2.Oid]:
+def line_tips(repo: GitRepo, encoded: str) -> dict[str, Oid]:
     """``{line ref: tip}`` of every line of the thread whose ref component is
     ``encoded`` (names.encode_ref_component; a shortened name need not decode)."""
     main, forks, subs = fmt.encoded_thread_ref_globs(encoded)
     return repo.refs(forks[:-1], subs[:-1], names=(main,))
 
 
+class _IndexCache(LRUCache):
+    """The thread indexes kept in memory; one leaving it saves its cache file if worth it."""
+
+    def __init__(self, maxsize: int, evicted) -> None:
+        super().__init__(maxsize)
+        self._evicted = evicted
+
+    def popitem(self):  # cachetools' documented hook for eviction
+        key, value = super().popitem()
+        self._evicted(key, value)
+        return key, value
+
+
 class ThreadIndexes:
     """The index of every thread of one repository that has been asked about.
 
     Args:
-        repo: the repository (its lock guards the indexes too).
+        repo: the repository (its lock guards the indexes too). Whoever opened
+            the repository closes it; :meth:`save` writes the changed index
+            cache files and leaves the repository open.
     """
 
     def __init__(self, repo: GitRepo) -> None:
         self.repo = repo
         self.lock = repo.lock
-        self._indexes: OrderedDict[str, ThreadIndex] = OrderedDict()
+        self._indexes = _IndexCache(CACHE_THREADS, self._evicted)
 
-    def close(self) -> None:
-        """Save the index caches of changed threads; finish background packing."""
+    def save(self) -> None:
+        """Write the index cache files of the threads that changed."""
         with self.lock:
             for thread_id, idx in list(self._indexes.items()):
                 if _worth_saving(idx):
                     self._save_index(thread_id, idx)
-        self.repo.close()
 
-    def thread_refs(self, thread_id: str) -> dict[str, pygit2.Oid]:
+    def thread_refs(self, thread_id: str) -> dict[str, Oid]:
         """The tips of every line (branch) of a thread."""
         return line_tips(self.repo, names.encode_ref_component(thread_id))
 
-    def _index(self, thread_id: str, refresh: bool = True) -> ThreadIndex:
+    def get(self, thread_id: str, refresh: bool = True) -> ThreadIndex:
         """The thread's index, brought up to date with its refs. Hold ``self.lock``.
 
         Writers pass ``refresh=False``: a stale index cannot make them lose
@@ -83,7 +97,6 @@ class ThreadIndexes:
         """
         idx = self._indexes.get(thread_id)
         if idx is not None and not refresh:
-            self._indexes.move_to_end(thread_id)
             return idx
         refs = self.thread_refs(thread_id)
         if idx is None and refs:
@@ -91,7 +104,6 @@ class ThreadIndexes:
             if idx is not None:
                 self._indexes[thread_id] = idx
         if idx is not None:
-            self._indexes.move_to_end(thread_id)
             if refs == idx.tips:
                 return idx
             stale = any(
@@ -110,13 +122,13 @@ class ThreadIndexes:
         self._indexes[thread_id] = idx
         if _due(idx):
             self._save_index(thread_id, idx)
-        if len(self._indexes) > _CACHE_THREADS:
-            old_id, old = self._indexes.popitem(last=False)
-            if _worth_saving(old):
-                self._save_index(old_id, old)
         return idx
 
-    def _build_index(self, refs: dict[str, pygit2.Oid]) -> ThreadIndex:
+    def _evicted(self, thread_id: str, idx: ThreadIndex) -> None:
+        if _worth_saving(idx):
+            self._save_index(thread_id, idx)
+
+    def _build_index(self, refs: dict[str, Oid]) -> ThreadIndex:
         """A thread's index walked from its line tips (main lines first)."""
         idx = ThreadIndex()
         for ref, tip in sorted(refs.items(), key=lambda kv: not is_main_line(kv[0])):
@@ -130,7 +142,7 @@ class ThreadIndexes:
         the index kept in memory or in the cache file (``gitckpt verify`` does).
         Hold ``self.lock`` while reading it: writers of this process update it."""
         with self.lock:
-            return self._build_index(self.thread_refs(thread_id)) if fresh else self._index(thread_id)
+            return self._build_index(self.thread_refs(thread_id)) if fresh else self.get(thread_id)
 
     # The index of a long thread is also kept in a cache file, so that a new
     # process (a CLI command, a restarted server) reads it instead of walking
@@ -167,16 +179,16 @@ class ThreadIndexes:
             except OSError:
                 pass
 
-    def _walk(self, idx: ThreadIndex, ref: str, tip: pygit2.Oid) -> None:
+    def _walk(self, idx: ThreadIndex, ref: str, tip: Oid) -> None:
         found = list(iter_commits(self.repo, [tip], idx.seen))
         for commit in reversed(found):
             idx.apply(commit, ref)
         idx.tips[ref] = tip
         idx.heads[ref] = self._line_head(tip)
 
-    def _line_head(self, tip: pygit2.Oid) -> tuple[str, str | None]:
+    def _line_head(self, tip: Oid) -> tuple[str, str | None]:
         """(namespace, newest checkpoint id) of the line whose tip is ``tip``."""
-        oid: pygit2.Oid | None = tip
+        oid: Oid | None = tip
         ns = None
         while oid is not None:
             commit = self.repo.commit_info(oid)
@@ -188,16 +200,16 @@ class ThreadIndexes:
             oid = commit.parent_ids[0] if commit.parent_ids else None
         return ns or "", None
 
-    def write_blobs(self, subtrees: Sequence[bytes], cid: str) -> dict[str, pygit2.Oid]:
+    def write_blobs(self, subtrees: Sequence[bytes], cid: str) -> dict[str, Oid]:
         """``{tree entry name: blob}`` of a checkpoint's ``writes/<id>`` subtrees
         (the index's ``writes``: raw tree ids).
 
         Names are ``<encoded task id>.<idx>``; a later subtree's entry replaces an
         earlier one of the same name (special writes such as errors are replaced).
         """
-        out: dict[str, pygit2.Oid] = {}
+        out: dict[str, Oid] = {}
         for subtree in subtrees:
-            tree = pygit2.Oid(raw=subtree)
+            tree = Oid(raw=subtree)
             for name, (oid, _) in self.repo.tree_entries(tree, f"writes of checkpoint {cid}").items():
                 out[name] = oid
         return out
@@ -217,13 +229,13 @@ class ThreadIndexes:
                     found.add(tid)
         return sorted(found)
 
-    def _thread_of_commit(self, oid: pygit2.Oid) -> str | None:
+    def _thread_of_commit(self, oid: Oid) -> str | None:
         return fmt.parse_commit(self.repo.commit_info(oid).message).thread_id
 
     def thread_info(self, thread_id: str) -> dict[str, Any] | None:
         """Summary of a thread: checkpoint count, lines (branches), latest checkpoint."""
         with self.lock:
-            idx = self._index(thread_id)
+            idx = self.get(thread_id)
             if not idx.tips:
                 return None
             latest = idx.latest("")
@@ -240,7 +252,16 @@ class ThreadIndexes:
                 "last_update": when,
             }
 
-    def _forget(self, thread_id: str) -> None:
+    def drop(self, thread_id: str) -> None:
+        """Forget the in-memory index of a thread (it is walked again when next asked for)."""
+        self._indexes.pop(thread_id, None)
+
+    def save_if_due(self, thread_id: str, idx: ThreadIndex) -> None:
+        """Rewrite the thread's index cache file if enough is new since the last time (_due)."""
+        if _due(idx):
+            self._save_index(thread_id, idx)
+
+    def forget(self, thread_id: str) -> None:
         """Drop what is known of a thread (deleted or pruned): its index and cache file."""
         self._indexes.pop(thread_id, None)
         try:

@@ -25,9 +25,10 @@ import marshal
 import operator
 import pickle
 import uuid
-from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
+from cachetools import LRUCache
 from pydantic import BaseModel
 
 #: Immutable scalars marshal stores as they are.
@@ -78,7 +79,7 @@ def _class_id(cls: type) -> int:
 @functools.lru_cache(maxsize=1024)
 def _plain_model(cls: type) -> bool:
     """A pydantic model whose whole state is __dict__, fields set, extra and private."""
-    if cls.__copy__ is not BaseModel.__copy__:
+    if getattr(cls, "__copy__", None) is not BaseModel.__copy__:
         return False
     for klass in cls.__mro__:
         if klass is BaseModel:
@@ -128,7 +129,7 @@ def _template(value: Any, depth: int) -> Any:
         return (_PICKLED, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
     if isinstance(value, enum.Enum):
         return (_ENUM, _class_id(t), value.name)
-    if isinstance(value, BaseModel) and _plain_model(t):
+    if isinstance(value, BaseModel) and _plain_model(t):  # type: ignore[arg-type]  # a class is hashable
         extra, private = value.__pydantic_extra__, value.__pydantic_private__
         if extra is not None and type(extra) is not dict or private is not None and type(private) is not dict:
             raise Unsupported(t.__name__)
@@ -164,7 +165,7 @@ def _build(template: Any) -> Any:
         return [_build(x) if type(x) is tuple else x for x in items] if items else []
     if tag == _MODEL:
         _, cid, fields, fields_set, extra, private = template
-        new = _new_object(_classes[cid])
+        new: Any = _new_object(_classes[cid])
         _setattr(new, "__dict__", _build(fields) if type(fields) is tuple else fields)
         _setattr(new, "__pydantic_fields_set__", set(fields_set))
         _setattr(new, "__pydantic_extra__", None if extra is None else _build(extra))
@@ -179,11 +180,16 @@ def _build(template: Any) -> Any:
     if tag == _PICKLED:
         return pickle.loads(template[1])
     if tag == _ENUM:
-        return _classes[template[1]][template[2]]
+        enum_class: Any = _classes[template[1]]
+        return enum_class[template[2]]
     raise ValueError(f"not a template: {template!r}")
 
 
 _UNCACHEABLE = object()
+
+
+def _weight(entry: tuple[Any, int]) -> int:
+    return entry[1]
 
 
 class DecodedCache:
@@ -198,18 +204,17 @@ class DecodedCache:
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self.size = 0
-        self.data: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
+        # key -> (template, weight), least recently used dropped first
+        self.data: LRUCache[Any, tuple[Any, int]] = LRUCache(max(max_bytes, 1), getsizeof=_weight)
         # Blobs read once. A value is kept from its second read on: a one-off
         # read (an old checkpoint looked up once) pays no template, and the
         # values a chat re-reads at every turn are kept from the second turn.
-        self._once: OrderedDict[Any, None] = OrderedDict()
+        self._once: LRUCache[Any, None] = LRUCache(8192)
 
     def get(self, oid: Any) -> tuple[bool, Any]:
         hit = self.data.get(oid)
         if hit is None or hit[0] is _UNCACHEABLE:
             return False, None
-        self.data.move_to_end(oid)
         return True, thaw(hit[0])
 
     def put(self, oid: Any, value: Any, nbytes: int, *, at_once: bool = False) -> None:
@@ -218,21 +223,17 @@ class DecodedCache:
         if not at_once:
             if oid not in self._once:
                 self._once[oid] = None
-                if len(self._once) > 8192:
-                    self._once.popitem(last=False)
                 return
             del self._once[oid]
         key_bytes = len(oid) if type(oid) is bytes else 0  # an extension value's bytes are its key: weighed too
         try:
             template = freeze(value)
         except Unsupported:
-            self.data[oid] = (_UNCACHEABLE, 64 + key_bytes)  # remembered, weighed as a small entry
+            entry = (_UNCACHEABLE, 64 + key_bytes)  # remembered, weighed as a small entry
         else:
-            self.data[oid] = (template, len(template) + key_bytes)
-        self.size += self.data[oid][1]
-        while self.size > self.max_bytes:
-            _, (_, n) = self.data.popitem(last=False)
-            self.size -= n
+            entry = (template, len(template) + key_bytes)
+        if entry[1] <= self.max_bytes:
+            self.data[oid] = entry
 
     def ext_hook(self, decode: Callable[[int, bytes], Any]) -> Callable[[int, bytes], Any]:
         """A msgpack ``ext_hook`` that decodes each extension value once.
@@ -261,4 +262,8 @@ class DecodedCache:
     def clear(self) -> None:
         self.data.clear()
         self._once.clear()
-        self.size = 0
+
+    @property
+    def size(self) -> int:
+        """The total weight of what is kept (bytes of templates and of keys)."""
+        return int(self.data.currsize)

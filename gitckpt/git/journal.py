@@ -82,7 +82,7 @@ class Journal:
         head = struct.pack(_REC_FMT, _REC, self.generation, self.seq, len(payload), 0)
         crc = zlib.crc32(payload, zlib.crc32(head)) & 0xFFFFFFFF
         head = struct.pack(_REC_FMT, _REC, self.generation, self.seq, len(payload), crc)
-        os.pwrite(self.fd, head + payload, self.offset)
+        packs.write_all(self.fd, head + payload, self.offset)
         _fdatasync(self.fd)
         self.offset += len(head) + len(payload)
         return True
@@ -130,7 +130,7 @@ class Journal:
             fcntl.flock(fd, fcntl.LOCK_EX)
             # Real zeros, not fallocate: writing over allocated, written blocks
             # needs no metadata change, so fdatasync is a data flush only.
-            os.pwrite(fd, bytes(self.capacity), 0)
+            packs.write_all(fd, bytes(self.capacity), 0)
             self.fd, self.pid = fd, os.getpid()
             self.generation, self.seq, self.offset = 1, 0, _DATA_START
             self._write_header(sync=False)
@@ -150,7 +150,7 @@ class Journal:
 
     def _write_header(self, sync: bool = True) -> None:
         head = struct.pack(">16sQ", _HEADER, self.generation)
-        os.pwrite(self.fd, struct.pack(_HEADER_FMT, _HEADER, self.generation, zlib.crc32(head) & 0xFFFFFFFF), 0)
+        packs.write_all(self.fd, struct.pack(_HEADER_FMT, _HEADER, self.generation, zlib.crc32(head) & 0xFFFFFFFF), 0)
         if sync:
             _fdatasync(self.fd)
 
@@ -200,7 +200,7 @@ class Orphans:
             names = sorted(os.listdir(self.dir))
         except (FileNotFoundError, NotADirectoryError):
             return []
-        records = []
+        records: list[tuple[list[PackFiles], list[RefMove]]] = []
         for name in names:
             path = os.path.join(self.dir, name)
             if not name.endswith((SUFFIX, ".tmp")):

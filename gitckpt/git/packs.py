@@ -13,6 +13,7 @@ Objects are stored whole (no deltas: git's repack adds those later).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import os
@@ -154,6 +155,23 @@ def write_pack(pack_dir: str, objects: list[tuple[int, bytes, bytes]], fsync: bo
     return stem, pack, idx
 
 
+def write_all(fd: int, data: bytes, offset: int | None = None) -> None:
+    """Write all of ``data`` (at ``offset``, or at the file position).
+
+    ``os.write`` may write less than asked when the disk fills up, and say so
+    only by its return value; a file renamed into place after a short write
+    would be a truncated pack. A write that makes no progress raises ENOSPC.
+    """
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
+        if n <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[n:]
+        if offset is not None:
+            offset += n
+
+
 def put_file(path: str, data: bytes, fsync: bool = False, file: tuple[int, str] | None = None) -> None:
     """Write ``data`` into ``file`` (an open, empty ``(fd, path)``; by default a
     new ``tmp_`` file next to ``path``) and rename it to ``path``."""
@@ -164,7 +182,7 @@ def put_file(path: str, data: bytes, fsync: bool = False, file: tuple[int, str] 
     fd, tmp = file
     try:
         try:
-            os.write(fd, data)
+            write_all(fd, data)
             if fsync:
                 os.fsync(fd)
         finally:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterable
+from typing import NoReturn
 
 import pygit2
 from pygit2.enums import CredentialType
 
-from ..errors import RemoteError
-from .repo import GitRepo
+from ..errors import RefLockError, RemoteError
+from .repo import GitRepo, lock_in_error
 
 
 class _Callbacks(pygit2.RemoteCallbacks):
@@ -93,7 +94,7 @@ class Remote:
             heads = self._make().list_heads(callbacks=_Callbacks())
         except pygit2.GitError as exc:
             raise self._error(exc) from exc
-        return {h.name: h.oid for h in heads if accept(h.name)}
+        return {h.name: h.oid for h in heads if h.name and accept(h.name)}
 
     def fetch(self, names: Iterable[str]) -> dict[str, pygit2.Oid]:
         """Fetch ``names`` (remote refs) into the tracking namespace; their commits here."""
@@ -101,11 +102,18 @@ class Remote:
         if not names:
             return {}
         specs = [f"+{n}:{self.local_name(n)}" for n in names]
-        try:
-            self._make().fetch(specs, callbacks=_Callbacks(), prune=pygit2.enums.FetchPrune.NO_PRUNE,
-                              message="gitckpt pull")
-        except pygit2.GitError as exc:
-            raise self._error(exc) from exc
+        for attempt in range(2):
+            try:
+                self._make().fetch(specs, callbacks=_Callbacks(), prune=pygit2.enums.FetchPrune.NO_PRUNE,
+                                  message="gitckpt pull")
+                break
+            except pygit2.GitError as exc:
+                # libgit2 writes the tracking refs under git's lock files: the same stale-lock rule
+                locked = lock_in_error(exc)
+                if locked is None:
+                    raise self._error(exc) from exc
+                if attempt == 1 or not locked[0]:
+                    raise RefLockError(f"pull from {self.label}: {locked[1] or exc}") from exc
         out = {}
         for n in names:
             oid = self.repo.ref(self.local_name(n))
@@ -123,14 +131,24 @@ class Remote:
 
     def push(self, specs: list[str]) -> dict[str, str]:
         """Push ``specs`` (never forced); the refs the server refused, with its reason."""
-        cb = _Callbacks()
-        try:
-            self._make().push(specs, callbacks=cb)
-        except pygit2.GitError as exc:
-            msg = " ".join(str(exc).split())
-            if "non-fastforward" in msg:
-                raise RemoteError(
-                    f"remote {self.label} changed during the push ({msg}); pull first, then push again"
-                ) from exc
-            raise self._error(exc) from exc
+        for attempt in range(2):
+            cb = _Callbacks()
+            try:
+                self._make().push(specs, callbacks=cb)
+                return cb.refused
+            except pygit2.GitError as exc:
+                # libgit2 then moves the local tracking refs, under git's lock files
+                locked = lock_in_error(exc)
+                if locked is None:
+                    self._push_error(exc)
+                if attempt == 1 or not locked[0]:
+                    raise RefLockError(f"push to {self.label}: {locked[1] or exc}") from exc
         return cb.refused
+
+    def _push_error(self, exc: pygit2.GitError) -> NoReturn:
+        msg = " ".join(str(exc).split())
+        if "non-fastforward" in msg:
+            raise RemoteError(
+                f"remote {self.label} changed during the push ({msg}); pull first, then push again"
+            ) from exc
+        raise self._error(exc) from exc

@@ -12,6 +12,8 @@ import bisect
 import ctypes
 import ctypes.util
 import errno
+import fcntl
+import logging
 import os
 import shutil
 import subprocess
@@ -19,26 +21,36 @@ import sys
 import threading
 import time
 import weakref
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pygit2
+from cachetools import LRUCache
 from pygit2.enums import FileMode, SortMode
 
+from ..errors import ConflictError, CorruptObjectError, GitckptError, RefLockError, RepositoryError, StorageError
 from . import journal as _journal
 from . import packs
-from ..errors import ConflictError, CorruptObjectError, RepositoryError
+
+_log = logging.getLogger(__name__)
 
 #: An object id. Other layers name it from here, so that only the git engine imports pygit2.
 Oid = pygit2.Oid
+#: A commit as libgit2 reads it, and the error libgit2 raises.
+Commit = pygit2.Commit
+GitError = pygit2.GitError
 
 BLOB = int(FileMode.BLOB)
 TREE = int(FileMode.TREE)
 
 DURABILITY_MODES = ("os", "fsync")
+
+#: An object this process wrote is not written again for this long (seconds)
+#: when a new checkpoint contains it again; after that it is, so that its pack
+#: is younger than gc's expiry (gc.pruneExpire, at least an hour; format.md 20.4).
+FRESH_FOR = 3600.0
 
 #: Small packs this process writes (one per ref update) before it starts a
 #: background ``git repack --geometric`` that merges them.
@@ -155,7 +167,7 @@ class _Closer:
 
     def after_fork_in_child(self) -> None:
         items = self._items  # the parent's thread does not exist here: close them now
-        self.__init__(self.name)
+        _Closer.__init__(self, self.name)
         _close_all([i for i in items if isinstance(i, int)])
 
 
@@ -170,7 +182,7 @@ def _close_all(fds: list[int]) -> None:
 _closer = _Closer()
 #: The file pool's own thread: closing replaced ref files (freeing their inodes)
 #: took 1.7 ms an update on average on a loaded machine with ``discard``, and a
-#: refill queued behind those closes left the pool empty (format.md, 15).
+#: refill queued behind those closes left the pool empty (format.md, 22).
 _filler = _Closer("gitckpt-filler")
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_closer.after_fork_in_child)
@@ -191,7 +203,7 @@ class _FilePool:
 
     An update takes three: its ``.pack``, its ``.idx`` and its ref's lock file
     (claimed with ``renameat2(RENAME_NOREPLACE)``, :func:`_claim`), so that no
-    file is created on the update's path (format.md, 15). The pool is refilled
+    file is created on the update's path (format.md, 22). The pool is refilled
     when a third of it is used, so a burst of updates finds files ready.
     """
 
@@ -199,8 +211,8 @@ class _FilePool:
         self.dir = directory
         self.size = size
         # everything the finalizer needs, and nothing that refers back to self
-        self._state = {"files": [], "pid": os.getpid(), "closed": False, "refilling": False,
-                       "cond": threading.Condition()}
+        self._state: dict[str, Any] = {"files": [], "pid": os.getpid(), "closed": False, "refilling": False,
+                                       "cond": threading.Condition()}
         self._finalizer = weakref.finalize(self, _FilePool._discard, self._state)
 
     def take(self) -> tuple[int, str] | None:
@@ -323,6 +335,15 @@ def _configure(repo: pygit2.Repository) -> None:
         pass
 
 
+def prune_expire(repo: pygit2.Repository, default: str) -> str:
+    """The repository's ``gc.pruneExpire`` (git's setting), else ``default``."""
+    try:
+        value = repo.config["gc.pruneExpire"]
+    except (KeyError, pygit2.GitError):
+        return default
+    return str(value) or default
+
+
 _KIND_NAMES = {packs.OBJ_BLOB: "blob", packs.OBJ_TREE: "tree", packs.OBJ_COMMIT: "commit"}
 
 
@@ -334,32 +355,10 @@ class CommitInfo(NamedTuple):
     commit_time: int
 
 
-class LRU:
-    """A least-recently-used map bounded by total weight (entries, or bytes)."""
-
-    def __init__(self, max_weight: int, weigh=lambda v: 1) -> None:
-        self.max_weight = max_weight
-        self.weigh = weigh
-        self.weight = 0
-        self.data: OrderedDict = OrderedDict()
-
-    def get(self, key):
-        value = self.data.get(key)
-        if value is not None:
-            self.data.move_to_end(key)
-        return value
-
-    def put(self, key, value) -> None:
-        if key in self.data:
-            return
-        w = self.weigh(value)
-        if w > self.max_weight // 4:
-            return
-        self.data[key] = value
-        self.weight += w
-        while self.weight > self.max_weight:
-            _, old = self.data.popitem(last=False)
-            self.weight -= self.weigh(old)
+def _keep(cache: LRUCache, key, value) -> None:
+    """Put ``value`` in a bounded cache unless it is there or weighs over a quarter of it."""
+    if key not in cache and cache.getsizeof(value) <= cache.maxsize // 4:
+        cache[key] = value
 
 
 class GitRepo:
@@ -385,15 +384,20 @@ class GitRepo:
         self._pool = _FilePool(os.path.join(self.repo.path, "objects", "pack"))
         self._packed_cache: tuple | None = None
         self.gitdir = self.repo.path
-        self._small: OrderedDict[bytes, pygit2.Oid] = OrderedDict()
+        # bounded caches, least recently used dropped first (cachetools; format.md 17)
+        self._small: LRUCache[bytes, pygit2.Oid] = LRUCache(4096)
+        self._written: set[bytes] = set()  # raw ids this process wrote since _written_at
+        self._written_at = time.monotonic()
         self._staged: dict[bytes, tuple[int, bytes]] = {}
-        self._blob_cache = LRU(max_weight=64 << 20, weigh=len)
-        self._tree_cache = LRU(max_weight=65536)
-        self._commit_cache = LRU(max_weight=65536)
+        self._blob_cache: LRUCache[pygit2.Oid, bytes] = LRUCache(64 << 20, getsizeof=len)
+        self._tree_cache: LRUCache[pygit2.Oid, dict] = LRUCache(65536)
+        self._commit_cache: LRUCache[pygit2.Oid, CommitInfo] = LRUCache(65536)
         # fsync mode: updates are made durable by a journal (journal.py); packs
         # written since the last journal record or barrier wait here to go in it.
         self._journal = _journal.Journal(self.gitdir, self._syncfs) if durability == "fsync" else None
         self._unjournaled: list[_journal.PackFiles] = []
+        #: A replay that could not finish (disk full, read-only): reading works, writing waits for it.
+        self.recovery_error: StorageError | None = None
         self.recovered = self._recover()
 
     # -- objects --------------------------------------------------------------
@@ -406,11 +410,21 @@ class GitRepo:
     def _stage(self, kind: int, data: bytes) -> pygit2.Oid:
         raw = packs.object_id(kind, data)
         oid = pygit2.Oid(raw=raw)
-        cache = self._tree_cache if kind == packs.OBJ_TREE else self._blob_cache if kind == packs.OBJ_BLOB else None
-        known = cache is not None and cache.get(oid) is not None  # cached: it is stored or staged
-        if not known and raw not in self._staged:
+        self._refresh_written()
+        # Written by this process within FRESH_FOR: its pack is younger than any
+        # gc expiry, so it cannot have been pruned. Anything else is written
+        # again, even if it is in the repository or was read: it may be
+        # unreachable and about to expire (git "freshens" such objects; format.md 20.4).
+        if raw not in self._written and raw not in self._staged:
             self._staged[raw] = (kind, data)
         return oid
+
+    def _refresh_written(self) -> None:
+        now = time.monotonic()
+        if now - self._written_at > FRESH_FOR or len(self._written) > 1 << 18:
+            self._written.clear()
+            self._small.clear()
+            self._written_at = now
 
     def flush(self) -> None:
         """Write every staged object (as one pack); a no-op when none is staged."""
@@ -428,6 +442,9 @@ class GitRepo:
                 if attempt == 19:
                     raise
                 os.makedirs(pack_dir, exist_ok=True)
+            except OSError as exc:  # the objects stay staged: a later flush writes them
+                raise storage_error(self.path, f"writing {len(objects)} new object(s)", exc) from exc
+        self._written.update(self._staged)
         self._staged.clear()
         if self._maint:
             self._maint.wrote(1)
@@ -435,21 +452,20 @@ class GitRepo:
     def blob(self, data: bytes) -> pygit2.Oid:
         small = len(data) <= 256
         if small:  # small values (a None, a branch marker) repeat at every step
+            self._refresh_written()
             oid = self._small.get(data)
             if oid is not None:
                 return oid
         oid = self._stage(packs.OBJ_BLOB, data)
-        self._blob_cache.put(oid, data)
+        _keep(self._blob_cache, oid, data)
         if small:
             self._small[data] = oid
-            if len(self._small) > 4096:
-                self._small.popitem(last=False)
         return oid
 
     def tree(self, entries: dict[str, tuple[pygit2.Oid, int]]) -> pygit2.Oid:
         data = packs.tree_bytes({name: (oid.raw, mode) for name, (oid, mode) in entries.items()})
         oid = self._stage(packs.OBJ_TREE, data)
-        self._tree_cache.put(oid, dict(entries))
+        _keep(self._tree_cache, oid, dict(entries))
         return oid
 
     def commit(self, tree: pygit2.Oid, parents: list[pygit2.Oid], message: str) -> pygit2.Oid:
@@ -458,7 +474,7 @@ class GitRepo:
         lines = [f"tree {tree}"] + [f"parent {p}" for p in parents] + [f"author {ident}", f"committer {ident}", "", ""]
         data = "\n".join(lines).encode() + message.encode("utf-8")
         oid = self._stage(packs.OBJ_COMMIT, data)
-        self._commit_cache.put(oid, CommitInfo(oid, tree, list(parents), message, when))
+        _keep(self._commit_cache, oid, CommitInfo(oid, tree, list(parents), message, when))
         return oid
 
     def _lookup(self, oid: pygit2.Oid, what: str):
@@ -492,13 +508,13 @@ class GitRepo:
         return iter(walker)
 
     def delete_refs_under(self, prefix: str) -> None:
-        """Delete every ref whose name starts with ``prefix`` (best effort)."""
-        for ref in list(self.repo.references.iterator()):
-            if ref.name.startswith(prefix):
-                try:
-                    ref.delete()
-                except pygit2.GitError:
-                    pass
+        """Delete every ref whose name starts with ``prefix`` (a folder, ending in
+        ``/``; best effort, by :meth:`delete_ref` and its stale-lock rule)."""
+        for name, oid in self.refs(prefix).items():
+            try:
+                self.delete_ref(name, oid)
+            except (GitckptError, OSError):
+                pass
 
     def commit_info(self, oid: pygit2.Oid, what: str = "commit") -> CommitInfo:
         info = self._commit_cache.get(oid)
@@ -507,7 +523,7 @@ class GitRepo:
             if not isinstance(c, pygit2.Commit):
                 raise CorruptObjectError(f"{what}: git object {oid} is not a commit")
             info = CommitInfo(oid, c.tree_id, list(c.parent_ids), c.message, c.commit_time)
-            self._commit_cache.put(oid, info)
+            _keep(self._commit_cache, oid, info)
         return info
 
     def _read_raw(self, oid: pygit2.Oid, kind: int, what: str) -> bytes:
@@ -526,7 +542,7 @@ class GitRepo:
         data = self._blob_cache.get(oid)
         if data is None:
             data = self._read_raw(oid, packs.OBJ_BLOB, what)
-            self._blob_cache.put(oid, data)
+            _keep(self._blob_cache, oid, data)
         return data
 
     def tree_entries(self, oid: pygit2.Oid, what: str = "tree") -> dict[str, tuple[pygit2.Oid, int]]:
@@ -538,7 +554,7 @@ class GitRepo:
                 entries = {name: (pygit2.Oid(raw=raw), mode) for name, (raw, mode) in packs.parse_tree(data).items()}
             except ValueError as exc:
                 raise CorruptObjectError(f"{what}: git object {oid} is not a valid tree ({exc})") from exc
-            self._tree_cache.put(oid, entries)
+            _keep(self._tree_cache, oid, entries)
         return dict(entries)
 
     # -- refs -----------------------------------------------------------------
@@ -558,9 +574,10 @@ class GitRepo:
             os.close(fd)
         if text.startswith(b"ref: "):  # symbolic: let libgit2 resolve it
             try:
-                return self.repo.references[name].resolve().target
+                target = self.repo.references[name].resolve().target
             except (KeyError, pygit2.GitError):
                 return None
+            return target if isinstance(target, pygit2.Oid) else None
         try:
             return pygit2.Oid(hex=text.decode())
         except (ValueError, UnicodeDecodeError):
@@ -656,12 +673,18 @@ class GitRepo:
         rename publishes it; an update the journal refuses as too large (or
         ``journal=False``) takes a ``syncfs`` before the rename and one after.
         """
+        if journal:
+            self._check_recovered()
         path = os.path.join(self.gitdir, name)
         lock = path + ".lock"
         self.flush()
         jr = self._journal if journal else None
         journaled = False
-        if not self._take_lock(path, lock, str(new).encode() + b"\n"):
+        try:
+            fd = _take_ref_lock(lock, name, self._pool)
+        except OSError as exc:
+            raise storage_error(self.path, f"updating ref {name}", exc) from exc
+        if fd < 0:
             return False
         done = False
         held = -1
@@ -673,6 +696,15 @@ class GitRepo:
                     pass
             if self.ref(name) != old:
                 return False
+            content = str(new).encode() + b"\n"
+            try:
+                # Blocks allocated now are not "delayed": ext4 then has nothing to
+                # force out when the rename replaces the ref (auto_da_alloc), which
+                # measured as the slowest step of an update.
+                os.posix_fallocate(fd, 0, len(content))
+            except (OSError, AttributeError):  # not supported here, or no posix_fallocate (macOS)
+                pass
+            packs.write_all(fd, content)
             with self.lock:  # a checkpoint of the journal must not overtake this rename
                 if jr is not None:  # False: too large for the journal
                     journaled = jr.append(self._unjournaled, [(name, None if old is None else str(old), str(new))])
@@ -681,83 +713,101 @@ class GitRepo:
                 self._unjournaled.clear()
                 os.rename(lock, path)
             done = True
+        except OSError as exc:
+            raise storage_error(self.path, f"updating ref {name}", exc) from exc
         finally:
+            os.close(fd)  # drops the flock, after the rename (format.md 20.2)
             if not done:
                 try:
                     os.unlink(lock)
-                except FileNotFoundError:
+                except OSError:
                     pass
             if held >= 0:
                 _closer.close_later(held)
         if not journaled:
-            self.barrier()  # the ref's new value and its rename are durable
-        return True
-
-    def _take_lock(self, path: str, lock: str, content: bytes) -> bool:
-        """Create ``lock`` holding ``content``, exclusively (git's ``<ref>.lock``).
-
-        The file is one the pool created beforehand, written and then claimed
-        as ``lock`` by an exclusive rename (:func:`_claim`): no file is created
-        on the update's path (format.md, 15). Without a pooled file, or where
-        the exclusive rename is not available, it is created here with
-        ``O_CREAT | O_EXCL`` as before. False if the lock is held (a stale one
-        is cleared for the next try).
-        """
-        f = self._pool.take()
-        if f is not None:
-            fd, tmp = f
             try:
-                try:
-                    os.fchmod(fd, 0o644)  # the pool's files are read-only; a ref file is not
-                except OSError:
-                    pass
-                _fill(fd, content)
-            finally:
-                os.close(fd)
-            got: bool | None = None
-            for attempt in range(2):
-                try:
-                    got = _claim(tmp, lock)
-                    break
-                except FileNotFoundError:  # the ref's folder does not exist yet
-                    if attempt:
-                        got = None
-                        break
-                    _make_ref_folder(path)
-            if got is None or not got:
-                _unlink_quietly(tmp)
-            if got is not None:
-                if not got:
-                    _clear_stale_lock(lock)
-                return got
-        try:
-            try:
-                fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileNotFoundError:
-                _make_ref_folder(path)
-                fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            _clear_stale_lock(lock)
-            return False
-        try:
-            _fill(fd, content)
-        except BaseException:
-            os.close(fd)
-            _unlink_quietly(lock)
-            raise
-        os.close(fd)
+                self.barrier()  # the ref's new value and its rename are durable
+            except OSError as exc:
+                raise storage_error(self.path, f"making ref {name} durable", exc) from exc
         return True
 
     def delete_ref(self, name: str, old: pygit2.Oid | None = None) -> bool:
-        ref = self.repo.references.get(name)
-        if ref is None or (old is not None and ref.target != old):
+        """Compare-and-swap deletion: remove ``name`` if it still points at ``old``
+        (any value when ``old`` is None). False when it does not exist, moved,
+        or its lock is held (the caller re-reads and retries).
+
+        git's protocol, as :meth:`update_ref`: ``<ref>.lock`` is taken (and
+        flocked), the ref is removed from packed-refs (under
+        ``packed-refs.lock``) and then its loose file, so that a reader never
+        sees an older packed value once the loose one is gone.
+        """
+        self._check_recovered()
+        path = os.path.join(self.gitdir, name)
+        lock = path + ".lock"
+        try:
+            fd = _take_ref_lock(lock, name)
+        except OSError as exc:
+            raise storage_error(self.path, f"deleting ref {name}", exc) from exc
+        if fd < 0:
             return False
         try:
-            ref.delete()
-        except pygit2.GitError:
-            return False
-        self.barrier()
+            cur = self.ref(name)
+            if cur is None or (old is not None and cur != old):
+                return False
+            if name in self._packed_refs()[0] and not self._unpack_ref(name):
+                return False
+            try:
+                os.unlink(path)
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                pass
+        except OSError as exc:
+            raise storage_error(self.path, f"deleting ref {name}", exc) from exc
+        finally:
+            os.close(fd)
+            try:
+                os.unlink(lock)
+            except OSError:
+                pass
+        try:
+            self.barrier()
+        except OSError as exc:
+            raise storage_error(self.path, f"making the deletion of ref {name} durable", exc) from exc
+        self._packed_cache = None
         return True
+
+    def _unpack_ref(self, name: str) -> bool:
+        """Rewrite packed-refs without ``name`` (hold ``name``'s lock); False if
+        ``packed-refs.lock`` is held by a live writer."""
+        packed = os.path.join(self.gitdir, "packed-refs")
+        lock = packed + ".lock"
+        fd = _take_ref_lock(lock, "packed-refs")
+        if fd < 0:
+            return False
+        done = False
+        try:
+            with open(packed, "rb") as fh:
+                lines = fh.read().splitlines(keepends=True)
+            out, skip = [], False
+            target = (" " + name).encode()
+            for line in lines:
+                if skip and line.startswith(b"^"):  # the peeled value of the removed tag
+                    continue
+                skip = line.rstrip(b"\n").endswith(target) and not line.startswith((b"#", b"^"))
+                if not skip:
+                    out.append(line)
+            packs.write_all(fd, b"".join(out))
+            if self.durability == "fsync":
+                os.fsync(fd)
+            os.rename(lock, packed)
+            done = True
+            return True
+        finally:
+            os.close(fd)
+            if not done:
+                try:
+                    os.unlink(lock)
+                except OSError:
+                    pass
 
     def barrier(self) -> None:
         """In ``fsync`` mode, wait until everything written so far is on disk.
@@ -803,8 +853,13 @@ class GitRepo:
         if not os.path.isdir(os.path.join(self.gitdir, _journal.DIRNAME)) or not os.access(self.gitdir, os.W_OK):
             return 0
         orphans = _journal.Orphans(self.gitdir)
-        records = orphans.claim()
+        try:
+            records = orphans.claim()
+        except OSError as exc:
+            orphans.release(delete=False)
+            return self._recovery_failed(exc)
         if not orphans.claimed:
+            self.recovery_error = None
             return 0
         complete = True
         redone = 0
@@ -833,9 +888,37 @@ class GitRepo:
                     else:  # locked all along: leave the journal for the next process
                         complete = False
             self._syncfs()
+        except (OSError, StorageError) as exc:
+            # format.md 20.3: the journals stay for a later process; reading goes on, writing waits
+            complete = False
+            orphans.release(delete=False)
+            return self._recovery_failed(exc)
         finally:
             orphans.release(delete=complete)
+        self.recovery_error = None
         return redone
+
+    def _recovery_failed(self, exc: BaseException) -> int:
+        cause = exc.__cause__ if isinstance(exc, StorageError) and isinstance(exc.__cause__, OSError) else exc
+        err = storage_error(self.path, "replaying the journal of a writer that died (durability=\"fsync\")",
+                            cause if isinstance(cause, OSError) else OSError(str(cause)))
+        err.__cause__ = exc
+        self.recovery_error = err
+        _log.warning("%s; the repository is read as it is, and writes wait until the replay succeeds", err)
+        return 0
+
+    def _check_recovered(self) -> None:
+        """Before a write: finish a replay that failed when the repository was opened.
+
+        A journalled update whose git files were lost is redone only where its
+        ref still holds the value it moved from; a write on top of that value
+        first would make the replay skip it, losing an acknowledged update.
+        """
+        if self.recovery_error is None:
+            return
+        self._recover()
+        if self.recovery_error is not None:
+            raise self.recovery_error
 
     # -- trees by difference (used by GitStore) --------------------------------
 
@@ -898,22 +981,11 @@ class GitRepo:
         return out
 
 
-def _fill(fd: int, content: bytes) -> None:
+def _make_ref_folder(lock: str, name: str) -> None:
     try:
-        # Blocks allocated now are not "delayed": ext4 then has nothing to
-        # force out when the rename replaces the ref (auto_da_alloc), which
-        # measured as the slowest step of an update.
-        os.posix_fallocate(fd, 0, len(content))
-    except (OSError, AttributeError):  # not supported here, or no posix_fallocate (macOS)
-        pass
-    os.write(fd, content)
-
-
-def _make_ref_folder(path: str) -> None:
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.makedirs(os.path.dirname(lock), exist_ok=True)
     except (FileExistsError, NotADirectoryError) as exc:
-        raise ConflictError(f"ref {os.path.basename(path)} collides with an existing ref ({exc})") from exc
+        raise ConflictError(f"ref {name} collides with an existing ref ({exc})") from exc
 
 
 def _unlink_quietly(path: str) -> None:
@@ -923,25 +995,177 @@ def _unlink_quietly(path: str) -> None:
         pass
 
 
-def _clear_stale_lock(lock: str, max_age: float = 30.0) -> None:
-    """A ref update takes microseconds: a lock older than ``max_age`` seconds was
-    left by a process that died in the middle of one, and is removed."""
+#: A ref lock that no gitckpt process holds (flocks) and that has not changed
+#: for this many seconds was left by a process that died; it is removed
+#: (format.md 20.2). gitckpt holds a ref lock for microseconds (milliseconds in
+#: ``fsync`` mode); git holds one for a transaction, and gives up itself after
+#: 100 ms when it meets one. Shorter than a writer's retries (~10 s), so a
+#: write after a crash waits, then goes through.
+REF_LOCK_STALE = 5.0
+
+_busy = threading.local()
+
+
+def _take_ref_lock(lock: str, name: str, pool: _FilePool | None = None) -> int:
+    """Create and flock ``lock`` (git's ``<ref>.lock``); its descriptor, or -1 when
+    it exists (a stale one is removed first, and the caller retries).
+
+    With a ``pool``, the file is one the pool created beforehand: flocked, then
+    claimed as ``lock`` by an exclusive rename (:func:`_claim`), so no file is
+    created on the update's path (format.md, 22). Without a pooled file, or
+    where the exclusive rename is not available, it is created here."""
+    f = pool.take() if pool is not None else None
+    if f is not None:
+        fd, tmp = f
+        got: bool | None = None
+        try:
+            try:
+                os.fchmod(fd, 0o644)  # the pool's files are read-only; a ref file is not
+            except OSError:
+                pass
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # before the claim: the lock is never seen unflocked
+            except OSError:
+                pass
+            os.utime(fd)  # made a while ago: its age must not make it look stale (_clear_stale_lock)
+            for attempt in range(2):
+                try:
+                    got = _claim(tmp, lock)
+                    break
+                except FileNotFoundError:  # the ref's folder does not exist yet
+                    if attempt:
+                        break
+                    _make_ref_folder(lock, name)
+        finally:
+            if not got:
+                os.close(fd)
+                _unlink_quietly(tmp)
+        if got:
+            return fd
+        if got is False:
+            _clear_stale_lock(lock)
+            return -1
     try:
-        if time.time() - os.stat(lock).st_mtime > max_age:
-            os.unlink(lock)
-    except FileNotFoundError:
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:
+            try:
+                os.makedirs(os.path.dirname(lock), exist_ok=True)
+            except (FileExistsError, NotADirectoryError) as exc:
+                raise ConflictError(f"ref {name} collides with an existing ref ({exc})") from exc
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except FileExistsError:
+        _clear_stale_lock(lock)
+        return -1
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # proof of life for other processes while we hold it
+    except OSError:  # no flock here (some network file systems): the age rule alone
         pass
+    return fd
+
+
+def _clear_stale_lock(lock: str) -> bool:
+    """Remove ``lock`` if it is stale (format.md 20.2); True if it is gone.
+
+    Stale: no gitckpt process holds its flock, and it has not changed for
+    :data:`REF_LOCK_STALE` seconds. The check holds the lock's flock itself,
+    so two processes never both judge and remove the same file, and the file
+    is removed only if it is still the one judged (same inode). When it stays,
+    why is remembered for :func:`retry_cas`'s error.
+    """
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    try:
+        st = os.fstat(fd)
+        age = time.time() - st.st_mtime
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _busy.lock = (lock, "live", age)
+            return False
+        except OSError:
+            pass
+        if age <= REF_LOCK_STALE:
+            _busy.lock = (lock, "young", age)
+            return False
+        try:
+            if os.stat(lock).st_ino != st.st_ino:
+                return True  # replaced meanwhile: look again
+            os.unlink(lock)
+        except FileNotFoundError:
+            return True
+        _log.warning("removed the stale ref lock %s (unchanged for %.0f s, no process holding it)", lock, age)
+        return True
+    finally:
+        os.close(fd)
+
+
+def lock_in_error(exc: Exception) -> tuple[bool, str] | None:
+    """For a libgit2 error about a lock file (``failed to lock file '...lock'``):
+    the stale-lock rule applied to it, as ``(removed, advice)``; None for other errors."""
+    import re
+
+    m = re.search(r"'([^']+\.lock)'", str(exc))
+    if m is None or "lock" not in str(exc):
+        return None
+    lock = m.group(1)
+    _busy.lock = None
+    if _clear_stale_lock(lock):
+        return True, ""
+    return False, _lock_advice(*(_busy.lock or (lock, "young", 0.0)))
+
+
+def _lock_advice(lock: str, state: str, age: float) -> str:
+    if state == "live":
+        return (f"the ref lock {lock} is held by a running gitckpt process (for {age:.0f} s); "
+                "try again when it has finished")
+    return (f"the ref lock {lock} was not released (unchanged for {age:.0f} s, and no gitckpt process holds it); "
+            f"it is removed once unchanged for {REF_LOCK_STALE:.0f} s. If a git command is still running on "
+            "this repository, let it finish; if none is, delete the file and try again")
+
+
+_STORAGE_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space and try again",
+    errno.EDQUOT: "the disk quota is used up: free some space and try again",
+    errno.EROFS: "the file system is read-only: reading works, writing needs a writable copy",
+    errno.EACCES: "permission denied: check who owns the repository's files",
+    errno.EPERM: "permission denied: check who owns the repository's files",
+    errno.EIO: "the disk reported an I/O error: check it (dmesg), then run `gitckpt verify`",
+}
+
+
+def storage_error(repo: str | os.PathLike, operation: str, exc: OSError) -> StorageError:
+    """A :class:`StorageError` for an ``OSError`` met while ``operation`` ran on ``repo``
+    (raise it ``from exc``): the repository, the operation and the cause, and what to do."""
+    cause = exc.strerror or str(exc)
+    hint = _STORAGE_HINTS.get(exc.errno or 0)
+    where = f" ({exc.filename})" if exc.filename else ""
+    return StorageError(
+        f"{operation} failed in {repo}: {cause}{where}"
+        + (f"; {hint}" if hint else "")
+        + ". Nothing written before this was lost."
+    )
 
 
 def retry_cas(attempt, what: str, tries: int = 200):
-    """Run ``attempt()`` until it returns a non-None result (a won CAS)."""
+    """Run ``attempt()`` until it returns a non-None result (a won CAS).
+
+    Gives up after ``tries`` (about 10 s): with :class:`RefLockError` naming the
+    lock file when a ref lock was what stood in the way, else ConflictError.
+    """
     delay = 0.0005
     for _ in range(tries):
+        _busy.lock = None
         result = attempt()
         if result is not None:
             return result
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+    blocked = getattr(_busy, "lock", None)
+    if blocked is not None:
+        raise RefLockError(f"{what}: {_lock_advice(*blocked)}")
     raise ConflictError(f"{what}: gave up after {tries} concurrent updates; try again")
 
 
@@ -979,7 +1203,7 @@ class Maintenance:
     def wrote(self, n: int) -> None:
         """Count ``n`` new packs; at :data:`PACK_EVERY`, start a repack on the
         background thread: spawning ``git`` took 1-12 ms, which an update
-        waited for (format.md, 15)."""
+        waited for (format.md, 22)."""
         self._forked()
         self.count += n
         if self.count >= self.every and self._settled.is_set():
@@ -1010,20 +1234,39 @@ class Maintenance:
             if self._proc is not None and self._proc.poll() is None:
                 return False
             self._proc = None
-            if not take_maintenance_lock(self.path):
+            try:
+                held = take_maintenance_lock(self.path)
+            except OSError:  # disk full or read-only: no repack now, the writes go on
+                return False
+            if held is None:
                 return False
             lock = self.path / MAINTENANCE_LOCK
             if self.git is None:
                 try:
                     merge_packs_in_process(self.path)
+                except (OSError, pygit2.GitError, ValueError) as exc:  # disk full: the small packs stay
+                    _log.warning("merging small packs in %s failed: %s", self.path, exc)
                 finally:
-                    lock.unlink(missing_ok=True)
+                    held.release()
                 return True
-            self._proc = subprocess.Popen(
-                ["sh", "-c", f'nice -n 10 "{self.git}" -c pack.threads=1 -c pack.depth=10 repack -d -q --geometric=2; rm -f "{lock}"'],
-                cwd=self.path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, env={**os.environ, "GIT_DIR": str(self.path)},
-            )
+            try:
+                # the child inherits the flocked descriptor: the lock is held while
+                # git runs, and dropped by the kernel if it is killed (format.md 20.1)
+                self._proc = subprocess.Popen(
+                    ["sh", "-c", f'nice -n 10 "{self.git}" -c pack.threads=1 -c pack.depth=10 repack -d -q --geometric=2; rm -f "{lock}"'],
+                    cwd=self.path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL, env={**os.environ, "GIT_DIR": str(self.path)},
+                    pass_fds=(held.fd,),
+                )
+            except OSError:
+                held.release()
+                return False
+            try:  # the record names the process that holds it now
+                os.ftruncate(held.fd, 0)
+                packs.write_all(held.fd, _lock_record(self._proc.pid), 0)
+            except OSError:
+                pass
+            held.close_fd()
             return True
 
     def wait(self) -> None:
@@ -1042,47 +1285,204 @@ class Maintenance:
 
 
 MAINTENANCE_LOCK = "gitckpt-maintenance.lock"
-#: A maintenance run (background repack, ``gitckpt gc``) that holds its lock
-#: longer than this has died; its lock is removed.
+#: A lock recorded by a holder on another host (flock does not reach across
+#: NFS reliably), or by a gitckpt that did not flock it, counts as held for
+#: this long after it was taken; on the same host a dead holder is seen at once.
 MAINTENANCE_STALE = 600.0
+#: An empty or unreadable lock younger than this may be an older gitckpt's,
+#: between creating the file and writing its pid; older, it is stale.
+MAINTENANCE_EMPTY_GRACE = 2.0
 
 
-def take_maintenance_lock(path: Path) -> bool:
-    """Take the repository's maintenance lock if it is free (or stale)."""
-    lock = Path(path) / MAINTENANCE_LOCK
-    for _ in range(2):
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc), or None
+    where that cannot be read; with the pid it names one process, even after the
+    pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2:].split()
+    return fields[19].decode() if len(fields) > 19 else None
+
+
+def _pid_alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: it exists
+        pass
+    if start is not None:
+        now = process_start(pid)
+        if now is not None and now != start:
+            return False  # the pid was reused by another process
+    return True
+
+
+class MaintenanceLock:
+    """A held ``gitckpt-maintenance.lock`` (format.md 20.1).
+
+    The holder keeps an exclusive ``flock`` on the lock file for as long as it
+    runs (a background repack inherits the descriptor, so the lock lives as
+    long as git does); the kernel drops it when the holder dies, however it
+    dies. The file records who took it (``{"host", "pid", "start", "time"}``)
+    for the error messages and for the cases ``flock`` cannot decide.
+    """
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+
+    def release(self) -> None:
+        """Remove the lock (if it is still ours), then drop the flock."""
+        if self.fd < 0:
+            return
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                if time.time() - lock.stat().st_mtime > MAINTENANCE_STALE:
-                    lock.unlink()
-                    continue
-            except OSError:
-                continue
-            return False
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
+            if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
+                os.unlink(self.path)
+        except OSError:
+            pass
+        self.close_fd()
+
+    def close_fd(self) -> None:
+        """Drop this process's descriptor (a child that inherited it keeps the lock)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _lock_record(pid: int | None = None) -> bytes:
+    import json
+
+    pid = pid or os.getpid()
+    return json.dumps({"host": _host(), "pid": pid, "start": process_start(pid), "time": int(time.time())}).encode()
+
+
+def describe_maintenance_lock(path: Path) -> str:
+    """Who holds the lock, as recorded in it, for an error message."""
+    import json
+
+    try:
+        rec = json.loads((Path(path) / MAINTENANCE_LOCK).read_bytes())
+        return f"pid {rec['pid']} on {rec['host']}, since {time.strftime('%H:%M:%S', time.localtime(rec['time']))}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "a process that recorded nothing readable"
+
+
+def _holder_gone(fd: int, flocked: bool) -> bool:
+    """Whether the lock open on ``fd`` belongs to nobody; ``flocked``: we hold its
+    flock now (False where the file system has no flock)."""
+    import json
+
+    st = os.fstat(fd)
+    age = time.time() - st.st_mtime
+    data = os.pread(fd, 4096, 0)
+    if not data.strip():
+        return age > MAINTENANCE_EMPTY_GRACE
+    try:
+        rec = json.loads(data)
+        host, pid, start = rec["host"], int(rec["pid"]), rec.get("start")
+        # this version flocks its locks: the flock we hold proves the holder gone
+    except (ValueError, KeyError, TypeError):
+        try:  # an older gitckpt wrote its bare pid and did not flock
+            host, pid, start, flocked = _host(), int(data.strip()), None, False
+        except ValueError:
+            return age > MAINTENANCE_EMPTY_GRACE  # unreadable: stale
+    if host != _host():
+        return age > MAINTENANCE_STALE
+    if flocked:
         return True
-    return False
+    return not _pid_alive(pid, start) or age > MAINTENANCE_STALE
+
+
+def take_maintenance_lock(path: Path) -> MaintenanceLock | None:
+    """Take the repository's maintenance lock if it is free, or its holder is gone.
+
+    Returns the held lock, or None when a live process holds it. Raises
+    ``OSError`` when the lock cannot be written (disk full, read-only).
+    """
+    path = Path(path)
+    lock = path / MAINTENANCE_LOCK
+    for _ in range(5):
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            # a new lock appears complete and flocked (a link of a written temp file), never empty
+            tmp = path / f"{MAINTENANCE_LOCK}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                packs.write_all(fd, _lock_record())
+                os.link(tmp, lock)
+            except FileExistsError:
+                os.close(fd)
+                continue
+            except BaseException:
+                os.close(fd)
+                raise
+            finally:
+                tmp.unlink(missing_ok=True)
+            return MaintenanceLock(lock, fd)
+        flocked = True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None  # its holder is alive
+        except OSError:  # no flock on this file system: judge by the record alone
+            flocked = False
+        try:
+            if os.stat(lock).st_ino != os.fstat(fd).st_ino:
+                os.close(fd)  # released and replaced meanwhile: look again
+                continue
+        except FileNotFoundError:
+            os.close(fd)
+            continue
+        if not _holder_gone(fd, flocked):
+            os.close(fd)
+            return None
+        # taken over: the inode at the path is flocked by us from now on
+        try:
+            os.ftruncate(fd, 0)
+            packs.write_all(fd, _lock_record(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        return MaintenanceLock(lock, fd)
+    return None
 
 
 @contextmanager
-def maintenance_lock(path: str | os.PathLike, wait: float = 60.0) -> Iterator[None]:
-    """Hold the maintenance lock (waiting up to ``wait`` seconds for it): one
-    repack or gc at a time per repository, across processes."""
+def maintenance_lock(path: str | os.PathLike, wait: float = 60.0) -> Iterator[MaintenanceLock]:
+    """Hold the maintenance lock (waiting up to ``wait`` seconds for a live
+    holder): one repack or gc at a time per repository, across processes."""
     path = Path(path).resolve()
     deadline = time.monotonic() + wait
-    while not take_maintenance_lock(path):
+    while True:
+        try:
+            held = take_maintenance_lock(path)
+        except OSError as exc:
+            raise storage_error(path, "taking the maintenance lock", exc) from exc
+        if held is not None:
+            break
         if time.monotonic() > deadline:
             raise RepositoryError(
-                f"another maintenance run holds {path / MAINTENANCE_LOCK}; try again later"
+                f"another maintenance run holds {path / MAINTENANCE_LOCK} ({describe_maintenance_lock(path)}) "
+                f"and is still running; try again when it has finished"
             )
         time.sleep(0.1)
     try:
-        yield
+        yield held
     finally:
-        (path / MAINTENANCE_LOCK).unlink(missing_ok=True)
+        held.release()
 
 
 def _idx_object_ids(idx: Path) -> list[pygit2.Oid]:

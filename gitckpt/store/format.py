@@ -85,10 +85,11 @@ def parse_item_path(path: str) -> tuple[tuple[str, ...], str] | None:
     parts = path.split("/")
     if len(parts) < 5 or parts[-4] != ITEMS:
         return None
-    names = [decode(p) for p in parts[:-4]] + [decode(parts[-1])]
-    if any(n is None for n in names):
+    decoded = [decode(p) for p in parts[:-4]] + [decode(parts[-1])]
+    names = [n for n in decoded if n is not None]
+    if len(names) != len(decoded):
         return None
-    return tuple(names[:-1]), names[-1]  # type: ignore[return-value]
+    return tuple(names[:-1]), names[-1]
 
 
 def is_item_path(path: str) -> bool:

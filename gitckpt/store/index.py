@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -41,8 +42,8 @@ class Rec:
         self.vbytes: bytes = vbytes
         self.created: int = created  # microseconds since the epoch (UTC)
         self.updated: int = updated
-        self._created_dt = None
-        self._updated_dt = None
+        self._created_dt: datetime | None = None
+        self._updated_dt: datetime | None = None
         self.ttl: float | None = ttl  # minutes
         self.expires: int | None = expires  # effective expiry in this process (µs)
         self.stored_expires: int | None = expires  # the expiry written in git
@@ -120,7 +121,7 @@ def compile_filter(flt: dict[str, Any] | None) -> Callable[[dict], bool] | None:
         return None
     if not isinstance(flt, dict):
         raise InvalidInputError(f"a search filter must be a dict, not {type(flt).__name__}")
-    clauses = []
+    clauses: list[tuple] = []
     for key, expected in flt.items():
         if isinstance(expected, (dict, list, tuple)):
             clauses.append((key, _value_test(expected)))

@@ -59,7 +59,9 @@ def merge_store(repo: GitRepo, ours: Oid, theirs: Oid, remote_name: str) -> tupl
             node = node.setdefault(part, {})
         node[parts[-1]] = None if new is None else (new, BLOB)
         if is_item_path(path):
-            body = unpack_item(repo.read_blob(new if new is not None else old, "store item"), f"store item {path}")
+            blob = new if new is not None else old
+            assert blob is not None  # a path in a diff is on one side at least
+            body = unpack_item(repo.read_blob(blob, "store item"), f"store item {path}")
             kind = PUT if new is not None else DELETE
             log.append((kind, tuple(body["namespace"]), body["key"]))
         taken += 1

@@ -53,7 +53,7 @@ from langgraph.store.base import (
 )
 
 from ..errors import CorruptObjectError, GitckptError, InvalidInputError
-from ..git.repo import BLOB, GitRepo, retry_cas
+from ..git.repo import BLOB, GitRepo, Oid, retry_cas
 from .format import (
     DELETE,
     EXPIRE,
@@ -129,8 +129,8 @@ class GitStore(BaseStore):
         super().__init__()
         self._owns_repo = not isinstance(path, GitRepo)
         self.repo = path if isinstance(path, GitRepo) else GitRepo(path, durability=durability)
-        self.index_config: dict | None = None
-        self.embeddings = None
+        self.index_config: dict[str, Any] | None = None
+        self.embeddings: Any = None  # langchain Embeddings, when index= is given
         if index:
             self.index_config = dict(index)
             self.embeddings = ensure_embeddings(self.index_config.get("embed"))
@@ -140,8 +140,8 @@ class GitStore(BaseStore):
         self.ttl_config = ttl
         self._lock = threading.RLock()
         self._idx = StoreIndex(self.index_config.get("dims") if self.index_config else None)
-        self._tip = None  # the commit the index reflects
-        self._tree = None
+        self._tip: Oid | None = None  # the commit the index reflects
+        self._tree: Oid | None = None
         self._loaded = False
         self._last_us = 0
         self._closed = False
@@ -358,6 +358,7 @@ class GitStore(BaseStore):
     def _embed_plans(self, plans: list[_PutPlan], embed_docs: Callable) -> None:
         """Fill each plan's vectors: reuse the stored vector of any field whose
         text did not change, embed the other texts (each distinct text once)."""
+        assert self.index_config is not None  # only called for a store with an index
         tokenized = self.index_config["__tokenized_fields"]
         for plan in plans:
             index = plan.op.index
@@ -443,6 +444,7 @@ class GitStore(BaseStore):
         return out
 
     def _refresh(self, rec: Rec, now: int, refresh: dict) -> None:
+        assert rec.ttl is not None  # only items with a TTL are refreshed
         ttl_us = int(rec.ttl * _US_PER_MIN)
         expires = now + ttl_us
         self._idx.set_expiry(rec, max(expires, rec.expires or expires))
@@ -479,6 +481,7 @@ class GitStore(BaseStore):
                 if not is_item_path(path):
                     continue
                 if new is None:
+                    assert old is not None  # a removed path was there before
                     where = parse_item_path(path)
                     if where is None:
                         try:
@@ -536,7 +539,7 @@ class GitStore(BaseStore):
                         plan: _PutPlan = arg
                         t = self._tick()
                         alive = old is not None and idx.live(old, now)
-                        created = old.created if alive else t
+                        created = old.created if old is not None and alive else t
                         ttl = plan.op.ttl
                         expires = t + int(ttl * _US_PER_MIN) if ttl is not None else None
                         raw_vecs = [(f, d, v.astype("<f4").tobytes()) for f, d, v in plan.vectors]
