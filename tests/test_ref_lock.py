@@ -175,3 +175,33 @@ def test_a_claimed_lock_is_flocked_and_looks_new(tmp_path):
         os.unlink(lock)
     r.close()
     assert list((Path(r.gitdir) / "objects" / "pack").glob("tmp_gitckpt_*")) == []
+
+
+def test_pool_files_deleted_by_git_prune_are_replaced(tmp_path):
+    """`git prune` deletes tmp_ files older than its expiry, the pool's among them:
+    the next updates write their packs and locks all the same."""
+    s = GitSaver(str(tmp_path / "r.git"), auto_pack=False)
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    cfg = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+
+    def step(i: int) -> None:
+        nonlocal cfg
+        cp = empty_checkpoint()
+        cp["channel_values"] = {"x": i}
+        cp["channel_versions"] = {"x": i + 1}
+        cfg = s.put(cfg, cp, {"step": i}, {"x": i + 1})
+
+    step(0)
+    pool_inodes(s.repo, 20)
+    pack_dir = tmp_path / "r.git" / "objects" / "pack"
+    assert list(pack_dir.glob("tmp_gitckpt_*"))
+    git(tmp_path / "r.git", "prune", "--expire=now")
+    assert list(pack_dir.glob("tmp_gitckpt_*")) == []  # git removed the pool's files
+    for i in range(1, 6):
+        step(i)
+    assert s.get_tuple({"configurable": {"thread_id": "t"}}).checkpoint["channel_values"] == {"x": 5}
+    s.close()
+    assert list(pack_dir.glob("tmp_gitckpt_*")) == []
+    assert subprocess.run(["git", "--git-dir", str(tmp_path / "r.git"), "fsck", "--strict"],
+                          capture_output=True).returncode == 0

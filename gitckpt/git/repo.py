@@ -250,6 +250,15 @@ class _FilePool:
     def close(self) -> None:
         self._finalizer()
 
+    def prune(self) -> None:
+        """Forget the files someone deleted (``git gc`` removes ``tmp_`` files
+        older than its expiry, and the pool may hold files that long)."""
+        st = self._state
+        with st["cond"]:
+            gone = [f for f in st["files"] if not os.path.exists(f[1])]
+            st["files"] = [f for f in st["files"] if f not in gone]
+        _close_all([fd for fd, _ in gone])
+
     @staticmethod
     def _discard(state: dict) -> None:
         """Delete the unused files (on close(), or at exit), after any refill under way."""
@@ -442,6 +451,7 @@ class GitRepo:
                 if attempt == 19:
                     raise
                 os.makedirs(pack_dir, exist_ok=True)
+                self._pool.prune()  # `git gc` deletes old tmp_ files: the pool's too
             except OSError as exc:  # the objects stay staged: a later flush writes them
                 raise storage_error(self.path, f"writing {len(objects)} new object(s)", exc) from exc
         self._written.update(self._staged)
