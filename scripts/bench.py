@@ -153,9 +153,9 @@ SIZES = {
              "latency_n": 400, "growth_n": 10_000, "growth_window": 128,
              "thread_n": 10_000, "read_rounds": 30, "store_n": 10_000, "store_rounds": 30, "store_put_rounds": 40},
     "quick": {"rounds": {g: 1 for g in GROUP_ORDER},
-              "chat_turns": 30, "async_turns": 20, "turn_block": 5, "shape_invokes": 6, "shape_block": 3,
-              "latency_n": 150, "growth_n": 1_500, "growth_window": 64,
-              "thread_n": 1_000, "read_rounds": 8, "store_n": 2_000, "store_rounds": 8, "store_put_rounds": 10},
+              "chat_turns": 20, "async_turns": 16, "turn_block": 4, "shape_invokes": 4, "shape_block": 2,
+              "latency_n": 100, "growth_n": 800, "growth_window": 64,
+              "thread_n": 600, "read_rounds": 8, "store_n": 1_500, "store_rounds": 8, "store_put_rounds": 10},
 }
 
 # -- the run context ---------------------------------------------------------------
@@ -1024,7 +1024,7 @@ def settle() -> None:
     next one's first blocks."""
     gc.collect()
     os.sync()
-    time.sleep(0.2)
+    time.sleep(0.1)
 
 
 def run(names: list[str], sizes: dict, workdir: Path, log: Callable[[str], None]) -> tuple[dict, dict]:
