@@ -370,7 +370,8 @@ def m_shapes(ctx: Ctx, key: str) -> dict:
 
     if async_c:
         asyncio.run(go())
-    return {"ms": {k: v / n * 1e3 for k, v in total.items()}, "checked": checked.get("invoke")}
+    return {"ms": {k: v / n * 1e3 for k, v in total.items()}, "checked": checked.get("invoke"),
+            "checked_by_api": checked}
 
 
 def m_latency(ctx: Ctx, key: str) -> dict:
@@ -754,7 +755,7 @@ def measure_group(group: str, sizes: dict, selected: set[str], workdir: Path, lo
 
 def add_row(rows: dict, name: str, mode: str | None, group: str, res: dict[str, dict],
             values: dict[str, float | None], git: str | None, sq: str | None, mem: str | None = "memory",
-            combo: str | None = None, like: str | None = None, **extra: Any) -> None:
+            combo: str | None = None, like: str | None = None, checked: str | None = None, **extra: Any) -> None:
     spec = SPECS[name]
     base = f"{name}:{combo}" if combo else name
     key = base if mode in (None, "fsync") or not spec.variants else f"{base}@{mode}"
@@ -776,7 +777,8 @@ def add_row(rows: dict, name: str, mode: str | None, group: str, res: dict[str, 
         "memory": durability_of(mem, group) if mem else None,
         "compares": like or "durability does not change what is measured",
     }
-    checked = (res.get(sq) or {}).get("checked") if sq else None
+    if checked is None and sq:
+        checked = (res.get(sq) or {}).get("checked")
     if checked:
         row["durability"]["sqlite_pragmas"] = checked  # read back from the connection
     row["what"] = spec.what
@@ -826,7 +828,7 @@ def rows_shapes(rows: dict, res: dict, sizes: dict, selected: set[str], info: di
                     like=("both survive a power loss" if mode == "fsync" else "both survive a process crash")
                     + f"; LangGraph durability={dur!r}" + ("; SQLite peer: AsyncSqliteSaver" if api == "ainvoke"
                                                           else ""),
-                    invokes=sizes["shape_invokes"])
+                    checked=(res[sq].get("checked_by_api") or {}).get(api), invokes=sizes["shape_invokes"])
 
 
 def rows_latency(rows: dict, res: dict, sizes: dict, selected: set[str], info: dict) -> None:
