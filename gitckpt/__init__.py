@@ -14,6 +14,7 @@ from .errors import (
     RemoteError,
     RepositoryError,
     StorageError,
+    UntrustedDataError,
 )
 
 __version__ = "0.1.0"
@@ -30,6 +31,7 @@ __all__ = [
     "RefLockError",
     "RemoteError",
     "InvalidInputError",
+    "UntrustedDataError",
 ]
 
 if TYPE_CHECKING:

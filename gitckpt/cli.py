@@ -29,6 +29,7 @@ from .errors import GitckptError, InvalidInputError, NotFoundError
 DEFAULT_REPO = ".gitckpt"
 REPO_ENV = "GITCKPT_REPO"
 SERDE_ENV = "GITCKPT_SERDE"
+ALLOW_ENV = "GITCKPT_ALLOW"
 
 # -- output -----------------------------------------------------------------------
 
@@ -81,9 +82,51 @@ def _size(n: float) -> str:
     return f"{n} B"
 
 
+def _unmark(data: Any, marks: list[str]) -> Any:
+    """``data`` with each not-constructed marker (trust.py) replaced by a token; its text in ``marks``."""
+    if isinstance(data, dict):
+        if ops.MARK in data and set(data) <= {ops.MARK, "data"}:
+            marks.append(str(ops.marker_text(data)))
+            return f"\x00{len(marks) - 1}\x00"
+        return {k: _unmark(v, marks) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_unmark(v, marks) for v in data]
+    return data
+
+
 def _oneline(data: Any, limit: int = 200) -> str:
-    """A JSON value on one line, for people: a message as ``type: content``."""
-    if isinstance(data, dict) and isinstance(data.get("type"), str) and "content" in data:
+    """A JSON value on one line, for people: a message as ``type: content``; a
+    value that was not constructed as ``<not constructed: module.Name(data)>``."""
+    marks: list[str] = []
+    hidden = _marked_types({k: v for k, v in data.items() if k != "content"}) if _is_message(data) else []
+    data = _unmark(data, marks)
+    out = _oneline_plain(data)
+    if hidden:  # a message is shown as its content: say what else it holds that was not constructed
+        out += f" (also holds <not constructed: {', '.join(dict.fromkeys(hidden))}>)"
+    for i, text in enumerate(marks):
+        token = f"\x00{i}\x00"
+        out = out.replace(json.dumps(token), text).replace(token, text)
+    out = " ".join(out.split())
+    return out if len(out) <= limit else out[: limit - 1] + "…"
+
+
+def _is_message(data: Any) -> bool:
+    return isinstance(data, dict) and isinstance(data.get("type"), str) and "content" in data
+
+
+def _marked_types(data: Any) -> list[str]:
+    """The type names of the not-constructed markers anywhere in ``data``."""
+    if isinstance(data, dict):
+        if ops.MARK in data and set(data) <= {ops.MARK, "data"}:
+            return [str(data[ops.MARK]), *_marked_types(data.get("data"))]
+        return [t for v in data.values() for t in _marked_types(v)]
+    if isinstance(data, list):
+        return [t for v in data for t in _marked_types(v)]
+    return []
+
+
+def _oneline_plain(data: Any) -> str:
+    if _is_message(data):
         content = data["content"]
         text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
         calls = data.get("tool_calls") or []
@@ -94,8 +137,7 @@ def _oneline(data: Any, limit: int = 200) -> str:
         out = data
     else:
         out = json.dumps(data, ensure_ascii=False, default=str)
-    out = " ".join(out.split())
-    return out if len(out) <= limit else out[: limit - 1] + "…"
+    return out
 
 
 def _value_lines(data: Any) -> list[str]:
@@ -152,7 +194,7 @@ class Session:
     ``gitckpt log`` and ``gitckpt threads`` start in a fraction of the time.
     """
 
-    def __init__(self, path: Path, create: bool = False, serde: Any = None) -> None:
+    def __init__(self, path: Path, create: bool = False, serde: Any = None, allow: tuple[str, ...] = ()) -> None:
         from .checkpoint.threads import ThreadIndexes
         from .git.repo import GitRepo
 
@@ -160,16 +202,24 @@ class Session:
         self.repo = GitRepo(path, create=create)
         self.indexes = ThreadIndexes(self.repo)
         self._serde = serde
+        self._allow = allow
         self._saver: Any = None  # a GitSaver, made when a command needs one (it imports LangGraph)
         self._store: Any = None
 
     @property
     def saver(self):
-        """The repository's ``GitSaver``, sharing the session's thread indexes."""
+        """The repository's ``GitSaver``, sharing the session's thread indexes.
+
+        It reads strictly (trust.py; format.md 16): only LangGraph's safe types,
+        ``--allow`` and the repository's ``gitckpt.allow`` are constructed."""
         if self._saver is None:
             from .checkpoint.saver import GitSaver
 
-            self._saver = GitSaver(self.repo, serde=self._serde, indexes=self.indexes)  # one index a thread
+            serde, strict = ops.reading_serde(self._serde, self._allow, self.repo)
+            if not strict:
+                click.echo(f"Warning: --serde {type(serde).__name__} is not LangGraph's serializer; gitckpt cannot "
+                           "make it strict, so it constructs whatever it is written to construct", err=True)
+            self._saver = GitSaver(self.repo, serde=serde, indexes=self.indexes)  # one index a thread
         return self._saver
 
     @property
@@ -204,9 +254,14 @@ def _serde() -> Any:
     return ops.load_serializer(click.get_current_context().find_root().params.get("serde"))
 
 
+def _allow() -> tuple[str, ...]:
+    """The types ``gitckpt --allow module:Name`` (repeatable, or $GITCKPT_ALLOW) allows."""
+    return tuple(click.get_current_context().find_root().params.get("allow") or ())
+
+
 def _session(repo: str | None, create: bool = False) -> Session:
     ctx = click.get_current_context()
-    session = Session(_resolve_repo(repo), create=create, serde=_serde())
+    session = Session(_resolve_repo(repo), create=create, serde=_serde(), allow=_allow())
     ctx.call_on_close(session.close)
     return session
 
@@ -252,8 +307,12 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.option("--serde", "serde", metavar="SPEC", default=None, envvar=SERDE_ENV,
               help="The serializer the checkpoints were written with: 'aes' (EncryptedSerializer, key in "
                    f"$LANGGRAPH_AES_KEY) or FILE.py:ATTR / module:ATTR (default: ${SERDE_ENV}, else LangGraph's).")
+@click.option("--allow", "allow", metavar="MODULE:NAME", multiple=True, envvar=ALLOW_ENV,
+              help="Also construct this type when reading values (repeatable; default: LangGraph's safe types "
+                   "and the repository's gitckpt.allow config). Any other type is shown as "
+                   "<not constructed: module.Name(...)>.")
 @click.version_option(__version__, prog_name="gitckpt", message="%(prog)s %(version)s")
-def cli(repo: str | None, serde: str | None) -> None:
+def cli(repo: str | None, serde: str | None, allow: tuple[str, ...]) -> None:
     """Audit, diff, fork and replay LangGraph runs stored in a git repository.
 
     Every thread is a branch and every checkpoint a commit, so plain git works
@@ -963,10 +1022,10 @@ def verify(repo: str | None, as_json: bool) -> None:
     open_repository(path, create=False)  # a clear error before the progress bar
     serde = _serde()
     if as_json:
-        problems = ops.verify(path, serde=serde)
+        problems = ops.verify(path, serde=serde, allow=_allow())
     else:
         with _Bar("verify") as bar:
-            problems = ops.verify(path, progress=bar, serde=serde)
+            problems = ops.verify(path, progress=bar, serde=serde, allow=_allow())
     if as_json:
         _echo_json({"ok": not problems, "problems": problems})
         if problems:
@@ -1100,24 +1159,61 @@ def remote_and_threads(f):
     return f
 
 
-def _run_sync(action: str, remote: str | None, threads_: tuple[str, ...], repo: str | None, as_json: bool) -> None:
+def trust_option(f):
+    return click.option(
+        "--trust", "trust", is_flag=True,
+        help="Take what the remote sent even if it names types outside the allowlist "
+             "(reading it with LangGraph's default serializer would construct them).",
+    )(f)
+
+
+def _untrusted(exc: Any, as_json: bool) -> click.ClickException:
+    """An UntrustedDataError as the report (stderr, or JSON on stdout) and exit status 1."""
+    if as_json:
+        _echo_json({"ok": False, "error": "untrusted", "scan": exc.report.to_dict()})
+    else:
+        for line in str(exc).splitlines():
+            click.echo(line, err=True)
+    return click.ClickException("nothing was pulled: the remote's values name types outside the allowlist "
+                                "(see above); allow them, or pass --trust")
+
+
+def _trusted_note(result: Any) -> None:
+    scan = getattr(result, "scan", None)
+    if scan is not None and not scan.ok:
+        click.echo(f"Warning: --trust took {len(scan.findings)} value(s) naming types outside the allowlist "
+                   f"({', '.join(scan.types())}); gitckpt shows them as <not constructed: ...>, LangGraph's "
+                   "default serializer would construct them", err=True)
+
+
+def _run_sync(action: str, remote: str | None, threads_: tuple[str, ...], repo: str | None, as_json: bool,
+              trust: bool = False) -> None:
     from . import sync
+    from .errors import UntrustedDataError
 
     path = _resolve_repo(repo)
     names = list(threads_) or None
-    if action == "sync":
-        both = sync.sync(path, remote, names, store=names is None)
-        results = [both.pull, both.push]
-        if as_json:
-            _echo_json(both.to_dict())
-    else:
-        fn = sync.push if action == "push" else sync.pull
-        results = [fn(path, remote, names, store=names is None)]
-        if as_json:
-            _echo_json(results[0].to_dict())
+    check = {"trust": trust, "allow": _allow(), "serde": _serde()}
+    try:
+        if action == "sync":
+            both = sync.sync(path, remote, names, store=names is None, **check)
+            results = [both.pull, both.push]
+            if as_json:
+                _echo_json(both.to_dict())
+        else:
+            if action == "push":
+                results = [sync.push(path, remote, names, store=names is None)]
+            else:
+                results = [sync.pull(path, remote, names, store=names is None, **check)]
+            if as_json:
+                _echo_json(results[0].to_dict())
+    except UntrustedDataError as exc:
+        raise _untrusted(exc, as_json) from exc
     if not as_json:
         for result in results:
             _sync_table(result, "Pushed" if result.action == "push" else "Pulled")
+    for result in results:
+        _trusted_note(result)
     for result in results:
         _sync_failure(result)
 
@@ -1145,7 +1241,8 @@ def push(remote: str | None, threads_: tuple[str, ...], repo: str | None, as_jso
 
 @cli.command()
 @remote_and_threads
-def pull(remote: str | None, threads_: tuple[str, ...], repo: str | None, as_json: bool) -> None:
+@trust_option
+def pull(remote: str | None, threads_: tuple[str, ...], repo: str | None, as_json: bool, trust: bool) -> None:
     """Bring a remote's threads and store here; nothing local is rewritten.
 
     New branches are created and branches the remote moved forward are
@@ -1155,27 +1252,121 @@ def pull(remote: str | None, threads_: tuple[str, ...], repo: str | None, as_jso
     item changed on both sides, the later update wins). REMOTE and THREADs as
     for `push`.
 
+    What the remote sent is checked first, without decoding it: if a value
+    names a type outside LangGraph's safe types and the allowlist (--allow,
+    `gitckpt allow`), or cannot be checked (pickled; encrypted, unless --serde
+    aes gives the key), nothing is pulled and each thread and checkpoint is
+    listed (exit status 1); --trust takes it anyway.
+
     \b
     Example:
         gitckpt pull
         gitckpt pull git://server/team.git 1
+        gitckpt --allow myapp.state:Plan pull
     """
-    _run_sync("pull", remote, threads_, repo, as_json)
+    _run_sync("pull", remote, threads_, repo, as_json, trust)
 
 
 @cli.command("sync")
 @click.argument("remote", required=False)
 @repo_option
 @json_option
-def sync_(remote: str | None, repo: str | None, as_json: bool) -> None:
+@trust_option
+def sync_(remote: str | None, repo: str | None, as_json: bool, trust: bool) -> None:
     """Pull, then push: afterwards both sides hold every checkpoint.
+
+    The pull is checked as `gitckpt pull` checks it; when it refuses, nothing
+    is pushed either.
 
     \b
     Example:
         gitckpt sync
         gitckpt sync origin --json
     """
-    _run_sync("sync", remote, (), repo, as_json)
+    _run_sync("sync", remote, (), repo, as_json, trust)
+
+
+@cli.command()
+@click.argument("url")
+@click.argument("path", required=False)
+@repo_option
+@json_option
+@trust_option
+def clone(url: str, path: str | None, repo: str | None, as_json: bool, trust: bool) -> None:
+    """Make a new repository at PATH from the gitckpt repository at URL.
+
+    A bare repository, configured like every gitckpt repository (`git log -p`
+    shows decoded values), with URL as its remote origin, so `gitckpt pull`
+    and `push` need no argument. PATH defaults to --repo, else the last part
+    of URL (team.git). What comes in is checked as `gitckpt pull` checks it; when
+    it is refused, no repository is left behind. Types given with the global
+    --allow are recorded in the new repository's gitckpt.allow.
+
+    \b
+    Example:
+        gitckpt clone git://server/team.git
+        gitckpt --allow myapp.state:Plan clone git://server/team.git team.git
+        gitckpt --repo team.git log 1
+    """
+    from . import sync
+    from .errors import UntrustedDataError
+
+    path = path or repo or click.get_current_context().find_root().params.get("repo")
+    if path is None:
+        tail = url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1] or "repository"
+        path = tail if tail.endswith(".git") else tail + ".git"
+    target = Path(path).expanduser().absolute()
+    try:
+        result = sync.clone(url, target, trust=trust, allow=_allow(), serde=_serde())
+    except UntrustedDataError as exc:
+        raise _untrusted(exc, as_json) from exc
+    if as_json:
+        _echo_json({"path": str(target), **result.to_dict()})
+    else:
+        lines = [r for r in result.refs if r.ref.startswith(sync.HEADS + "threads/")]
+        store_ = any(r.ref == sync.STORE_REF for r in result.refs)
+        click.echo(f"Cloned {url} into {_display_path(target)}: {len(lines)} thread(s)"
+                   + (" and the store" if store_ else "") + ".")
+    _trusted_note(result)
+    _sync_failure(result)
+
+
+@cli.command()
+@click.argument("types", metavar="[MODULE:NAME]...", nargs=-1)
+@click.option("--remove", is_flag=True, help="Remove the types given instead of adding them.")
+@repo_option
+@json_option
+def allow(types: tuple[str, ...], remove: bool, repo: str | None, as_json: bool) -> None:
+    """Allow your own state types to be constructed when this repository is read.
+
+    gitckpt reads strictly: only LangGraph's safe types (messages, datetimes,
+    UUIDs, Send, ...) and the types allowed here or with --allow are built;
+    any other stored type is shown as <not constructed: module.Name(...)>, and
+    a pull that brings one is refused unless --trust. The types are kept in the
+    repository's git config (gitckpt.allow; `git config --add gitckpt.allow
+    module:Name` does the same). Without arguments: list them.
+
+    \b
+    Examples:
+        gitckpt allow myapp.state:Plan myapp.state:Step
+        gitckpt allow
+        gitckpt allow --remove myapp.state:Step
+    """
+    from . import trust
+
+    s = _session(repo)
+    if types:
+        changed = (trust.remove_from_repo if remove else trust.add_to_repo)(s.repo, types)
+    else:
+        changed = []
+    now = sorted(f"{m}:{n}" for m, n in trust.repo_allowlist(s.repo))
+    if as_json:
+        _echo_json({"allowed": now, "added" if not remove else "removed": changed})
+        return
+    if types:
+        verb = "Removed" if remove else "Allowed"
+        click.echo(f"{verb}: {', '.join(changed)}." if changed else "Nothing changed.")
+    click.echo("Allowed types (gitckpt.allow): " + (", ".join(now) if now else "none (LangGraph's safe types only)"))
 
 
 # -- store ---------------------------------------------------------------------------------------
@@ -1204,7 +1395,7 @@ def _ns_arg(text: str, allow_root: bool = False) -> tuple[str, ...]:
 
 def _item_json(item: Any) -> dict[str, Any]:
     out = {
-        "namespace": list(item.namespace), "key": item.key, "value": item.value,
+        "namespace": list(item.namespace), "key": item.key, "value": ops.jsonable(item.value),
         "created_at": item.created_at.isoformat() if item.created_at else None,
         "updated_at": item.updated_at.isoformat() if item.updated_at else None,
     }
@@ -1269,7 +1460,7 @@ def store_get(namespace: str, key: str, repo: str | None, as_json: bool) -> None
     if as_json:
         _echo_json(_item_json(item))
     else:
-        _echo_json(item.value)
+        _echo_json(ops.jsonable(item.value))
 
 
 @store.command("put")
@@ -1376,7 +1567,7 @@ def store_search(namespace: str, query: str | None, embed: str | None, filter_js
     cols = ["Namespace|f", "Key|f", "Value|f"] + (["Score|r"] if query else []) + ["Updated"]
     table = _table(*cols)
     for i in found:
-        cells = [ops.format_namespace(i.namespace), i.key, _oneline(i.value, 120)]
+        cells = [ops.format_namespace(i.namespace), i.key, _oneline(ops.jsonable(i.value), 120)]
         if query:
             cells.append("" if i.score is None else f"{i.score:.3f}")
         cells.append(i.updated_at.astimezone().strftime("%m-%d %H:%M:%S") if i.updated_at else "")
@@ -1405,7 +1596,7 @@ def store_log(namespace: str, key: str | None, limit: int | None, repo: str | No
     ns = _ns_arg(namespace, allow_root=True)
     entries = ops.store_history(s.repo, ns, key, limit=limit)
     if as_json:
-        _echo_json(entries)
+        _echo_json(ops.jsonable(entries))
         return
     if not entries:
         click.echo("No changes" + (f" to {ops.format_namespace(ns)}" if ns else "") + (f" {key}" if key else "") + ".")
@@ -1413,7 +1604,7 @@ def store_log(namespace: str, key: str | None, limit: int | None, repo: str | No
     table = _table("Commit", "Time", "Change", "Namespace|f", "Key|f", "Value|f")
     for e in entries:
         table.add_row(e["commit"][:8], _short_when(e["time"]), e["change"], ops.format_namespace(e["namespace"]),
-                      e["key"], "" if e["value"] is None else _oneline(e["value"], 100))
+                      e["key"], "" if e["value"] is None else _oneline(ops.jsonable(e["value"]), 100))
     _console().print(table)
 
 

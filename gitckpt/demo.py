@@ -173,7 +173,7 @@ def run(repo_path: str | Path, emit: Callable[[str, dict], None], model: BaseCha
     from gitckpt import GitSaver
     from gitckpt.store import GitStore
 
-    saver = GitSaver(repo_path)
+    saver = GitSaver(repo_path, allowed_msgpack_modules=())  # strict: the demo stores only safe types
     store = GitStore(saver.repo)
     try:
         taken = [t for t in DEMO_THREADS if saver.thread_info(t) is not None]

@@ -39,7 +39,7 @@ class RefLockError(ConflictError):
     """A ref stayed locked (``<ref>.lock``) for as long as a write retries.
 
     The message names the lock file, whether a live gitckpt process holds it,
-    and what to do (docs/format.md, 20.2).
+    and what to do (docs/format.md, 17.2).
     """
 
 
@@ -56,3 +56,13 @@ class ConfigError(GitckptError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class UntrustedDataError(GitckptError):
+    """What a pull or clone fetched names types outside the allowlist (or cannot be
+    scanned); no local ref was moved. ``report`` (a :class:`gitckpt.trust.ScanReport`)
+    lists each thread, checkpoint or store item and the types it names."""
+
+    def __init__(self, message: str, report: object) -> None:
+        super().__init__(message)
+        self.report = report

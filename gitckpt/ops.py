@@ -34,11 +34,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
+import msgpack
+
 from .checkpoint import format as fmt
 from .checkpoint.threads import ThreadIndexes
 from .errors import CorruptObjectError, GitckptError, InvalidInputError, NotFoundError, RepositoryError
 from .git import names
 from .git.repo import Oid, maintenance_lock
+from .trust import MARK, NotConstructed, jsonable_marker, marker_text  # noqa: F401 (the CLI's)
 
 #: A progress callback: ``progress(done, total, what)``.
 Progress = Callable[[int, int, str], None]
@@ -80,6 +83,10 @@ def jsonable(value: Any) -> Any:
     dataclasses, LangGraph's ``Interrupt``, bytes...)."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    if isinstance(value, NotConstructed):  # a type outside the allowlist: its name and data (trust.py)
+        return jsonable_marker(value, jsonable)
+    if isinstance(value, msgpack.ExtType):  # an extension in a store value (never constructed)
+        return _ext_marker(value)
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
@@ -107,6 +114,16 @@ def jsonable(value: Any) -> Any:
     if hasattr(value, "__dict__") and type(value).__module__.startswith("langgraph"):
         return {k: jsonable(v) for k, v in vars(value).items() if not k.startswith("_")}
     return repr(value)
+
+
+def _ext_marker(ext: msgpack.ExtType) -> Any:
+    """A msgpack extension a store value holds, as a not-constructed marker (its type read, not built)."""
+    try:
+        tup = msgpack.unpackb(ext.data, raw=False, strict_map_key=False,
+                              ext_hook=lambda code, data: _ext_marker(msgpack.ExtType(code, data)))
+        return jsonable_marker(NotConstructed(tup[0], tup[1], tup[2]), jsonable)
+    except Exception:
+        return {MARK: f"msgpack extension {ext.code}", "data": ext.data.hex()}
 
 
 # -- the history of a thread ----------------------------------------------------
@@ -593,10 +610,35 @@ def load_graph(spec: str | None, saver: Any, store: Any = None, cwd: Path | None
         except Exception as exc:
             raise InvalidInputError(f"graph {spec!r}: the factory failed: {type(exc).__name__}: {exc}") from exc
     if isinstance(obj, StateGraph):
+        saver = _with_schema_types(saver, obj)
         return obj.compile(checkpointer=saver, store=store)
     if isinstance(obj, Pregel):
+        saver = _with_schema_types(saver, getattr(obj, "builder", None), getattr(obj, "channels", None))
         return obj.copy(update={"checkpointer": saver, "store": store})
     raise InvalidInputError(f"graph {spec!r} is a {type(obj).__name__}, not a LangGraph graph (StateGraph or compiled graph)")
+
+
+def _with_schema_types(saver: Any, builder: Any, channels: Any = None) -> Any:
+    """``saver`` allowing the types the user's graph declares (its state, input and
+    output schemas, its channels' types), as LangGraph does in strict mode
+    (``LANGGRAPH_STRICT_MSGPACK``): a graph that is run needs its own state types."""
+    if saver is None or not hasattr(saver, "with_allowlist"):
+        return saver
+    try:
+        from langgraph._internal._serde import build_serde_allowlist
+    except ImportError:  # pragma: no cover - another langgraph layout: the user's --allow still works
+        return saver
+    schemas = []
+    if builder is not None and hasattr(builder, "state_schema"):
+        schemas = [builder.state_schema, builder.input_schema, builder.output_schema,
+                   getattr(builder, "context_schema", None)]
+        schemas += [n.input_schema for n in builder.nodes.values()]
+        channels = channels if channels is not None else builder.channels
+    try:
+        allow = build_serde_allowlist(schemas=[s for s in schemas if s is not None], channels=channels or {})
+    except Exception:  # a schema LangGraph's walker cannot read: the user's --allow still works
+        return saver
+    return saver.with_allowlist(allow) if allow else saver
 
 
 def load_serializer(spec: str | None, cwd: Path | None = None) -> Any:
@@ -621,7 +663,7 @@ def load_serializer(spec: str | None, cwd: Path | None = None) -> Any:
         except Exception as exc:  # a key of the wrong length
             raise InvalidInputError(f"--serde aes: {type(exc).__name__}: {exc}") from None
     obj = _load_object(spec, cwd or Path.cwd(), "--serde")
-    if not hasattr(obj, "loads_typed") and callable(obj):
+    if (isinstance(obj, type) or not hasattr(obj, "loads_typed")) and callable(obj):  # a class or a factory
         try:
             obj = obj()
         except Exception as exc:
@@ -650,18 +692,29 @@ def load_embeddings(spec: str) -> Any:
 # -- verify ---------------------------------------------------------------------------
 
 
-def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde: Any = None) -> list[str]:
+def reading_serde(serde: Any, allow: Any, repo: Any) -> tuple[Any, bool]:
+    """The serializer to read ``repo`` with: ``serde`` (None: LangGraph's) made
+    strict (trust.py), allowing ``allow`` and the repository's ``gitckpt.allow``;
+    and whether it could be made strict (a serializer of the user's own cannot)."""
+    from .trust import make_strict, normalize, repo_allowlist
+
+    return make_strict(serde, normalize(allow) | repo_allowlist(repo))
+
+
+def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde: Any = None,
+           allow: Any = ()) -> list[str]:
     """Check a repository: every checkpoint and pending write of every thread
     decodes (with ``serde``, the serializer it was written with; default
-    LangGraph's), every history is intact, every store item decodes, and ``git
-    fsck`` finds every object. Returns the problems found (empty: all good).
+    LangGraph's, made strict: only safe types and ``allow`` and the repository's
+    ``gitckpt.allow`` are constructed), every history is intact, every store item
+    decodes, and ``git fsck`` finds every object. Returns the problems found (empty: all good).
     """
     from .checkpoint.saver import GitSaver
     from .git.repo import GitRepo
 
     problems: list[str] = []
     repo = GitRepo(repo_path, create=False, auto_pack=False)
-    saver = GitSaver(repo, serde=serde)
+    saver = GitSaver(repo, serde=reading_serde(serde, allow, repo)[0])
     try:
         threads = saver.threads()
         histories: dict[str, ThreadHistory] = {}
@@ -682,7 +735,7 @@ def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde
                 try:
                     tup = saver.get_tuple({"configurable": {"thread_id": tid, "checkpoint_ns": ns, "checkpoint_id": cid}})
                 except GitckptError as exc:
-                    # in the words of the warning list() logs when it leaves it out (format.md 20.5)
+                    # in the words of the warning list() logs when it leaves it out (format.md 17.5)
                     text, own = str(exc), f"thread {tid!r} checkpoint {cid}"
                     problems.append(where + text[len(own):] if text.startswith(own) else f"{where}: {text}")
                     continue
@@ -767,13 +820,13 @@ def _fsck(path: Path) -> list[str]:
 
 #: Unreachable objects younger than this survive gc (git's own default for
 #: ``gc.pruneExpire``, which a repository's config overrides): another process
-#: may have written them and not yet pointed a ref at them (format.md 20.4).
+#: may have written them and not yet pointed a ref at them (format.md 17.4).
 GRACE = "2.weeks.ago"
 
 
 def gc(repo_path: str | os.PathLike, progress: Progress | None = None, prune_now: bool = False) -> dict[str, Any]:
     """Pack and compact the repository; safe while other processes write to it
-    (``prune_now=False``). format.md 20.4.
+    (``prune_now=False``). format.md 17.4.
 
     Runs ``git pack-refs --all``, then ``git repack -d --cruft
     --cruft-expiration=EXPIRE``: everything reachable goes into one pack, the

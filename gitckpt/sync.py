@@ -37,12 +37,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .checkpoint import format as fmt
 from .checkpoint.threads import line_tips
-from .errors import NotFoundError
+from .errors import InvalidInputError, NotFoundError, UntrustedDataError
 from .git import names
 from .git.remote import Remote
 from .git.repo import GitRepo, Oid, retry_cas
@@ -92,6 +92,8 @@ class Result:
     remote: str  # the remote as named by the caller (name or URL)
     url: str
     refs: list[RefResult] = dataclasses.field(default_factory=list)
+    #: a pull's check of what it fetched (trust.ScanReport; None for a push)
+    scan: Any = None
 
     @property
     def failed(self) -> list[RefResult]:
@@ -107,8 +109,11 @@ class Result:
         return [r for r in self.refs if r.status != UP_TO_DATE]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"action": self.action, "remote": self.remote, "url": self.url, "ok": self.ok,
-                "refs": [r.to_dict() for r in self.refs]}
+        out = {"action": self.action, "remote": self.remote, "url": self.url, "ok": self.ok,
+               "refs": [r.to_dict() for r in self.refs]}
+        if self.scan is not None:
+            out["scan"] = self.scan.to_dict()
+        return out
 
 
 @dataclasses.dataclass
@@ -208,15 +213,31 @@ def _open(repo: GitRepo | str | os.PathLike) -> tuple[GitRepo, bool]:
 
 
 def pull(repo: GitRepo | str | os.PathLike, remote: str | None = None, threads: Sequence[str] | None = None,
-         store: bool = True) -> Result:
+         store: bool = True, *, trust: bool = False, allow: Iterable[Any] = (), serde: Any = None) -> Result:
     """Bring the remote's threads (all, or the ones named) and store branch here.
 
     ``repo`` is a path or an open :class:`GitRepo`; ``remote`` a configured
     remote's name (default ``origin``) or a URL. Local refs only ever move
     forward or are created; see the module's docstring for what happens to
-    each ref. Raises :class:`RemoteError` (unknown or unreachable remote) and
-    :class:`NotFoundError` (a named thread the remote does not have).
+    each ref.
+
+    What is fetched is checked before any local ref moves (docs/format.md, 16):
+    every blob the fetched commits add is scanned, without decoding it into
+    objects, for values naming a type outside LangGraph's safe types, ``allow``
+    and the repository's ``gitckpt.allow`` config, and for values that cannot
+    be scanned (pickled; encrypted, unless ``serde`` is the
+    ``EncryptedSerializer`` with the key, whose cipher decrypts them for the
+    scan). If any is found, :class:`UntrustedDataError` is raised, naming each
+    thread and checkpoint (or store item) and the types (``exc.report``), and
+    nothing moved; ``trust=True`` moves the refs anyway (the scan is still in
+    ``Result.scan``).
+
+    Raises :class:`RemoteError` (unknown or unreachable remote),
+    :class:`NotFoundError` (a named thread the remote does not have) and
+    :class:`UntrustedDataError`.
     """
+    from .trust import cipher_of, normalize, repo_allowlist, scan_new
+
     r, owned = _open(repo)
     try:
         rem = Remote(r, remote, DEFAULT_REMOTE)
@@ -225,6 +246,10 @@ def pull(repo: GitRepo | str | os.PathLike, remote: str | None = None, threads: 
             heads = _select(rem.heads(_is_shared_ref), threads, store)
             _require_threads(heads, threads, lambda t: f"remote {rem.label} has no thread {t!r}")
             fetched = rem.fetch(heads)
+            allowed = normalize(allow) | repo_allowlist(r)
+            result.scan = scan_new(r, fetched.values(), _local_refs(r).values(), allowed, cipher_of(serde))
+            if not result.scan.ok and not trust:
+                raise UntrustedDataError(_untrusted_message(rem.label, result.scan), result.scan)
             lines = sorted((n for n in fetched if n != STORE_REF), key=lambda n: (not n.startswith(_LINE_PREFIXES[0]), n))
             for name in lines:
                 result.refs.append(_pull_line(r, name, fetched[name]))
@@ -236,6 +261,53 @@ def pull(repo: GitRepo | str | os.PathLike, remote: str | None = None, threads: 
     finally:
         if owned:
             r.close()
+
+
+def _untrusted_message(label: str, scan: Any) -> str:
+    n = len(scan.findings)
+    return (
+        f"remote {label} sent {n} value(s) naming types outside the allowlist, or that cannot be "
+        f"checked ({', '.join(scan.types())}); no local ref was moved:\n  " + "\n  ".join(scan.lines())
+        + "\nReading them with LangGraph's default serializer would construct those types (run their code). "
+        "Allow your own state types with `gitckpt allow module:Name` (git config gitckpt.allow) or --allow, "
+        "or pass --trust (trust=True) if you trust whoever wrote them."
+    )
+
+
+def clone(url: str, path: str | os.PathLike, *, trust: bool = False, allow: Iterable[Any] = (),
+          serde: Any = None, remote_name: str = DEFAULT_REMOTE) -> Result:
+    """A new bare gitckpt repository at ``path`` holding ``url``'s threads and store.
+
+    Configured as every repository gitckpt opens is (the textconv driver), with
+    ``url`` as remote ``remote_name`` (``origin``), and with ``allow`` (types
+    given as ``module:Name``) recorded in its ``gitckpt.allow`` config. The
+    threads and the store come in by :func:`pull`, checked the same way: on
+    :class:`UntrustedDataError` (or any failure) the new repository is removed.
+    """
+    from .trust import add_to_repo, normalize
+
+    target = os.path.abspath(os.fspath(path))
+    if os.path.exists(target) and (not os.path.isdir(target) or os.listdir(target)):
+        raise InvalidInputError(f"cannot clone into {target}: it exists and is not an empty directory")
+    existed = os.path.exists(target)
+    allowed = normalize(allow)
+    r = GitRepo(target, create=True)
+    ok = False
+    try:
+        r.add_remote(remote_name, url)
+        if allowed:
+            add_to_repo(r, [f"{m}:{n}" for m, n in sorted(allowed)])
+        result = pull(r, remote_name, trust=trust, serde=serde)
+        ok = True
+        return result
+    finally:
+        r.close()
+        if not ok:
+            import shutil
+
+            shutil.rmtree(target, ignore_errors=True)
+            if existed:
+                os.makedirs(target, exist_ok=True)
 
 
 def _require_threads(refs: dict[str, Oid], threads: Sequence[str] | None, missing) -> None:
@@ -384,11 +456,13 @@ def _plan_push(repo: GitRepo, name: str, mine: Oid,
 
 
 def sync(repo: GitRepo | str | os.PathLike, remote: str | None = None, threads: Sequence[str] | None = None,
-         store: bool = True) -> SyncResult:
-    """:func:`pull`, then :func:`push`: afterwards both sides hold every checkpoint."""
+         store: bool = True, *, trust: bool = False, allow: Iterable[Any] = (), serde: Any = None) -> SyncResult:
+    """:func:`pull` (checked the same way: ``trust``, ``allow``, ``serde``), then
+    :func:`push`: afterwards both sides hold every checkpoint. Nothing is pushed
+    when the pull raises :class:`UntrustedDataError`."""
     r, owned = _open(repo)
     try:
-        pulled = pull(r, remote, threads, store)
+        pulled = pull(r, remote, threads, store, trust=trust, allow=allow, serde=serde)
         pushed = push(r, remote, threads, store)
         return SyncResult(pulled, pushed)
     finally:

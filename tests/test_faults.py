@@ -1,4 +1,4 @@
-"""Faults that must end in a clear state (issue 11, part 4; docs/format.md 20).
+"""Faults that must end in a clear state (issue 11, part 4; docs/format.md 17).
 
 Each test reproduces the fault as it was found (a crafted repository, a real
 process killed with SIGKILL, a small full file system) and then shows the
@@ -606,7 +606,7 @@ def test_gc_expiry_never_loses_an_object_a_running_writer_reuses(repo_path, monk
 
 def test_gc_while_writers_write_loses_nothing(repo_path):
     """The default gc (with pruned history to pack away) runs again and again while two
-    processes write. (--prune-now is not for this: format.md 20.4.)"""
+    processes write. (--prune-now is not for this: format.md 17.4.)"""
     latest = _filled(repo_path, threads=2, steps=100)
     assert cli(repo_path, "prune", "t0", "t1").returncode == 0
     writer = textwrap.dedent("""

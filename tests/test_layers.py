@@ -17,14 +17,15 @@ ALLOWED = {
     "gitckpt.git": {"gitckpt.errors", "gitckpt.git"},
     "gitckpt.checkpoint": {"gitckpt.errors", "gitckpt.git", "gitckpt.checkpoint"},
     "gitckpt.store": {"gitckpt.errors", "gitckpt.git", "gitckpt.store"},
-    "gitckpt.sync": {"gitckpt.errors", "gitckpt.git", "gitckpt.checkpoint", "gitckpt.store"},
+    "gitckpt.trust": {"gitckpt.errors", "gitckpt.git", "gitckpt.checkpoint", "gitckpt.store"},
+    "gitckpt.sync": {"gitckpt.errors", "gitckpt.git", "gitckpt.checkpoint", "gitckpt.store", "gitckpt.trust"},
     "gitckpt.textconv": {"gitckpt.checkpoint.format", "gitckpt.store.format"},
 }
 # modules that must not import LangGraph or LangChain, even indirectly (the CLI's
 # log/threads and the textconv driver start without them)
 LIGHT = ["gitckpt.git.repo", "gitckpt.git.remote", "gitckpt.checkpoint.format", "gitckpt.checkpoint.index",
          "gitckpt.checkpoint.threads", "gitckpt.store.format", "gitckpt.store.merge", "gitckpt.sync",
-         "gitckpt.textconv"]
+         "gitckpt.textconv", "gitckpt.trust"]
 
 
 def _module_name(path: Path) -> str:

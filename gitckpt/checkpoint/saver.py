@@ -25,7 +25,7 @@ import heapq
 import logging
 import random
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -99,6 +99,14 @@ class GitSaver(BaseCheckpointSaver[str]):
         path: the bare repository; created if it does not exist.
         serde: the serializer (default LangGraph's ``JsonPlusSerializer``);
             ``EncryptedSerializer`` and the msgpack allowlist work as usual.
+            LangGraph's default constructs any type a stored value names (with a
+            warning) unless ``LANGGRAPH_STRICT_MSGPACK=true``: for a repository
+            pulled from elsewhere, pass ``allowed_msgpack_modules`` (docs/format.md, 16).
+        allowed_msgpack_modules: read strictly: construct only LangGraph's safe
+            types and these (``(module, name)`` pairs or classes; ``()`` for the
+            safe types alone); any other type is returned as its stored data, as
+            LangGraph's strict mode does. Shorthand for
+            ``serde=JsonPlusSerializer(allowed_msgpack_modules=...)``.
         durability: ``"os"`` (default) — every put is written with write+rename
             and survives a crash of the process; ``"fsync"`` — every put is also
             flushed to disk before it returns, so it survives a power loss.
@@ -123,35 +131,60 @@ class GitSaver(BaseCheckpointSaver[str]):
         path: str | Any,
         *,
         serde: SerializerProtocol | None = None,
+        allowed_msgpack_modules: Iterable[tuple[str, ...] | type] | None = None,
         durability: str = "os",
         auto_pack: bool = True,
         decoded_cache_bytes: int = 16 << 20,
         indexes: ThreadIndexes | None = None,
     ) -> None:
-        super().__init__(serde=serde)
+        if allowed_msgpack_modules is not None:
+            if serde is not None:
+                raise InvalidInputError(
+                    "GitSaver: give allowed_msgpack_modules to your serializer "
+                    "(JsonPlusSerializer(allowed_msgpack_modules=...)), not beside serde="
+                )
+            serde = JsonPlusSerializer(allowed_msgpack_modules=tuple(allowed_msgpack_modules))
+        self._decoded_cache_bytes = decoded_cache_bytes
+        super().__init__(serde=serde)  # sets self.serde: the caches and the msgpack hook (below)
         self._owns_repo = not isinstance(path, GitRepo)
         self.repo = path if isinstance(path, GitRepo) else GitRepo(path, durability=durability, auto_pack=auto_pack)
         if indexes is not None and indexes.repo is not self.repo:
             raise InvalidInputError("GitSaver(indexes=...): the indexes are of another repository object")
         self.indexes = indexes if indexes is not None else ThreadIndexes(self.repo)
         self.lock = self.repo.lock
+        self._queue: dict[str, list[_Update]] = {}
+        self._queue_lock = threading.Lock()
+
+    @property
+    def serde(self) -> SerializerProtocol:
+        """The serializer. Setting it (``BaseCheckpointSaver.with_allowlist`` sets it
+        on a shallow copy) gives this saver caches of decoded values of its own and
+        the msgpack hook of the new serializer: a copy that allows other types never
+        returns a value the other decoded (format.md, 16)."""
+        try:
+            return self._serde
+        except AttributeError:  # BaseCheckpointSaver.__init__ reads it before setting it
+            return BaseCheckpointSaver.serde
+
+    @serde.setter
+    def serde(self, value: SerializerProtocol) -> None:
+        self._serde = value
         # (thread, ns, cid) -> (channel entries, channel versions, versions_seen)
         self._bases: LRUCache[tuple, tuple] = LRUCache(4 * CACHE_THREADS)
         # (thread, ns, channel) -> (items of the full chunks, chunk oids, group oids)
         self._chunks: LRUCache[tuple, tuple] = LRUCache(4 * CACHE_THREADS)
-        # blob id -> decoded value (reads get fresh copies; see _values.py)
-        self._decoded = DecodedCache(decoded_cache_bytes)
+        # blob id -> decoded value (reads get fresh copies; see values.py)
+        self._decoded = DecodedCache(self._decoded_cache_bytes)
         # LangGraph's own serializer: its msgpack values are decoded with an ext_hook
-        # that decodes each message once (_values.DecodedCache.ext_hook; format.md 11)
-        inner = getattr(self.serde, "_unpack_ext_hook", None)
+        # that decodes each message once (values.DecodedCache.ext_hook; format.md 11).
+        # The hook is the serializer's own (its allowlist, strict or not), wrapped.
+        inner = getattr(value, "_unpack_ext_hook", None)
         self._msgpack_hook = (
             self._decoded.ext_hook(inner)
-            if type(self.serde) is JsonPlusSerializer and inner is not None and decoded_cache_bytes > 0
-            and not getattr(self.serde, "_custom_unpack_ext_hook", True)
+            if type(value) is JsonPlusSerializer and inner is not None and self._decoded_cache_bytes > 0
+            and not getattr(value, "_custom_unpack_ext_hook", True)
             else None
         )
-        self._queue: dict[str, list[_Update]] = {}
-        self._queue_lock = threading.Lock()
 
     # -- construction ---------------------------------------------------------
 
@@ -260,6 +293,9 @@ class GitSaver(BaseCheckpointSaver[str]):
             raise CorruptObjectError(f"{what}: commit {entry.commit} has no {exc} file") from exc
         checkpoint = self._load_blob(cp_oid, what)
         metadata = self._load_blob(md_oid, what)
+        for name, value in (("checkpoint", checkpoint), ("metadata", metadata)):
+            if not isinstance(value, dict):  # a crafted or foreign blob: say so, no AttributeError
+                raise CorruptObjectError(f"{what}: its {name} blob holds a {type(value).__name__}, not a map")
         values: dict[str, Any] = {}
         if "channels" in tree:
             entries = self.repo.tree_entries(tree["channels"][0])
@@ -342,7 +378,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         hide the others: it is left out (it does not count towards ``limit``)
         with a warning on the ``gitckpt.checkpoint.saver`` logger that names
         its thread, checkpoint and object, as ``get_tuple`` does when asked
-        for it; every readable one is yielded (format.md 20.5). LangGraph's
+        for it; every readable one is yielded (format.md 17.5). LangGraph's
         ``get_state_history`` reads ``list()`` whole before it yields
         anything, so an error at the end would hide the whole history.
         """
@@ -383,7 +419,7 @@ class GitSaver(BaseCheckpointSaver[str]):
                         if not all(fields.get(k) == v for k, v in filter.items()):
                             continue
                     tup = self._tuple(thread_id, idx, ns, cid, entry)
-                except CorruptObjectError as exc:  # format.md 20.5: the rest of the history is still listed
+                except CorruptObjectError as exc:  # format.md 17.5: the rest of the history is still listed
                     logger.warning("list() left out a damaged checkpoint (run `gitckpt verify`): %s", exc)
                     continue
             if remaining is not None:

@@ -15,6 +15,7 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,7 +31,15 @@ import pygit2
 from cachetools import LRUCache
 from pygit2.enums import FileMode, SortMode
 
-from ..errors import ConflictError, CorruptObjectError, GitckptError, RefLockError, RepositoryError, StorageError
+from ..errors import (
+    ConflictError,
+    CorruptObjectError,
+    GitckptError,
+    RefLockError,
+    RemoteError,
+    RepositoryError,
+    StorageError,
+)
 from . import journal as _journal
 from . import packs
 
@@ -49,7 +58,7 @@ DURABILITY_MODES = ("os", "fsync")
 
 #: An object this process wrote is not written again for this long (seconds)
 #: when a new checkpoint contains it again; after that it is, so that its pack
-#: is younger than gc's expiry (gc.pruneExpire, at least an hour; format.md 20.4).
+#: is younger than gc's expiry (gc.pruneExpire, at least an hour; format.md 17.4).
 FRESH_FOR = 3600.0
 
 #: Small packs this process writes (one per ref update) before it starts a
@@ -393,7 +402,7 @@ class GitRepo:
         self._pool = _FilePool(os.path.join(self.repo.path, "objects", "pack"))
         self._packed_cache: tuple | None = None
         self.gitdir = self.repo.path
-        # bounded caches, least recently used dropped first (cachetools; format.md 17)
+        # bounded caches, least recently used dropped first (cachetools; format.md 15)
         self._small: LRUCache[bytes, pygit2.Oid] = LRUCache(4096)
         self._written: set[bytes] = set()  # raw ids this process wrote since _written_at
         self._written_at = time.monotonic()
@@ -423,7 +432,7 @@ class GitRepo:
         # Written by this process within FRESH_FOR: its pack is younger than any
         # gc expiry, so it cannot have been pruned. Anything else is written
         # again, even if it is in the repository or was read: it may be
-        # unreachable and about to expire (git "freshens" such objects; format.md 20.4).
+        # unreachable and about to expire (git "freshens" such objects; format.md 17.4).
         if raw not in self._written and raw not in self._staged:
             self._staged[raw] = (kind, data)
         return oid
@@ -516,6 +525,43 @@ class GitRepo:
         walker = self.repo.walk(tip, SortMode.TOPOLOGICAL | SortMode.REVERSE)
         walker.hide(known)
         return iter(walker)
+
+    def walk_new_many(self, tips: Iterable[pygit2.Oid], known: Iterable[pygit2.Oid]) -> Iterator[pygit2.Commit]:
+        """The commits reachable from one of ``tips`` and from none of ``known``
+        (those this repository has), oldest first."""
+        walker = self.repo.walk(None, SortMode.TOPOLOGICAL | SortMode.REVERSE)
+        pushed = False
+        for t in tips:
+            walker.push(t)
+            pushed = True
+        if not pushed:
+            return iter(())
+        for k in known:
+            if self.has(k):
+                walker.hide(k)
+        return iter(walker)
+
+    def config_values(self, key: str) -> list[str]:
+        """Every value of a (multi-valued) config key; [] when unset."""
+        try:
+            return [v for v in self.repo.config.get_multivar(key) if v is not None]
+        except (KeyError, pygit2.GitError):
+            return []
+
+    def config_add(self, key: str, value: str) -> None:
+        """Add one value to a multi-valued config key (``git config --add``)."""
+        self.repo.config.set_multivar(key, "^$", value)  # "^$" replaces no existing value: adds one
+
+    def config_remove(self, key: str, value: str) -> None:
+        """Remove every value of ``key`` equal to ``value``."""
+        self.repo.config.delete_multivar(key, "^" + re.escape(value) + "$")
+
+    def add_remote(self, name: str, url: str) -> None:
+        """``git remote add name url``; a :class:`RemoteError` if it cannot be added."""
+        try:
+            self.repo.remotes.create(name, url)
+        except (ValueError, pygit2.GitError) as exc:
+            raise RemoteError(f"cannot add remote {name!r} = {url!r} to {self.path}: {exc}") from exc
 
     def delete_refs_under(self, prefix: str) -> None:
         """Delete every ref whose name starts with ``prefix`` (a folder, ending in
@@ -726,7 +772,7 @@ class GitRepo:
         except OSError as exc:
             raise storage_error(self.path, f"updating ref {name}", exc) from exc
         finally:
-            os.close(fd)  # drops the flock, after the rename (format.md 20.2)
+            os.close(fd)  # drops the flock, after the rename (format.md 17.2)
             if not done:
                 try:
                     os.unlink(lock)
@@ -899,7 +945,7 @@ class GitRepo:
                         complete = False
             self._syncfs()
         except (OSError, StorageError) as exc:
-            # format.md 20.3: the journals stay for a later process; reading goes on, writing waits
+            # format.md 17.3: the journals stay for a later process; reading goes on, writing waits
             complete = False
             orphans.release(delete=False)
             return self._recovery_failed(exc)
@@ -1007,7 +1053,7 @@ def _unlink_quietly(path: str) -> None:
 
 #: A ref lock that no gitckpt process holds (flocks) and that has not changed
 #: for this many seconds was left by a process that died; it is removed
-#: (format.md 20.2). gitckpt holds a ref lock for microseconds (milliseconds in
+#: (format.md 17.2). gitckpt holds a ref lock for microseconds (milliseconds in
 #: ``fsync`` mode); git holds one for a transaction, and gives up itself after
 #: 100 ms when it meets one. Shorter than a writer's retries (~10 s), so a
 #: write after a crash waits, then goes through.
@@ -1075,7 +1121,7 @@ def _take_ref_lock(lock: str, name: str, pool: _FilePool | None = None) -> int:
 
 
 def _clear_stale_lock(lock: str) -> bool:
-    """Remove ``lock`` if it is stale (format.md 20.2); True if it is gone.
+    """Remove ``lock`` if it is stale (format.md 17.2); True if it is gone.
 
     Stale: no gitckpt process holds its flock, and it has not changed for
     :data:`REF_LOCK_STALE` seconds. The check holds the lock's flock itself,
@@ -1261,7 +1307,7 @@ class Maintenance:
                 return True
             try:
                 # the child inherits the flocked descriptor: the lock is held while
-                # git runs, and dropped by the kernel if it is killed (format.md 20.1)
+                # git runs, and dropped by the kernel if it is killed (format.md 17.1)
                 self._proc = subprocess.Popen(
                     ["sh", "-c", f'nice -n 10 "{self.git}" -c pack.threads=1 -c pack.depth=10 repack -d -q --geometric=2; rm -f "{lock}"'],
                     cwd=self.path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -1338,7 +1384,7 @@ def _pid_alive(pid: int, start: str | None) -> bool:
 
 
 class MaintenanceLock:
-    """A held ``gitckpt-maintenance.lock`` (format.md 20.1).
+    """A held ``gitckpt-maintenance.lock`` (format.md 17.1).
 
     The holder keeps an exclusive ``flock`` on the lock file for as long as it
     runs (a background repack inherits the descriptor, so the lock lives as
