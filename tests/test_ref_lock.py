@@ -1,4 +1,4 @@
-"""A ref update creates no file on its path (format.md, 22).
+"""A ref update creates no file on its path (format.md, 18).
 
 Its ``.pack``, ``.idx`` and the ref's ``<ref>.lock`` are files the pool made
 beforehand; the lock is claimed with an exclusive rename
@@ -148,7 +148,7 @@ def test_a_saver_under_many_updates_leaves_nothing_behind(tmp_path):
 @needs_renameat2
 def test_a_claimed_lock_is_flocked_and_looks_new(tmp_path):
     """Another process tells a live lock from a dead one by its flock and its age
-    (format.md 20.2): a pooled file, made a while ago, is flocked and its time
+    (format.md 17.2): a pooled file, made a while ago, is flocked and its time
     set to now before it becomes the lock."""
     import fcntl
 
