@@ -6,7 +6,9 @@ A thin layer over the library: each command opens the repository, calls
 with ``--json``, as JSON with stable keys. Library errors become one line,
 ``Error: ...`` on stderr, and exit status 1.
 
-The repository is ``--repo PATH``, else ``$GITCKPT_REPO``, else ``./.gitckpt``.
+The repository is ``--repo PATH``, else ``$GITCKPT_REPO``, else ``./.gitckpt``
+(if it exists, or if the folder has no ``langgraph.json`` naming gitckpt: then
+the repository ``langgraph dev`` writes, see :mod:`gitckpt.langgraph_server`).
 Store namespaces are written as labels joined by ``/`` (``memories/1``).
 """
 
@@ -181,8 +183,15 @@ def graph_option():
 def _resolve_repo(repo: str | None) -> Path:
     ctx = click.get_current_context()
     root = ctx.find_root()
-    value = repo or (root.params.get("repo") if root is not ctx else None) or os.environ.get(REPO_ENV) or DEFAULT_REPO
-    return Path(value).expanduser().absolute()
+    value = repo or (root.params.get("repo") if root is not ctx else None) or os.environ.get(REPO_ENV)
+    if not value and not Path(DEFAULT_REPO).exists():
+        # a `langgraph dev` project using gitckpt: the repository its server writes
+        from .langgraph_server import project_repo
+
+        found = project_repo(Path.cwd())
+        if found is not None:
+            return found
+    return Path(value or DEFAULT_REPO).expanduser().absolute()
 
 
 class Session:
@@ -1606,6 +1615,63 @@ def store_log(namespace: str, key: str | None, limit: int | None, repo: str | No
         table.add_row(e["commit"][:8], _short_when(e["time"]), e["change"], ops.format_namespace(e["namespace"]),
                       e["key"], "" if e["value"] is None else _oneline(ops.jsonable(e["value"]), 100))
     _console().print(table)
+
+
+# -- server (langgraph dev) ------------------------------------------------------------------------
+
+
+@cli.group(cls=GitckptGroup)
+def server() -> None:
+    """Use gitckpt as the checkpointer and store of `langgraph dev` (and Studio).
+
+    \b
+    Examples:
+        gitckpt server init
+        gitckpt server init --config path/to/langgraph.json
+    """
+
+
+@server.command("init")
+@click.option("--config", "config", metavar="PATH", default="langgraph.json", show_default=True,
+              help="The project's langgraph.json (created if it does not exist).")
+@click.option("--force", is_flag=True, help="Replace a checkpointer or store the file already names.")
+@click.option("--repo", "repo", metavar="PATH", default=None,
+              help="Keep the threads in PATH: sets GITCKPT_REPO in the file's env (relative to the file's "
+                   "folder). Default: a folder outside the project, printed below.")
+def server_init(config: str, force: bool, repo: str | None) -> None:
+    """Add gitckpt's checkpointer and store to a project's langgraph.json.
+
+    Every other key of the file is kept. The server then writes every thread
+    to a git repository, by default outside the project folder (so its file
+    watcher does not see git's writes), configured by environment variables: GITCKPT_REPO,
+    GITCKPT_DURABILITY, GITCKPT_ALLOW, GITCKPT_SERDE, GITCKPT_RECORD (see
+    docs/server.md). Run gitckpt from the project folder and it finds that
+    repository.
+
+    \b
+    Examples:
+        gitckpt server init && langgraph dev
+        gitckpt threads
+        gitckpt server init --repo ../runs.git
+    """
+    from .langgraph_server import CHECKPOINTER_PATH, STORE_PATH, init_config
+
+    result = init_config(Path(config), force=force, repo=repo)
+    shown = _display_path(Path(config).absolute())
+    if result["created"]:
+        click.echo(f"created {shown}: checkpointer {CHECKPOINTER_PATH}, store {STORE_PATH}")
+        click.echo('add your graph to "graphs", e.g. "agent": "./graph.py:graph"')
+    elif result["changed"]:
+        names = {"checkpointer": CHECKPOINTER_PATH, "store": STORE_PATH, "env": f"{REPO_ENV}={repo}"}
+        click.echo(f"updated {shown}: " + ", ".join(f"{key} {names[key]}" for key in result["changed"]))
+    else:
+        click.echo(f"{shown} already uses gitckpt's checkpointer and store")
+    click.echo(f"repository: {result['repository']}")
+    folder = Path(config).absolute().parent.resolve()
+    if folder == result["repository"].resolve() or folder in result["repository"].resolve().parents:
+        click.echo("note: it is inside the project folder, which langgraph dev watches: every git write "
+                   "wakes its file watcher (unset GITCKPT_REPO or give a path outside to avoid it)")
+    click.echo("run `langgraph dev` here, then `gitckpt threads` in this folder to read what it stored")
 
 
 # -- demo ------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ ALLOWED = {
 # log/threads and the textconv driver start without them)
 LIGHT = ["gitckpt.git.repo", "gitckpt.git.remote", "gitckpt.checkpoint.format", "gitckpt.checkpoint.index",
          "gitckpt.checkpoint.threads", "gitckpt.store.format", "gitckpt.store.merge", "gitckpt.sync",
-         "gitckpt.textconv", "gitckpt.trust"]
+         "gitckpt.textconv", "gitckpt.trust", "gitckpt.langgraph_server"]
 
 
 def _module_name(path: Path) -> str:
