@@ -12,6 +12,7 @@ from .errors import (
     NotFoundError,
     RefLockError,
     RemoteError,
+    ReplayMissError,
     RepositoryError,
     StorageError,
     UntrustedDataError,
@@ -31,6 +32,7 @@ __all__ = [
     "RefLockError",
     "RemoteError",
     "InvalidInputError",
+    "ReplayMissError",
     "UntrustedDataError",
 ]
 

@@ -288,6 +288,10 @@ class GitckptGroup(click.Group):
         try:
             return super().invoke(ctx)
         except GitckptError as exc:
+            from .errors import ReplayMissError
+
+            if isinstance(exc, ReplayMissError):  # keep its diff readable
+                raise click.ClickException(f"offline replay: {exc}") from exc
             raise click.ClickException(_one_line(exc)) from exc
         except ValueError as exc:
             from langgraph.store.base import InvalidNamespaceError
@@ -302,6 +306,10 @@ class GitckptGroup(click.Group):
 
 
 def _graph_error(exc: BaseException) -> click.ClickException:
+    from .errors import ReplayMissError
+
+    if isinstance(exc, ReplayMissError):
+        return click.ClickException(f"offline replay: {exc}")
     return click.ClickException(f"the graph failed: {type(exc).__name__}: {_one_line(exc)}")
 
 
@@ -450,6 +458,9 @@ def log(thread: str, ns: str, limit: int | None, draw: bool, repo: str | None, a
         summary = row.summary
         if row.source == "fork" and row.parent_checkpoint_id and summary.startswith("fork of"):
             summary = f"fork of {short.get(row.parent_checkpoint_id, row.parent_checkpoint_id[:13])}"
+        ncalls = len(row.calls)
+        if ncalls:
+            summary += f" · {ncalls} call{'s' if ncalls != 1 else ''} recorded"
         what = (f"({', '.join(tips)}) " if tips else "") + summary
         cells = [short[row.checkpoint_id], "" if row.step is None else str(row.step), row.source or "",
                  _short_when(row.time), what]
@@ -535,6 +546,14 @@ def show(thread: str, checkpoint: str | None, ns: str, graph_spec: str | None, r
                 text = "; ".join(_value_lines(value))
             pw.add_row(w["task_id"][:13], w["channel"], text[:240])
         console.print(pw)
+    if snap["calls"]:
+        calls = _table("Step", "Node", "Call", "Asked / answered|f", title="Recorded calls", title_justify="left")
+        for c in snap["calls"]:
+            asked = "" if c["kind"] == "model" else json.dumps(c.get("args"), ensure_ascii=False, default=str)
+            text = (asked + " → " if asked else "") + (c.get("summary") or "")
+            calls.add_row("" if c["step"] is None else str(c["step"]), str(c["node"] or "?"),
+                          f"{c['kind']} {c['name']}" + (" (replayed)" if c.get("replayed") else ""), text[:240])
+        console.print(calls)
     console.print(f"Metadata: {json.dumps(md, ensure_ascii=False, default=str)}")
     console.print(f"Config: {json.dumps(snap['config'], ensure_ascii=False)}")
     console.print(f"Parent config: {json.dumps(snap['parent_config'], ensure_ascii=False)}")
@@ -752,12 +771,17 @@ def _report_end(s: Session, thread: str, ns: str, as_json: bool) -> None:
               help="Fork to a new thread first and run there; THREAD is left as it is.")
 @click.option("--config", "config_json", metavar="JSON", default=None,
               help="Configurable values for the run (JSON object); default: those the checkpoint recorded.")
+@click.option("--offline", is_flag=True,
+              help="Answer every model and tool call from THREAD's recording (GitSaver(record=True)): "
+                   "no model is contacted and no tool runs.")
+@click.option("--on-miss", "on_miss", type=click.Choice(["error", "live"]), default="error", show_default=True,
+              help="With --offline, a call the recording cannot answer: fail, or make it for real (and record it).")
 @ns_option
 @repo_option
 @json_option
 def replay(thread: str, checkpoint: str | None, graph_spec: str | None, input_json: str | None,
-           resume_json: str | None, new_thread: str | None, config_json: str | None, ns: str,
-           repo: str | None, as_json: bool) -> None:
+           resume_json: str | None, new_thread: str | None, config_json: str | None, offline: bool,
+           on_miss: str, ns: str, repo: str | None, as_json: bool) -> None:
     """Run your graph again from a checkpoint, streaming node updates.
 
     From an older checkpoint, LangGraph re-runs the nodes after it and the
@@ -776,7 +800,10 @@ def replay(thread: str, checkpoint: str | None, graph_spec: str | None, input_js
         gitckpt replay 1 --graph agent.py:graph --resume '"yes"'
         gitckpt replay 1 1f1e5968-cbd8 --to 1-no --graph agent.py:graph --resume '"no"'
         gitckpt replay 1 1f1e5968-cb35 --to 1-retry     # graph from ./langgraph.json
+        gitckpt replay 1 1f1e5968-cb35 --to 1-b --graph agent.py:graph --offline
     """
+    import contextlib
+
     from langgraph.types import Command
 
     if input_json is not None and resume_json is not None:
@@ -806,6 +833,19 @@ def replay(thread: str, checkpoint: str | None, graph_spec: str | None, input_js
                  if k not in ("thread_id", "checkpoint_ns", "checkpoint_id")}
         click.echo(f"Running thread {target} from checkpoint {row.checkpoint_id} (step {row.step})"
                    + (f" with {json.dumps(shown, ensure_ascii=False)}" if shown else ""))
+    if on_miss != "error" and not offline:
+        raise InvalidInputError("--on-miss applies to --offline replays")
+    replaying = s.saver.replaying(thread, on_miss=on_miss) if offline else contextlib.nullcontext()
+    with replaying as rep:
+        _replay_runs(s, graph, inp, config, row, resume_json, as_json, target, ns)
+    if rep is not None and not as_json:
+        click.echo(f"Offline: {rep.answered['model']} model call(s) and {rep.answered['tool']} tool call(s) "
+                   f"answered from the recording of thread {thread}; "
+                   f"{rep.live['model']} model and {rep.live['tool']} tool call(s) made live.")
+
+
+def _replay_runs(s: Session, graph: Any, inp: Any, config: dict, row: Any, resume_json: str | None,
+                 as_json: bool, target: str, ns: str) -> None:
     if resume_json is not None and "checkpoint_id" in config["configurable"]:
         # LangGraph would reuse the writes saved with that checkpoint (an answer
         # given before); replay up to the interrupt, then give the new answer
@@ -821,6 +861,64 @@ def replay(thread: str, checkpoint: str | None, graph_spec: str | None, input_js
         click.echo(f"Nothing ran: checkpoint {row.checkpoint_id} has no next node; pass --input to start a "
                    "new turn (or --resume to answer an interrupt).")
     _report_end(s, target, ns, as_json)
+
+
+@cli.command()
+@click.argument("thread")
+@graph_option()
+@click.option("--keep", is_flag=True, help="Keep the scratch thread the runs were made on (its name is printed).")
+@click.option("--config", "config_json", metavar="JSON", default=None,
+              help="Configurable values for the runs (JSON object); default: those the thread recorded.")
+@ns_option
+@repo_option
+@json_option
+def reproduce(thread: str, graph_spec: str | None, keep: bool, config_json: str | None, ns: str,
+              repo: str | None, as_json: bool) -> None:
+    """Check your graph against a recorded thread, offline.
+
+    Runs every input, resume and update_state that THREAD saw again, in order,
+    on a scratch thread, with each model and tool call answered from THREAD's
+    recording (GitSaver(record=True)): no model is contacted, no tool runs. Each
+    new checkpoint is compared with the recorded one (next nodes, channel
+    values, pending writes; generated ids and timestamps are not differences).
+    Exit status 0 and one line when everything matches; 1 and the first
+    divergence (step, node, channel or call, and a diff) when not.
+
+    \b
+    Examples:
+        gitckpt reproduce 1 --graph agent.py:graph
+        gitckpt reproduce 1 --graph agent.py:graph --json     # for CI
+    """
+    from .reproduce import reproduce as run_reproduce
+
+    s = _session(repo)
+    hist = s.history(thread)
+    ns = ops.resolve_namespace(hist, ns)
+    if ns:
+        raise InvalidInputError("reproduce compares the root graph's checkpoints (subgraphs run inside it); "
+                                "leave out --ns")
+    if not s.saver.recorded_calls(thread) and not as_json:
+        click.echo(f"note: thread {thread} has no recorded calls (was it run with GitSaver(record=True)?)", err=True)
+    graph = ops.load_graph(graph_spec, s.saver, s.store)
+    base = _run_config(s, thread, "", hist.checkpoints("")[-1] if hist.checkpoints("") else None, config_json)
+    base["configurable"].pop("thread_id", None)
+    result = run_reproduce(s.saver, graph, thread, keep=keep, configurable=base["configurable"])
+    if as_json:
+        _echo_json(result.as_dict())
+    else:
+        click.echo(result.summary())
+        d = result.divergence
+        if d is not None:
+            if d.name and d.what in ("channel", "writes"):
+                click.echo(f"  {d.what}: {d.name}")
+            if d.recorded_checkpoint:
+                click.echo(f"  recorded checkpoint: {d.recorded_checkpoint}")
+            if d.diff:
+                click.echo(d.diff)
+        if keep:
+            click.echo(f"kept the scratch thread {result.scratch_thread}")
+    if not result.ok:
+        raise SystemExit(1)
 
 
 @cli.command()
@@ -1736,6 +1834,12 @@ def demo(model_spec: str | None, repo: str | None) -> None:
             for ref in data["lines"]:
                 console.print(f"   new branch: {ops.short_ref(ref)}", markup=False)
             console.print("   the main line (threads/1) is unchanged", markup=False)
+        elif event == "reproduce":
+            console.print(f"   {data['recorded']} model call(s) of thread 1 were recorded (GitSaver(record=True))",
+                          markup=False)
+            console.print(f"   {data['summary']}", markup=False)
+            console.print(f"   the model was called {data['model_calls']} time(s) during the reproduction",
+                          markup=False)
 
     try:
         summary = demo_mod.run(path, emit, model=model)
@@ -1755,6 +1859,8 @@ def demo(model_spec: str | None, repo: str | None) -> None:
         (f"gitckpt show 1 {summary['interrupt_checkpoint'][:13]}{opt}", "the paused checkpoint and its interrupt"),
         (f"gitckpt diff 1{opt}", "what the replayed step changed"),
         (f"gitckpt store log memories/1{opt}", "the memory: put, deleted, put again by the replay"),
+        (f"gitckpt reproduce 3 --graph gitckpt.demo:graph{opt}",
+         "check the graph against thread 3's recorded model calls, offline (exit 1 on a divergence)"),
         (f"git --git-dir {shown} log --graph --all --oneline", "the same history, plain git"),
     ]
     for cmd, why in cmds:

@@ -26,7 +26,7 @@ import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -61,12 +61,17 @@ class DemoChatModel(BaseChatModel):
     i.e. from the store), and anything else (echoed back).
     """
 
+    #: How many times any demo model answered in this process (the demo shows that a
+    #: reproduction answered from the recording leaves it unchanged).
+    calls: ClassVar[int] = 0
+
     @property
     def _llm_type(self) -> str:
         return "gitckpt-demo"
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        DemoChatModel.calls += 1
         system = " ".join(_text(m) for m in messages if isinstance(m, SystemMessage))
         info = system.partition("User info:")[2]
         last = next((m for m in reversed(messages) if isinstance(m, HumanMessage)), None)
@@ -166,14 +171,15 @@ def run(repo_path: str | Path, emit: Callable[[str, dict], None], model: BaseCha
 
     ``emit(event, data)`` is called as things happen (the CLI prints them);
     events: ``section``, ``human``, ``ai``, ``interrupt``, ``paused``,
-    ``resume``, ``memory``, ``replay``, ``fork``. Returns a summary with the ids
+    ``resume``, ``memory``, ``replay``, ``fork``, ``reproduce``. Returns a summary with the ids
     the closing commands refer to. Raises :class:`GitckptError` if the
     repository already holds one of the demo's threads or memories.
     """
     from gitckpt import GitSaver
     from gitckpt.store import GitStore
 
-    saver = GitSaver(repo_path, allowed_msgpack_modules=())  # strict: the demo stores only safe types
+    # every model call is recorded (docs/format.md, 21); strict: the demo stores only safe types
+    saver = GitSaver(repo_path, record=True, allowed_msgpack_modules=())
     store = GitStore(saver.repo)
     try:
         taken = [t for t in DEMO_THREADS if saver.thread_info(t) is not None]
@@ -215,6 +221,22 @@ def run(repo_path: str | Path, emit: Callable[[str, dict], None], model: BaseCha
         turn("1", "1", "Hi! Remember: my name is Bob")
         emit("memory", {"namespace": [MEMORIES, "1"], "memories": memories("1")})
 
+        emit("section", {"title": "Reproduce thread 1 offline: the model's answers come from the recording",
+                         "thread": "1", "user": "1"})
+        from langgraph.store.memory import InMemoryStore
+
+        from gitckpt.reproduce import reproduce
+
+        # a scratch store, as empty as the real one was when thread 1 began: the
+        # reproduction reads the same memories and leaves the real store alone
+        before = DemoChatModel.calls
+        scratch_app = build_graph(model).compile(checkpointer=saver, store=InMemoryStore())
+        result = reproduce(saver, scratch_app, "1", configurable={"user_id": "1"})
+        summary["reproduce"] = result.as_dict()
+        summary["reproduce_model_calls"] = DemoChatModel.calls - before
+        emit("reproduce", {"thread": "1", "summary": result.summary(), "ok": result.ok,
+                           "model_calls": DemoChatModel.calls - before, "recorded": len(saver.recorded_calls("1"))})
+
         emit("section", {"title": "User 1 starts thread 2: the memory crosses threads", "thread": "2", "user": "1"})
         turn("2", "1", "what is my name?")
 
@@ -252,6 +274,7 @@ def run(repo_path: str | Path, emit: Callable[[str, dict], None], model: BaseCha
         emit("fork", {"thread": "1", "lines": fork_lines, "checkpoint": summary["latest_checkpoint"]})
         emit("memory", {"namespace": [MEMORIES, "1"], "memories": memories("1")})
         summary["threads"] = {t: saver.thread_info(t) for t in DEMO_THREADS}
+
         return summary
     finally:
         store.close()

@@ -58,6 +58,18 @@ class ConfigError(GitckptError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class ReplayMissError(GitckptError):
+    """A model or tool call during an offline replay that the recording has no answer for.
+
+    ``kind`` (``"model"`` or ``"tool"``), ``node`` and ``step`` say where it was
+    made; ``diff`` compares it with the nearest recorded call."""
+
+    def __init__(self, message: str, *, kind: str = "", node: str | None = None, step: object = None,
+                 diff: str = "") -> None:
+        super().__init__(message)
+        self.kind, self.node, self.step, self.diff = kind, node, step, diff
+
+
 class UntrustedDataError(GitckptError):
     """What a pull or clone fetched names types outside the allowlist (or cannot be
     scanned); no local ref was moved. ``report`` (a :class:`gitckpt.trust.ScanReport`)

@@ -187,6 +187,14 @@ class CheckpointRow:
         return self._wrote
 
     @property
+    def calls(self) -> list[dict[str, Any]]:
+        """The model and tool calls recorded for the step that made this checkpoint
+        (they are stored with its parent's pending writes)."""
+        if self._hist is None or not self.parent_checkpoint_id or self.source not in ("loop", "fork"):
+            return []
+        return read_calls(self._repo, self._hist.writes.calls((self.checkpoint_ns, self.parent_checkpoint_id)))
+
+    @property
     def summary(self) -> str:
         """Which nodes wrote which channels to make this checkpoint, else the commit subject's tail."""
         if self.wrote:
@@ -207,6 +215,7 @@ class CheckpointRow:
             "checkpoint_ns": self.checkpoint_ns,
             "run_id": self.run_id,
             "wrote": self.wrote,
+            "calls": len(self.calls),
             "summary": self.summary,
             "time": self.time,
             "commit": self.commit,
@@ -231,6 +240,12 @@ class _Writes(Mapping):
             self._read[key] = self._indexes.write_blobs(self._subtrees[key], key[1])
         return self._read[key]
 
+    def calls(self, key: tuple[str, str]) -> dict[str, Oid]:
+        """``{entry name: blob}`` of the calls recorded with a checkpoint's writes (format.md 21)."""
+        if key not in self._subtrees:
+            return {}
+        return self._indexes.write_blobs(self._subtrees[key], key[1], calls=None)
+
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._subtrees)
 
@@ -242,7 +257,7 @@ class _Writes(Mapping):
 class ThreadHistory:
     thread_id: str
     rows: dict[tuple[str, str], CheckpointRow]  # (ns, checkpoint id) -> row
-    writes: Mapping[tuple[str, str], dict[str, Oid]]  # (ns, checkpoint id) -> {entry name: blob}
+    writes: _Writes  # (ns, checkpoint id) -> {entry name: blob}; .calls(key): the recorded calls
     tips: dict[str, str]  # line ref -> tip commit
 
     def namespaces(self) -> list[str]:
@@ -290,6 +305,25 @@ def read_writes(repo: Any, blobs: dict[str, Oid]) -> list[tuple[str, int, str, s
             raise
         except Exception as exc:
             raise CorruptObjectError(f"pending write {name} (blob {oid}) cannot be decoded ({exc})") from exc
+    return out
+
+
+def read_calls(repo: Any, blobs: dict[str, Oid]) -> list[dict[str, Any]]:
+    """The recorded calls among ``blobs``, as shown to people: kind, name, node,
+    step, order, input (a tool's arguments) and a one-line answer. Nothing is
+    constructed: answers stay serialized (the summary was written with them)."""
+    out = []
+    for name, oid in sorted(blobs.items()):
+        try:
+            c = fmt.unpack_call(repo.read_blob(oid, f"recorded call {name}"))
+        except CorruptObjectError:
+            raise
+        except Exception as exc:
+            raise CorruptObjectError(f"recorded call {name} (blob {oid}) cannot be decoded ({exc})") from exc
+        out.append({"kind": c.get("kind"), "name": c.get("name"), "node": c.get("node"), "step": c.get("step"),
+                    "task": c.get("task"), "n": c.get("n"), "args": c.get("args"), "summary": c.get("summary", ""),
+                    "error": c.get("error"), "replayed": bool(c.get("replayed"))})
+    out.sort(key=lambda c: (str(c["node"]), str(c["task"]), c["n"] or 0))
     return out
 
 
@@ -486,6 +520,8 @@ def snapshot(saver: Any, hist: ThreadHistory, row: CheckpointRow, graph: Any = N
         "config": tup.config,
         "parent_config": tup.parent_config,
         "pending_writes": pending,
+        # the calls of the step that made this checkpoint, then those of tasks that ran from it
+        "calls": row.calls + read_calls(saver.repo, hist.writes.calls((row.checkpoint_ns, row.checkpoint_id))),
     }
 
 

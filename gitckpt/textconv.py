@@ -73,6 +73,19 @@ def render_value(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str, sort_keys=False)
 
 
+def render_call(call: dict) -> str:
+    """A recorded model or tool call (docs/format.md, 21): a header line, then its
+    input and answer as JSON; serialized answers decoded as values are."""
+    shown = dict(call)
+    for key in ("output",):
+        typed = shown.get(key)
+        if isinstance(typed, (list, tuple)) and len(typed) == 2 and isinstance(typed[0], str):
+            shown[key] = decode_typed(typed[0], bytes(typed[1]))
+    head = (f"# recorded {call.get('kind')} call {call.get('name')!r}: node {call.get('node')}, "
+            f"step {call.get('step')}, task {call.get('task')} (call {call.get('n')})")
+    return head + "\n" + render_value(shown) + "\n"
+
+
 def render(data: bytes) -> str:
     """Text for one blob written by gitckpt (or the blob as text if it is not one)."""
     try:
@@ -86,6 +99,8 @@ def render(data: bytes) -> str:
                 + render_value(decode_typed(kind, payload))
                 + "\n"
             )
+        if head == fmt.CALL_HEADER:
+            return render_call(fmt.unpack_call(data))
         if head == ITEM_HEADER:
             return render_value(decode_item_blob(data)) + "\n"
         kind, payload = fmt.unpack_value(data)

@@ -39,6 +39,7 @@ def test_demo_in_a_fresh_repository(tmp_path):
     assert "⏸ interrupt: Forget 1 memory(ies) of user 1? (yes/no)" in text
     assert '▶ a human answers: Command(resume="yes")' in text
     assert "new branch: forks/1/" in text
+    assert "the model was called 0 time(s) during the reproduction" in text
     assert max(len(ln) for ln in out) <= 80
     # it ends with the commands that show what happened
     assert "  gitckpt log 1 --graph --repo demo.git" in out
@@ -67,6 +68,10 @@ def test_demo_in_a_fresh_repository(tmp_path):
     graph = subprocess.run(["git", "--git-dir", "demo.git", "log", "--graph", "--all", "--oneline"], cwd=tmp_path,
                            capture_output=True, text=True, check=True).stdout
     assert "fork of" in graph and "put memories/1" in graph and "delete memories/1" in graph
+    assert "  gitckpt reproduce 3 --graph gitckpt.demo:graph --repo demo.git" in out
+    reproduced = gitckpt("reproduce", "3", "--graph", "gitckpt.demo:graph", "--repo", "demo.git", cwd=tmp_path)
+    assert reproduced.returncode == 0, reproduced.stdout + reproduced.stderr
+    assert reproduced.stdout.startswith("reproduced 3/3 checkpoints of thread 3 (1 run; 1 model call")
     verify = CliRunner().invoke(cli, ["verify", "--repo", str(repo)])
     assert verify.exit_code == 0 and verify.stdout.startswith("OK: 3 thread(s), 14 checkpoint(s)")
 
@@ -104,7 +109,12 @@ def test_demo_model_is_deterministic():
 def test_demo_events_in_order(tmp_path):
     events = []
     summary = demo.run(tmp_path / "d.git", lambda e, d: events.append(e))
-    assert [e for e in events if e in ("section", "interrupt", "paused", "resume", "replay", "fork")] == [
-        "section", "section", "section", "section", "interrupt", "paused", "resume", "section", "replay", "fork",
+    assert [e for e in events if e in ("section", "interrupt", "paused", "resume", "replay", "fork", "reproduce")] == [
+        "section", "section", "reproduce", "section", "section", "section", "interrupt", "paused", "resume",
+        "section", "replay", "fork",
     ]
     assert summary["interrupt_step"] == 3 and len(summary["fork_lines"]) == 1
+    # thread 1 was recorded and reproduced offline: every checkpoint matched, the model was not called
+    assert summary["reproduce"]["ok"] and summary["reproduce"]["compared"] == 3
+    assert summary["reproduce"]["answered"] == {"model": 1, "tool": 0}
+    assert summary["reproduce_model_calls"] == 0

@@ -36,6 +36,9 @@ from ..git.names import encode_ref_component
 from ..git.trailers import KIND, build_message, parse_trailers
 
 WRITE_HEADER = b"gitckpt-write"
+CALL_HEADER = b"gitckpt-call"
+#: A recorded call's entry in ``writes/<checkpoint>/``: ``<task>.call<NN>`` (docs/format.md, 21).
+CALL_MARK = ".call"
 
 # Trailer keys (the contract between the commit messages and the code).
 THREAD = "Thread-Id"
@@ -184,6 +187,30 @@ def unpack_write(data: bytes) -> tuple[str, int, str, str, tuple[str, bytes]]:
         raise ValueError("blob is not a pending write")
     task_id, idx, channel, task_path, kind, payload = msgpack.unpackb(body, raw=False)
     return task_id, idx, channel, task_path, (kind, payload)
+
+
+def pack_call(record: dict) -> bytes:
+    """A recorded model or tool call (plain msgpack; serialized values inside as ``[type, payload]``)."""
+    return CALL_HEADER + b"\n" + msgpack.packb(record, use_bin_type=True)
+
+
+def unpack_call(data: bytes) -> dict:
+    head, _, body = data.partition(b"\n")
+    if head != CALL_HEADER:
+        raise ValueError("blob is not a recorded call")
+    out = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    if not isinstance(out, dict):
+        raise ValueError("a recorded call is not a map")
+    return out
+
+
+def is_call_entry(name: str) -> bool:
+    """Whether a ``writes/<checkpoint>/`` entry is a recorded call (not a pending write)."""
+    return name.rpartition(".")[2].startswith("call")
+
+
+def call_entry(task_name: str, n: int) -> str:
+    return f"{task_name}{CALL_MARK}{n:02d}"
 
 
 # -- LangGraph's names, as commit subjects and the CLI show them -----------------

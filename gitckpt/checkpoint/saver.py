@@ -53,6 +53,7 @@ from ..git import names
 from ..git.repo import BLOB, TREE, GitRepo, Oid, retry_cas
 from . import format as fmt
 from .index import Entry, ThreadIndex
+from .recording import Replay, SaverRecording, activate, ensure_hook
 from .threads import CACHE_THREADS, ThreadIndexes
 from .values import DecodedCache
 
@@ -113,6 +114,10 @@ class GitSaver(BaseCheckpointSaver[str]):
         auto_pack: merge the small packs it writes in the background (``docs/format.md``, 9).
         decoded_cache_bytes: how many bytes of stored values to keep decoded in
             memory (0 turns the cache off). Reads always get their own copies.
+        record: store every chat-model and tool call that graphs running on
+            this saver make (input, answer, node, step), so that a thread can
+            be replayed offline (:meth:`replaying`) and checked with
+            ``gitckpt reproduce`` (docs/format.md, 21).
         indexes: thread indexes to share (they must be on the repository ``path``
             is); by default the saver makes its own.
 
@@ -136,6 +141,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         auto_pack: bool = True,
         decoded_cache_bytes: int = 16 << 20,
         indexes: ThreadIndexes | None = None,
+        record: bool = False,
     ) -> None:
         if allowed_msgpack_modules is not None:
             if serde is not None:
@@ -154,6 +160,11 @@ class GitSaver(BaseCheckpointSaver[str]):
         self.lock = self.repo.lock
         self._queue: dict[str, list[_Update]] = {}
         self._queue_lock = threading.Lock()
+        #: record every model and tool call of graph runs on this saver (docs/format.md, 21)
+        self.record = bool(record)
+        self._recording = SaverRecording(self)
+        if self.record:
+            ensure_hook()
 
     @property
     def serde(self) -> SerializerProtocol:
@@ -330,6 +341,14 @@ class GitSaver(BaseCheckpointSaver[str]):
             rows.append((writes_sort_key(task_path, task_id, widx), (task_id, channel, value)))
         rows.sort(key=lambda r: r[0])
         return [w for _, w in rows]
+
+    def write_details(self, thread_id: str, ns: str, cid: str) -> list[tuple[str, int, str, str, tuple[str, bytes]]]:
+        """``(task_id, idx, channel, task_path, (type, payload))`` of each pending write
+        stored for a checkpoint, undecoded (``gitckpt reproduce`` reads the task paths)."""
+        with self.lock:
+            idx = self.indexes.get(str(thread_id))
+            return [fmt.unpack_write(self.repo.read_blob(oid, f"pending write {name}"))
+                    for name, oid in sorted(self._write_blobs(idx, ns, cid).items())]
 
     def _tuple(self, thread_id: str, idx: ThreadIndex, ns: str, cid: str, entry: Entry) -> CheckpointTuple:
         checkpoint, metadata = self._read_checkpoint(thread_id, ns, cid, entry)
@@ -655,6 +674,8 @@ class GitSaver(BaseCheckpointSaver[str]):
         values = checkpoint.get("channel_values", {})
         versions = checkpoint.get("channel_versions", {})
         md = get_checkpoint_metadata(config, metadata)
+        if self.record:
+            self._recording.remember(thread_id, ns, cid, values)
         cp: dict[str, Any] = {k: v for k, v in checkpoint.items() if k != "channel_values"}
         try:
             cp_data = fmt.pack_value(self._dumps(cp))
@@ -735,6 +756,7 @@ class GitSaver(BaseCheckpointSaver[str]):
             raise InvalidInputError("put_writes needs a config with a checkpoint_id")
         if not writes:
             return
+        calls = self._recording.blobs(thread_id, ns, cid, task_id)
         serialized = []
         for i, (channel, value) in enumerate(writes):
             try:
@@ -759,9 +781,15 @@ class GitSaver(BaseCheckpointSaver[str]):
                 data = fmt.pack_write(task_id, widx, channel, task_path, typed)
                 new[name] = (self.repo.blob(data), BLOB)
                 channels.add(channel)
+            if calls:  # the task's recorded calls, numbered after those of an earlier attempt
+                tname = names.encode_tree_name(task_id)
+                done = sum(1 for n in self.indexes.write_blobs(idx.writes.get((ns, cid), ()), cid, calls=None)
+                           if n.startswith(tname + fmt.CALL_MARK))
+                for k, data in enumerate(calls):
+                    new[fmt.call_entry(tname, done + k)] = (self.repo.blob(data), BLOB)
             if not new:
                 return None
-            node = fmt.writer_of(task_id, task_path, channels)
+            node = fmt.writer_of(task_id, task_path, channels or {c for _, c, _ in serialized})
             shown = sorted(c for c in channels if not fmt.is_internal_channel(c)) or sorted(channels)
             entry = idx.ckpt.get((ns, cid))
             if entry is not None:
@@ -922,7 +950,7 @@ class GitSaver(BaseCheckpointSaver[str]):
             entry = idx.ckpt[(ns, cid)]
             commit = self.repo.commit_info(entry.commit)
             kept = self.repo.commit(commit.tree_id, [], commit.message)
-            blobs = self._write_blobs(idx, ns, cid)
+            blobs = self.indexes.write_blobs(idx.writes.get((ns, cid), ()), cid, calls=True)
             if blobs:
                 wtree = self.repo.tree({name: (o, BLOB) for name, o in blobs.items()})
                 root = self.repo.tree_entries(commit.tree_id)
@@ -965,7 +993,9 @@ class GitSaver(BaseCheckpointSaver[str]):
             if entry is None:
                 raise NotFoundError(f"thread {thread_id!r} has no checkpoint {checkpoint_id!r}")
             root = self.repo.tree_entries(self.repo.commit_info(entry.commit).tree_id)
-            blobs = self._write_blobs(idx, checkpoint_ns, checkpoint_id)
+            blobs = self.indexes.write_blobs(
+                idx.writes.get((checkpoint_ns, checkpoint_id), ()), checkpoint_id, calls=True
+            )
             sub = self.repo.tree({name: (o, BLOB) for name, o in blobs.items()}) if blobs else None
             if sub is not None:
                 root["writes"] = (self.repo.tree({names.encode_tree_name(checkpoint_id): (sub, TREE)}), TREE)
@@ -982,6 +1012,35 @@ class GitSaver(BaseCheckpointSaver[str]):
                 raise InvalidInputError(f"thread {new_thread_id!r} was created concurrently")
             self._forget(new_thread_id)
         return {"configurable": {"thread_id": new_thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint_id}}
+
+    # -- recorded calls (docs/format.md, 21) -------------------------------------
+
+    def recorded_calls(self, thread_id: str, *, checkpoint_ns: str | None = None) -> Sequence[dict[str, Any]]:
+        """The model and tool calls recorded for a thread: one dict per call
+        (``kind``, ``name``, ``node``, ``step``, ``checkpoint_id``, ``summary``, ...),
+        in checkpoint order. Answers stay serialized; :meth:`replaying` decodes them."""
+        return self._recording.calls(str(thread_id), ns=checkpoint_ns)
+
+    @contextmanager
+    def replaying(
+        self, thread_id: str, *, on_miss: str = "error", checkpoint_ns: str | None = None
+    ) -> Iterator[Replay]:
+        """Answer every chat-model and tool call made inside the block from the
+        recording of ``thread_id``: no model is contacted and no tool body runs.
+
+        A call with no recorded answer raises :class:`~gitckpt.ReplayMissError`
+        naming the node, the call and the nearest recorded call; with
+        ``on_miss="live"`` it is made for real (and recorded when the graph runs
+        on a saver). The yielded object counts what was answered (``answered``)
+        and made live (``live``).
+
+        Example:
+            >>> with saver.replaying("1"):
+            ...     graph.invoke(inputs, {"configurable": {"thread_id": "1-again"}})
+        """
+        replay = self._recording.replay(str(thread_id), ns=checkpoint_ns, on_miss=on_miss)
+        with activate(replay):
+            yield replay
 
     # -- versions and delta channels --------------------------------------------
 

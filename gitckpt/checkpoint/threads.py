@@ -200,17 +200,21 @@ class ThreadIndexes:
             oid = commit.parent_ids[0] if commit.parent_ids else None
         return ns or "", None
 
-    def write_blobs(self, subtrees: Sequence[bytes], cid: str) -> dict[str, Oid]:
+    def write_blobs(self, subtrees: Sequence[bytes], cid: str, *, calls: bool | None = False) -> dict[str, Oid]:
         """``{tree entry name: blob}`` of a checkpoint's ``writes/<id>`` subtrees
         (the index's ``writes``: raw tree ids).
 
         Names are ``<encoded task id>.<idx>``; a later subtree's entry replaces an
         earlier one of the same name (special writes such as errors are replaced).
+        Recorded calls (``<task>.callNN``, format.md 21) are left out unless
+        ``calls`` is True (both) or None (only the calls).
         """
         out: dict[str, Oid] = {}
         for subtree in subtrees:
             tree = Oid(raw=subtree)
             for name, (oid, _) in self.repo.tree_entries(tree, f"writes of checkpoint {cid}").items():
+                if calls is not True and fmt.is_call_entry(name) != (calls is None):
+                    continue
                 out[name] = oid
         return out
 

@@ -1,0 +1,447 @@
+"""Reproduce a recorded thread: run its runs again, offline, and compare (issue 13).
+
+``reproduce(saver, graph, thread_id)`` walks the thread's history from its first
+checkpoint to its latest one (the main line of the root namespace), and makes
+each thing that happened to it happen again on a scratch thread, with every
+model and tool call answered from the thread's recording
+(:meth:`GitSaver.replaying`):
+
+* an ``input`` checkpoint: ``graph.invoke(<its __start__ value>)``;
+* a ``loop`` checkpoint that follows the end of a run: ``Command(resume=v)`` when
+  the checkpoint before it holds a resume value (LangGraph's null task writes
+  ``__resume__``), ``Command(resume={interrupt id: v})`` when only interrupted
+  tasks hold one (a resume map; the new run's interrupt ids are paired with the
+  recorded ones by value), otherwise ``graph.invoke(None)`` (a continue after a
+  static interrupt);
+* an ``update`` checkpoint: ``graph.update_state(values, as_node)`` with the
+  update's writes, which LangGraph stores as the parent's pending writes of a
+  task without a path;
+* a ``fork`` checkpoint (a replay from an older checkpoint): ``invoke(None)``
+  from the scratch copy of that checkpoint.
+
+Each new checkpoint is compared with the recorded one: step and source, the
+next nodes, every channel value, and (once all runs are done, since a later
+resume or update adds to them) the pending writes. Message ids, checkpoint ids,
+task ids and timestamps that LangGraph or LangChain generate are ignored. The
+first difference is returned as a :class:`Divergence`; the scratch thread is
+deleted unless ``keep``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from typing import Any
+
+from langchain_core.messages import BaseMessage
+
+from .checkpoint import format as fmt
+from .checkpoint.recording import _diff, normalize_message, to_plain
+from .errors import GitckptError, NotFoundError, ReplayMissError
+
+_START = "__start__"
+_RESUME = "__resume__"
+_ERROR = "__error__"
+
+
+@dataclasses.dataclass
+class Divergence:
+    step: Any
+    node: str | None
+    what: str  # "call", "channel", "next", "writes", "source", "end", "error"
+    name: str | None  # the channel, or the call's kind
+    message: str
+    diff: str = ""
+    recorded_checkpoint: str | None = None
+    new_checkpoint: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class ReproduceResult:
+    thread_id: str
+    scratch_thread: str
+    checkpoints: int  # recorded checkpoints of the main line
+    compared: int  # matched so far
+    runs: int
+    answered: dict[str, int]
+    live: dict[str, int]
+    divergence: Divergence | None
+    kept: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.divergence is None
+
+    def summary(self) -> str:
+        if self.ok:
+            return (f"reproduced {self.compared}/{self.checkpoints} checkpoints of thread {self.thread_id} "
+                    f"({self.runs} run{'s' if self.runs != 1 else ''}; {self.answered['model']} model call"
+                    f"{'s' if self.answered['model'] != 1 else ''} and {self.answered['tool']} tool call"
+                    f"{'s' if self.answered['tool'] != 1 else ''} answered from the recording)")
+        d = self.divergence
+        assert d is not None
+        where = f"step {d.step}" + (f", node {d.node}" if d.node else "")
+        return f"first divergence at {where}: {d.message}"
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["ok"] = self.ok
+        out["summary"] = self.summary()
+        return out
+
+
+def canon(value: Any, cache: dict | None = None) -> Any:
+    """A value as reproduce compares it: messages without ids, errors as type and text.
+
+    ``cache`` keeps normalised messages by (id, type, content hash): a thread's
+    checkpoints hold the same messages again and again, decoded anew each time."""
+    if isinstance(value, BaseMessage):
+        if cache is None or not value.id:
+            return normalize_message(value)
+        content = value.content
+        key = (value.id, value.type, hash(content) if isinstance(content, str) else _key(content))
+        hit = cache.get(key)
+        if hit is None:
+            hit = cache[key] = normalize_message(value)
+        return hit
+    if isinstance(value, BaseException):
+        return {"error": type(value).__name__, "message": str(value)}
+    cls = type(value).__name__
+    if cls == "Interrupt" and hasattr(value, "value"):
+        return {"interrupt": canon(value.value, cache)}
+    if cls == "Send" and hasattr(value, "node"):
+        return {"send": value.node, "arg": canon(value.arg, cache)}
+    if cls == "Command" and hasattr(value, "resume"):
+        return {"command": {k: canon(getattr(value, k, None)) for k in ("update", "resume", "goto", "graph")}}
+    if isinstance(value, dict):
+        return {str(k): canon(v, cache) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [canon(v, cache) for v in value]
+    return to_plain(value)
+
+
+def _key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+class _Stop(Exception):
+    def __init__(self, divergence: Divergence) -> None:
+        self.divergence = divergence
+
+
+def _cfg(thread_id: str, cid: str | None = None, base: dict | None = None) -> dict:
+    conf = dict(base or {})
+    conf["thread_id"] = thread_id
+    conf["checkpoint_ns"] = ""
+    if cid:
+        conf["checkpoint_id"] = cid
+    return {"configurable": conf}
+
+
+def _chain(saver: Any, thread_id: str) -> list[Any]:
+    """The main line of the root namespace, first checkpoint first."""
+    tuples = {t.config["configurable"]["checkpoint_id"]: t for t in saver.list(_cfg(thread_id))}
+    if not tuples:
+        raise NotFoundError(f"thread {thread_id!r} has no checkpoints")
+    cid: str | None = max(tuples)
+    out = []
+    while cid is not None and cid in tuples:
+        t = tuples[cid]
+        out.append(t)
+        cid = t.parent_config["configurable"]["checkpoint_id"] if t.parent_config else None
+    out.reverse()
+    return out
+
+
+def _id(t: Any) -> str:
+    return t.config["configurable"]["checkpoint_id"]
+
+
+def _writer(saver: Any, thread_id: str, cid: str) -> dict[str, str]:
+    """``{channel: node}`` of the pending writes stored for a checkpoint (from their task paths)."""
+    out: dict[str, str] = {}
+    for task_id, _idx, channel, path, _typed in saver.write_details(thread_id, "", cid):
+        out.setdefault(channel, fmt.writer_of(task_id, path, [channel]))
+    return out
+
+
+def _async_only(graph: Any) -> bool:
+    """Whether a node of the graph has only an async body (it must be run with ``ainvoke``)."""
+    for node in getattr(graph, "nodes", {}).values():
+        bound = getattr(node, "bound", None)
+        if bound is not None and getattr(bound, "func", 1) is None and getattr(bound, "afunc", None) is not None:
+            return True
+    return False
+
+
+def _runner(graph: Any, use_async: bool | None):
+    if use_async is None:
+        use_async = _async_only(graph)
+    if not use_async:
+        return graph.invoke
+    import asyncio
+    import concurrent.futures
+    import contextvars
+
+    def run(inp: Any, cfg: dict) -> Any:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(graph.ainvoke(inp, cfg))
+        ctx = contextvars.copy_context()  # inside a running loop: run in a thread of its own
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(ctx.run, asyncio.run, graph.ainvoke(inp, cfg)).result()
+
+    return run
+
+
+def reproduce(saver: Any, graph: Any, thread_id: str, *, keep: bool = False,
+              configurable: dict | None = None, scratch: str | None = None,
+              use_async: bool | None = None) -> ReproduceResult:
+    """Re-run thread ``thread_id``'s runs on a scratch thread, answered from its
+    recording, and compare every new checkpoint with the recorded one (module docstring).
+
+    ``use_async``: run with ``ainvoke`` (default: when a node has only an async body)."""
+    from langgraph.types import Command
+
+    invoke = _runner(graph, use_async)
+    caches: tuple[dict, dict] = ({}, {})  # normalised messages of the recorded and the new thread
+
+    thread_id = str(thread_id)
+    chain = _chain(saver, thread_id)
+    scratch = scratch or f"reproduce-{uuid.uuid4().hex[:8]}-{thread_id}"
+    if saver.indexes.thread_refs(scratch):
+        raise GitckptError(f"thread {scratch!r} exists already")
+    base = dict(configurable or {})
+    mapping: dict[str, str] = {}
+    pairs: list[tuple[Any, Any]] = []
+    runs = 0
+    divergence: Divergence | None = None
+    replay = None
+    try:
+        with saver.replaying(thread_id) as replay:
+            i = 0
+            while i < len(chain):
+                r = chain[i]
+                md = r.metadata or {}
+                src = md.get("source")
+                parent = r.parent_config["configurable"]["checkpoint_id"] if r.parent_config else None
+                if parent is not None and parent not in mapping:
+                    raise _Stop(Divergence(md.get("step"), None, "source", None,
+                                           f"checkpoint {_id(r)} continues {parent}, which is not on the main line"))
+                start = mapping.get(parent) if parent is not None else None
+                latest = _latest_id(saver, scratch)
+                at_tip = latest is None or latest == start
+                cfg = _cfg(scratch, None if at_tip else start, base)
+                before = set(mapping.values())
+                error: BaseException | None = None
+                runs += 1
+                try:
+                    if src == "input":
+                        invoke(r.checkpoint["channel_values"].get(_START), cfg)
+                    elif src == "update":
+                        values, as_node = _update_of(saver, thread_id, chain[i - 1] if i else None, r)
+                        graph.update_state(_cfg(scratch, start, base), values, as_node=as_node)
+                    elif src == "fork":
+                        invoke(None, _cfg(scratch, start, base))
+                    else:
+                        prev = chain[i - 1] if i else None
+                        resume = _resume_of(saver, scratch, prev, mapping.get(_id(prev)) if prev else None)
+                        invoke(Command(resume=resume[0]) if resume else None, cfg)
+                except ReplayMissError as exc:
+                    raise _Stop(Divergence(exc.step, exc.node, "call", exc.kind, str(exc).split("\n", 1)[0],
+                                           exc.diff, _id(r))) from None
+                except Exception as exc:  # the graph failed: a difference if the recording did not
+                    error = exc
+                new = _new_checkpoints(saver, scratch, before)
+                # the recorded line may leave this run part way (a later fork or update_state
+                # continued an earlier checkpoint): compare up to there
+                for k in range(1, len(new)):
+                    later = (chain[i + k].metadata or {}).get("source") if i + k < len(chain) else None
+                    if later in ("input", "update", "fork"):
+                        new = new[:k]
+                        break
+                for k, n in enumerate(new):
+                    if i + k >= len(chain):
+                        raise _Stop(Divergence(n.metadata.get("step"), _last_writer(saver, scratch, n), "end", None,
+                                               "the new run went on past the end of the recorded thread",
+                                               recorded_checkpoint=None, new_checkpoint=_id(n)))
+                    rec = chain[i + k]
+                    _compare(saver, caches, scratch, rec, n)
+                    mapping[_id(rec)] = _id(n)
+                    pairs.append((rec, n))
+                if error is not None:
+                    last = chain[i + len(new) - 1] if new else None
+                    recorded_error = last is not None and any(w[1] == _ERROR for w in last.pending_writes)
+                    if not recorded_error:
+                        step = new[-1].metadata.get("step") if new else md.get("step")
+                        raise _Stop(Divergence(step, None, "error", type(error).__name__,
+                                               f"the graph raised {type(error).__name__}: {error}"))
+                if not new:
+                    raise _Stop(Divergence(md.get("step"), None, "end", None,
+                                           f"the new run stopped before step {md.get('step')} "
+                                           f"({src} checkpoint {_id(r)})", recorded_checkpoint=_id(r)))
+                i += len(new)
+            for rec, n in pairs:  # now that every run added its writes
+                _compare_writes(saver, thread_id, scratch, rec, n)
+    except _Stop as stop:
+        divergence = stop.divergence
+    finally:
+        if not keep:
+            saver.delete_thread(scratch)
+    return ReproduceResult(
+        thread_id=thread_id, scratch_thread=scratch, checkpoints=len(chain), compared=len(pairs), runs=runs,
+        answered=dict(replay.answered) if replay else {"model": 0, "tool": 0},
+        live=dict(replay.live) if replay else {"model": 0, "tool": 0},
+        divergence=divergence, kept=keep,
+    )
+
+
+def _resume_of(saver: Any, scratch: str, prev: Any, scratch_prev: str | None) -> tuple[Any] | None:
+    """What ``Command(resume=...)`` continued the run after checkpoint ``prev``, as a
+    1-tuple, or None for a plain ``invoke(None)``.
+
+    One value for every interrupt: LangGraph's null task wrote ``__resume__``. A map
+    ``{interrupt id: value}``: only the interrupted tasks wrote ``__resume__``;
+    interrupt ids differ in the new run, so each recorded interrupt is paired with
+    the new one of the same value (else the same position)."""
+    if prev is None:
+        return None
+    writes = prev.pending_writes
+    null = [w[2] for w in writes if w[0] == fmt.NULL_TASK_ID and w[1] == _RESUME]
+    if null:
+        return (null[-1],)
+    resumes = {w[0]: w[2] for w in writes if w[1] == _RESUME and w[0] != fmt.NULL_TASK_ID}
+    if not resumes or scratch_prev is None:
+        return None
+    recorded = []  # (interrupt, resume value) in task order
+    for task_id, channel, value in writes:
+        if channel == "__interrupt__" and task_id in resumes:
+            ints = value if isinstance(value, (list, tuple)) else [value]
+            vals = resumes[task_id] if isinstance(resumes[task_id], list) else [resumes[task_id]]
+            for k, intr in enumerate(ints):
+                if k < len(vals):
+                    recorded.append((intr, vals[k]))
+    new_ints: list[Any] = []
+    tup = saver.get_tuple(_cfg(scratch, scratch_prev))
+    for _task, channel, value in (tup.pending_writes if tup else []):
+        if channel == "__interrupt__":
+            new_ints.extend(value if isinstance(value, (list, tuple)) else [value])
+    out: dict[str, Any] = {}
+    free = list(new_ints)
+    for intr, val in recorded:
+        want = _key(canon(getattr(intr, "value", None)))
+        match = next((n for n in free if _key(canon(getattr(n, "value", None))) == want), None)
+        if match is None and free:
+            match = free[0]
+        if match is not None:
+            free.remove(match)
+            out[str(getattr(match, "id", ""))] = val
+    return (out,) if out else None
+
+
+def _latest_id(saver: Any, thread: str) -> str | None:
+    with saver.lock:
+        return saver.indexes.get(thread).latest("")
+
+
+def _new_checkpoints(saver: Any, scratch: str, known: set[str]) -> list[Any]:
+    """The scratch thread's checkpoints from its latest back to a known one, oldest first
+    (ids from the index; only the new checkpoints are read)."""
+    ids = []
+    with saver.lock:
+        idx = saver.indexes.get(scratch)
+        cid = idx.latest("")
+        while cid is not None and cid not in known:
+            ids.append(cid)
+            entry = idx.ckpt.get(("", cid))
+            cid = entry.parent if entry is not None else None
+    ids.reverse()
+    return [saver.get_tuple(_cfg(scratch, cid)) for cid in ids]
+
+
+def _last_writer(saver: Any, thread: str, t: Any) -> str | None:
+    if not t.parent_config:
+        return None
+    writers = _writer(saver, thread, t.parent_config["configurable"]["checkpoint_id"])
+    return next(iter(sorted(set(writers.values()))), None)
+
+
+def _update_of(saver: Any, thread_id: str, parent: Any, update: Any) -> tuple[dict, str | None]:
+    """The values and ``as_node`` of an ``update_state`` that made checkpoint ``update``."""
+    values: dict[str, Any] = {}
+    if parent is not None:
+        pid = _id(parent)
+        paths = {(t, c): p for t, _i, c, p, _ in saver.write_details(thread_id, "", pid)}
+        for task_id, channel, value in parent.pending_writes:
+            path = paths.get((task_id, channel)) or ""
+            # update_state's task: no path, or LangGraph's "~__interrupt__, <n>" one (langgraph 1.2)
+            if (task_id != fmt.NULL_TASK_ID and (not path or path.startswith("~__interrupt__"))
+                    and not fmt.is_internal_channel(channel)):
+                values[channel] = value
+    seen_new = update.checkpoint.get("versions_seen", {})
+    seen_old = parent.checkpoint.get("versions_seen", {}) if parent is not None else {}
+    ran = [n for n, v in seen_new.items() if v != seen_old.get(n) and not n.startswith("__")]
+    return values, (ran[0] if ran else None)
+
+
+def _next(t: Any) -> tuple:
+    """The nodes that run next from a checkpoint (``branch:to:`` channels and
+    pending sends, as ``gitckpt show`` works them out), sorted."""
+    from .ops import derive_next
+
+    return tuple(sorted(derive_next(t.checkpoint)))
+
+
+def _compare(saver: Any, caches: tuple[dict, dict], scratch: str, rec: Any, new: Any) -> None:
+    step = rec.metadata.get("step")
+    rid, nid = _id(rec), _id(new)
+    for field in ("step", "source"):
+        a, b = rec.metadata.get(field), new.metadata.get(field)
+        if a != b:
+            raise _Stop(Divergence(step, _last_writer(saver, scratch, new), "source", field,
+                                   f"the new checkpoint's {field} is {b!r}, the recorded one's {a!r}",
+                                   recorded_checkpoint=rid, new_checkpoint=nid))
+    a_next, b_next = _next(rec), _next(new)
+    if a_next != b_next:
+        raise _Stop(Divergence(step, _last_writer(saver, scratch, new), "next", None,
+                               f"the next nodes are {list(b_next)}, recorded {list(a_next)}",
+                               _diff(list(a_next), list(b_next)), rid, nid))
+    av, bv = rec.checkpoint["channel_values"], new.checkpoint["channel_values"]
+    chans = sorted(set(av) | set(bv), key=lambda c: (fmt.is_internal_channel(c), c))
+    for ch in chans:
+        a, b = _canon_channel(av.get(ch), caches[0]), _canon_channel(bv.get(ch), caches[1])
+        if a != b:
+            a, b = canon(av.get(ch)), canon(bv.get(ch))
+            parent = new.parent_config["configurable"]["checkpoint_id"] if new.parent_config else None
+            writers = _writer(saver, scratch, parent) if parent else {}
+            raise _Stop(Divergence(step, writers.get(ch) or _last_writer(saver, scratch, new), "channel", ch,
+                                   f"channel {ch!r} differs", _diff(a, b), rid, nid))
+
+
+def _canon_channel(value: Any, cache: dict) -> Any:
+    if type(value) is list:
+        return [canon(v, cache) for v in value]
+    return canon(value, cache)
+
+
+def _compare_writes(saver: Any, thread_id: str, scratch: str, rec: Any, new: Any) -> None:
+    def bag(t: Any) -> list[str]:
+        return sorted(_key([c, canon(v)]) for _task, c, v in t.pending_writes)
+
+    a = bag(rec)  # the recorded thread's tuples were read once its recording was complete
+    with saver.lock:  # the scratch checkpoint's writes as they are now (later runs added to them)
+        idx = saver.indexes.get(scratch)
+        b = sorted(_key([c, canon(v)]) for _task, c, v in saver._pending_writes(scratch, idx, "", _id(new)))
+    if a != b:
+        only_a = [json.loads(x) for x in a if x not in b]
+        only_b = [json.loads(x) for x in b if x not in a]
+        ch = (only_a or only_b)[0][0]
+        writers = _writer(saver, thread_id, _id(rec))
+        raise _Stop(Divergence(rec.metadata.get("step"), writers.get(ch), "writes", ch,
+                               f"the pending writes of step {rec.metadata.get('step')} differ (channel {ch!r})",
+                               _diff(only_a, only_b), _id(rec), _id(new)))

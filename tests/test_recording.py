@@ -1,0 +1,483 @@
+"""Recording model and tool calls, offline replay and ``gitckpt reproduce`` (issue 13).
+
+Real graphs (tests/agent_app.py): a chat model that answers at random and logs
+each call to a file, a tool that logs each run to a file. Reproductions run in
+subprocesses (``python -m gitckpt reproduce``), so a thread recorded in this
+process is reproduced in another one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from langgraph.types import Command
+
+from gitckpt import GitSaver, ReplayMissError
+from tests import agent_app
+from tests.test_sync import _free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "tests" / "agent_app.py")
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    """``git daemon`` on 127.0.0.1 serving ``<base>/team.git`` (as tests/test_sync.py's,
+    in a process group of its own: ``git daemon`` runs ``git-daemon`` as a child, and
+    the whole group is stopped afterwards)."""
+    import signal
+    import socket
+    import time
+
+    base = tmp_path / "served"
+    base.mkdir()
+    subprocess.run(["git", "init", "-q", "--bare", str(base / "team.git")], check=True)
+    port = _free_port()
+    proc = subprocess.Popen(
+        ["git", "daemon", "--reuseaddr", "--export-all", "--enable=receive-pack", f"--base-path={base}",
+         "--listen=127.0.0.1", f"--port={port}", str(base)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail("git daemon did not start")
+                time.sleep(0.05)
+        yield {"url": f"git://127.0.0.1:{port}/team.git", "path": base / "team.git", "port": port}
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.fixture
+def logs(tmp_path: Path, monkeypatch):
+    """The model-call and tool-run log files, empty; returns a reader of both."""
+    count, tools = tmp_path / "model-calls.txt", tmp_path / "tool-runs.txt"
+    monkeypatch.setenv("AGENT_COUNT", str(count))
+    monkeypatch.setenv("AGENT_TOOLS", str(tools))
+    for var in ("AGENT_SYSTEM", "AGENT_ROUTE", "AGENT_CITY_SUFFIX"):
+        monkeypatch.delenv(var, raising=False)
+
+    class Logs:
+        def clear(self) -> None:
+            count.write_text("")
+            tools.write_text("")
+
+        def models(self) -> int:
+            return len(count.read_text().splitlines()) if count.exists() else 0
+
+        def tools(self) -> int:
+            return len(tools.read_text().splitlines()) if tools.exists() else 0
+
+    logs = Logs()
+    logs.clear()
+    return logs
+
+
+def cfg(thread: str) -> dict:
+    return {"configurable": {"thread_id": thread}}
+
+
+def gitckpt(repo: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gitckpt", "--repo", str(repo), *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, cwd=ROOT, timeout=120)
+
+
+def record_chat(repo: Path) -> list:
+    saver = GitSaver(repo, record=True)
+    graph = agent_app.builder.compile(checkpointer=saver)
+    graph.invoke({"messages": [("user", "what's the weather in Paris and Rome")]}, cfg("1"))
+    graph.update_state(cfg("1"), {"messages": [("user", "(a note added by update_state)")]}, as_node="agent")
+    out = graph.invoke({"messages": [("user", "thanks")]}, cfg("1"))
+    saver.close()
+    return out["messages"]
+
+
+def contents(messages: list) -> list:
+    return [(m.type, m.content, [c["args"] for c in getattr(m, "tool_calls", [])]) for m in messages]
+
+
+def test_record_stores_each_call_with_its_step_node_and_answer(repo_path, logs):
+    messages = record_chat(repo_path)
+    assert logs.models() == 3 and logs.tools() == 2
+    saver = GitSaver(repo_path)
+    calls = saver.recorded_calls("1")
+    assert [(c["kind"], c["node"], c["step"]) for c in calls if c["kind"] == "model"] == [
+        ("model", "agent", 1), ("model", "agent", 3), ("model", "agent", 7)]
+    tools = sorted(json.dumps(c["args"]) for c in calls if c["kind"] == "tool")
+    assert tools == ['{"city": "Paris"}', '{"city": "Rome"}']
+    assert {c["node"] for c in calls if c["kind"] == "tool"} == {"tools"}
+    first = next(c for c in calls if c["kind"] == "model")
+    assert first["summary"].startswith(messages[1].content[:20])
+    assert first["settings"]["temperature"] == 0.7 and "api_key" not in first["settings"]
+    # the prompt points at the checkpoint's messages instead of copying them
+    from gitckpt.checkpoint.recording import digest, resolve_input
+
+    last = [c for c in calls if c["kind"] == "model"][-1]
+    assert last["prompt"][0] == ["msg", 0] and last["prompt"][1][0] == "ref" and len(last["inline"]) <= 2
+    assert sum(seg[3] - seg[2] for seg in last["prompt"] if seg[0] == "ref") >= 6
+    # read back through the references, every prompt is what was asked (the same digest)
+    for c in calls:
+        asked = resolve_input(saver, c)
+        assert digest(asked) == c["digest"]
+        if c["kind"] == "model":
+            assert asked["messages"][0] == {"type": "system", "content": "You are a helpful weather bot."}
+    # pending writes read as before: calls are not writes
+    for t in saver.list(cfg("1")):
+        assert all(not isinstance(w[2], dict) or "digest" not in w[2] for w in t.pending_writes)
+    saver.close()
+
+
+def test_reproduce_in_another_process_makes_no_call(repo_path, logs):
+    record_chat(repo_path)
+    logs.clear()
+    r = gitckpt(repo_path, "reproduce", "1", "--graph", f"{APP}:builder")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip().splitlines() == [
+        "reproduced 9/9 checkpoints of thread 1 (3 runs; 3 model calls and 2 tool calls answered from the recording)"]
+    assert logs.models() == 0 and logs.tools() == 0
+    saver = GitSaver(repo_path)
+    assert saver.threads() == ["1"]  # the scratch thread is gone
+    saver.close()
+    r = gitckpt(repo_path, "reproduce", "1", "--graph", f"{APP}:builder", "--json", "--keep")
+    out = json.loads(r.stdout)
+    assert r.returncode == 0 and out["ok"] and out["divergence"] is None and out["kept"]
+    assert out["answered"] == {"model": 3, "tool": 2} and out["compared"] == 9
+    assert out["scratch_thread"] in GitSaver(repo_path).threads()
+
+
+@pytest.mark.parametrize(
+    "env, node, what",
+    [
+        ({"AGENT_SYSTEM": "You are a pirate."}, "agent", "You are a pirate."),
+        ({"AGENT_ROUTE": "end"}, "agent", "the next nodes are [], recorded ['tools']"),
+    ],
+    ids=["system-prompt", "route"],
+)
+def test_reproduce_names_the_node_of_a_change(repo_path, logs, env, node, what):
+    record_chat(repo_path)
+    logs.clear()
+    r = gitckpt(repo_path, "reproduce", "1", "--graph", f"{APP}:builder", env=env)
+    assert r.returncode == 1, r.stdout + r.stderr
+    first = r.stdout.splitlines()[0]
+    assert first.startswith(f"first divergence at step 1, node {node}: "), r.stdout
+    assert what in r.stdout
+    assert logs.models() == 0 and logs.tools() == 0
+    r = gitckpt(repo_path, "reproduce", "1", "--graph", f"{APP}:builder", "--json", env=env)
+    out = json.loads(r.stdout)
+    assert r.returncode == 1 and out["divergence"]["node"] == node and out["divergence"]["step"] == 1
+
+
+def test_fan_out_subgraphs_interrupt_and_resume_reproduce(repo_path, logs):
+    saver = GitSaver(repo_path, record=True)
+    graph = agent_app.fan_builder.compile(checkpointer=saver)
+    first = graph.invoke({"topics": ["a", "b", "c", "d"]}, cfg("fan"))
+    assert "__interrupt__" in first
+    done = graph.invoke(Command(resume="Oslo"), cfg("fan"))
+    assert done["approved"].startswith("Oslo / ")
+    saver.close()
+    assert logs.models() == 4 and logs.tools() == 1
+    logs.clear()
+    r = gitckpt(repo_path, "reproduce", "fan", "--graph", f"{APP}:fan_builder")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "4 model calls and 1 tool call answered" in r.stdout
+    assert logs.models() == 0 and logs.tools() == 0
+    # a tool asked something else: the node that called it is named, with the arguments
+    r = gitckpt(repo_path, "reproduce", "fan", "--graph", f"{APP}:fan_builder", env={"AGENT_CITY_SUFFIX": "-x"})
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stdout.startswith("first divergence at step 2, node review: ")
+    assert "tool 'get_weather' was called with arguments it was not called with before" in r.stdout
+    assert '"Oslo-x"' in r.stdout and logs.tools() == 0
+
+
+def test_offline_replay_on_a_new_thread_gives_the_recorded_answers(repo_path, logs):
+    recorded = record_chat(repo_path)
+    logs.clear()
+    saver = GitSaver(repo_path)
+    graph = agent_app.builder.compile(checkpointer=saver)
+    with saver.replaying("1") as replay:
+        graph.invoke({"messages": [("user", "what's the weather in Paris and Rome")]}, cfg("2"))
+        graph.update_state(cfg("2"), {"messages": [("user", "(a note added by update_state)")]}, as_node="agent")
+        out = graph.invoke({"messages": [("user", "thanks")]}, cfg("2"))
+    assert contents(out["messages"]) == contents(recorded)
+    assert replay.answered == {"model": 3, "tool": 2} and logs.models() == 0 and logs.tools() == 0
+    # a question never asked: the error names the node and the nearest recorded call
+    with pytest.raises(ReplayMissError) as err, saver.replaying("1"):
+        graph.invoke({"messages": [("user", "what's the weather in Lima")]}, cfg("3"))
+    assert err.value.node == "agent" and err.value.kind == "model" and err.value.step == 1
+    assert "nearest recorded call: model 'random-1' of node 'agent' at step 1" in str(err.value)
+    assert '+   "content": "what\'s the weather in Lima",' in err.value.diff
+    assert logs.models() == 0
+    # on_miss="live": asked for real, and recorded
+    with saver.replaying("1", on_miss="live") as replay:
+        graph.invoke({"messages": [("user", "what's the weather in Lima")]}, cfg("4"))
+    assert logs.models() == 2 and logs.tools() == 1
+    assert replay.live == {"model": 2, "tool": 1}
+    assert [c["kind"] for c in saver.recorded_calls("4")] == ["model", "tool", "model"]
+    saver.close()
+
+
+def test_cli_replay_offline_from_an_old_checkpoint(repo_path, logs):
+    record_chat(repo_path)
+    logs.clear()
+    saver = GitSaver(repo_path)
+    first_input = [t for t in saver.list(cfg("1")) if t.metadata["step"] == 0][0]
+    saver.close()
+    cid = first_input.config["configurable"]["checkpoint_id"]
+    r = gitckpt(repo_path, "replay", "1", cid, "--to", "1-b", "--graph", f"{APP}:builder", "--offline")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Offline: 2 model call(s) and 2 tool call(s) answered from the recording of thread 1" in r.stdout
+    assert logs.models() == 0 and logs.tools() == 0
+    r = gitckpt(repo_path, "replay", "1", "--to", "1-c", "--graph", f"{APP}:builder", "--offline",
+                "--input", '{"messages": [{"role": "user", "content": "hello?"}]}')
+    assert r.returncode == 1 and "offline replay: no recorded answer at step 10, node 'agent'" in r.stderr
+    assert logs.models() == 0
+
+
+def test_log_show_and_git_log_show_the_calls(repo_path, logs):
+    record_chat(repo_path)
+    r = gitckpt(repo_path, "log", "1", "--json")
+    rows = {row["step"]: row for row in json.loads(r.stdout)}
+    assert rows[1]["calls"] == 1 and rows[2]["calls"] == 2 and rows[0]["calls"] == 0
+    r = gitckpt(repo_path, "log", "1", env={"COLUMNS": "200"})
+    assert "tools wrote messages · 2 calls recorded" in r.stdout
+    step2 = rows[2]["checkpoint_id"]
+    r = gitckpt(repo_path, "show", "1", step2, "--json")
+    shown = json.loads(r.stdout)["calls"]  # the step that made it, then the tasks that ran from it
+    assert [(c["kind"], c["step"]) for c in shown] == [("tool", 2), ("tool", 2), ("model", 3)]
+    assert sorted(c["args"]["city"] for c in shown[:2]) == ["Paris", "Rome"]
+    assert all(" in " in c["summary"] for c in shown[:2])
+    r = gitckpt(repo_path, "show", "1", step2)
+    assert "Recorded calls" in r.stdout and "tool get_weather" in r.stdout
+    log = subprocess.run(["git", "--git-dir", str(repo_path), "log", "-p", "threads/1"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "# recorded model call 'random-1': node agent, step 1" in log
+    assert "# recorded tool call 'get_weather': node tools, step 2" in log
+
+
+def test_no_secret_in_any_object(repo_path, logs):
+    saver = GitSaver(repo_path, record=True)
+    graph = agent_app.leaky_builder.compile(checkpointer=saver)
+    graph.invoke({"messages": [("user", "what's the weather in Paris")]}, cfg("1"))
+    saver.close()
+    calls = GitSaver(repo_path).recorded_calls("1")
+    settings = [c["settings"] for c in calls if c["kind"] == "model"][0]
+    assert "api_key" not in settings and settings["endpoint"] == "https://api.example/v1?key=<secret>"
+    assert settings["default_headers"] == {"X-Trace": "on"} and settings["note"] == "the key is <secret>"
+    blobs = subprocess.run(["git", "--git-dir", str(repo_path), "cat-file", "--batch-all-objects", "--batch"],
+                           capture_output=True, check=True).stdout
+    assert b"gitckpt-call" in blobs  # the calls are there (loose or packed objects, decompressed)
+    assert agent_app.SECRET_KEY.encode() not in blobs
+
+
+def test_streaming_model_and_async_graphs(repo_path, logs):
+    saver = GitSaver(repo_path, record=True)
+    streaming = agent_app.stream_builder.compile(checkpointer=saver)
+    out = streaming.invoke({"messages": [("user", "hi")]}, cfg("s"))
+    # LangGraph's "messages" mode makes an invoke stream its tokens
+    chat = agent_app.builder.compile(checkpointer=saver)
+    chunks = list(chat.stream({"messages": [("user", "weather in Oslo")]}, cfg("m"), stream_mode="messages"))
+    assert len(chunks) > 3
+
+    async def run_async() -> None:
+        graph = agent_app.async_builder.compile(checkpointer=saver)
+        await graph.ainvoke({"messages": [("user", "weather in Oslo and Bergen")]}, cfg("a"))
+        async for _ in graph.astream({"messages": [("user", "and now?")]}, cfg("a")):
+            pass
+
+    asyncio.run(run_async())
+    saver.close()
+    recorded = GitSaver(repo_path).recorded_calls("s")
+    assert recorded[0]["summary"] == out["messages"][-1].content
+    assert [c["kind"] for c in GitSaver(repo_path).recorded_calls("a")] == ["model", "tool", "tool", "model", "model",
+                                                                             "model"]
+    logs.clear()
+    for thread, attr in (("s", "stream_builder"), ("m", "builder"), ("a", "async_builder")):
+        r = gitckpt(repo_path, "reproduce", thread, "--graph", f"{APP}:{attr}")
+        assert r.returncode == 0, (thread, r.stdout + r.stderr)
+    assert logs.models() == 0 and logs.tools() == 0
+
+    async def replay_async() -> list:
+        saver = GitSaver(repo_path)
+        graph = agent_app.async_builder.compile(checkpointer=saver)
+        with saver.replaying("a"):
+            out = await graph.ainvoke({"messages": [("user", "weather in Oslo and Bergen")]}, cfg("a2"))
+            async for _ in graph.astream({"messages": [("user", "and now?")]}, cfg("a2"), stream_mode="messages"):
+                pass
+        return out["messages"]
+
+    again = asyncio.run(replay_async())
+    assert logs.models() == 0 and logs.tools() == 0
+    assert again[-1].content.startswith("summary: answer ")
+
+
+def test_calls_travel_with_the_thread(repo_path, logs, tmp_path, server):
+    record_chat(repo_path)
+    saver = GitSaver(repo_path)
+    saver.copy_thread("1", "copy")
+    last = saver.get_tuple(cfg("1")).config["configurable"]["checkpoint_id"]
+    step2 = [t for t in saver.list(cfg("1")) if t.metadata["step"] == 1][0].config["configurable"]["checkpoint_id"]
+    saver.fork("1", step2, "forked")
+    assert len(saver.recorded_calls("copy")) == 5
+    # a fork carries the checkpoint's own writes, and so the calls of the tasks that ran from it
+    assert [c["kind"] for c in saver.recorded_calls("forked") if c["step"] == 2] == ["tool", "tool"]
+    saver.prune(["copy"])  # keep_latest: only the latest checkpoint (its own calls: none)
+    assert saver.recorded_calls("copy") == []
+    saver.close()
+    assert last
+    # push to a git daemon, clone with plain git, reproduce there
+    r = gitckpt(repo_path, "push", server["url"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    clone = tmp_path / "clone.git"
+    subprocess.run(["git", "clone", "-q", "--bare", server["url"], str(clone)], check=True)
+    logs.clear()
+    r = gitckpt(clone, "reproduce", "1", "--graph", f"{APP}:builder")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "3 model calls and 2 tool calls answered" in r.stdout
+    assert logs.models() == 0 and logs.tools() == 0
+    # deleting the threads and collecting garbage drops every recorded call
+    saver = GitSaver(repo_path)
+    for thread in saver.threads():
+        saver.delete_thread(thread)
+    saver.close()
+    subprocess.run(["git", "--git-dir", str(repo_path), "gc", "-q", "--prune=now"], check=True)
+    subprocess.run(["git", "--git-dir", str(repo_path), "reflog", "expire", "--expire=now", "--all"], check=True)
+    subprocess.run(["git", "--git-dir", str(repo_path), "gc", "-q", "--prune=now"], check=True)
+    blobs = subprocess.run(["git", "--git-dir", str(repo_path), "cat-file", "--batch-all-objects", "--batch"],
+                           capture_output=True, check=True).stdout
+    assert b"gitckpt-call" not in blobs
+
+
+def test_a_recording_saver_ignores_other_savers_runs(repo_path, logs, tmp_path):
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    recording = GitSaver(repo_path, record=True)
+    other = GitSaver(tmp_path / "other.git")
+    agent_app.builder.compile(checkpointer=other).invoke({"messages": [("user", "hi")]}, cfg("x"))
+    agent_app.builder.compile(checkpointer=InMemorySaver()).invoke({"messages": [("user", "hi")]}, cfg("y"))
+    assert other.recorded_calls("x") == [] and recording.threads() == []
+    assert recording._recording._pending == {}
+    recording.close()
+    other.close()
+
+
+def test_create_agent_tool_calls_as_parallel_tasks(repo_path, logs):
+    agents = pytest.importorskip("langchain.agents")  # the `test` extra installs langchain
+    saver = GitSaver(repo_path, record=True)
+    agent = agents.create_agent(agent_app.RandomModel(), tools=[agent_app.get_weather],
+                                system_prompt="You are a weather bot.", checkpointer=saver)
+    out = agent.invoke({"messages": [("user", "weather in Paris and Rome and Oslo")]}, cfg("1"))
+    assert [m.type for m in out["messages"]] == ["human", "ai", "tool", "tool", "tool", "ai"]
+    calls = saver.recorded_calls("1")
+    assert sorted((c["kind"], c["step"]) for c in calls) == [("model", 1), ("model", 3), ("tool", 2), ("tool", 2),
+                                                             ("tool", 2)]
+    assert len({c["task"] for c in calls if c["kind"] == "tool"}) == 3  # one Send task per tool call
+    saver.close()
+    logs.clear()
+    for _ in range(2):  # the three tool tasks run in any order
+        plain = GitSaver(repo_path)
+        again = agents.create_agent(agent_app.RandomModel(), tools=[agent_app.get_weather],
+                                    system_prompt="You are a weather bot.", checkpointer=plain)
+        from gitckpt.reproduce import reproduce
+
+        result = reproduce(plain, again, "1")
+        assert result.ok, result.summary() + "\n" + (result.divergence.diff if result.divergence else "")
+        assert result.answered == {"model": 2, "tool": 3}
+        plain.close()
+    assert logs.models() == 0 and logs.tools() == 0
+
+
+def test_recording_benchmark_script_runs(tmp_path):
+    r = subprocess.run([sys.executable, "scripts/bench_recording.py", "--turns", "3"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "repository, record=True" in r.stdout
+    assert "reproduced 9/9 checkpoints of thread chat (3 runs; 3 model calls" in r.stdout
+
+
+def test_resume_with_a_map_of_interrupt_ids(repo_path, logs):
+    saver = GitSaver(repo_path, record=True)
+    graph = agent_app.approvals_builder.compile(checkpointer=saver)
+    paused = graph.invoke({"items": ["a", "b", "c"]}, cfg("ok"))["__interrupt__"]
+    answers = {i.id: f"yes to {i.value}" for i in paused}
+    out = graph.invoke(Command(resume=answers), cfg("ok"))
+    assert sorted(o.split(":")[0] for o in out["out"]) == [f"{x}=yes to approve {x}?" for x in "abc"]
+    saver.close()
+    logs.clear()
+    r = gitckpt(repo_path, "reproduce", "ok", "--graph", f"{APP}:approvals_builder")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "(2 runs; 3 model calls and 0 tool calls answered" in r.stdout
+    assert logs.models() == 0
+
+
+def test_concurrent_threads_file_their_own_calls(repo_path, logs):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gitckpt.checkpoint.recording import resolve_input
+    from gitckpt.reproduce import reproduce
+
+    saver = GitSaver(repo_path, record=True)
+    graph = agent_app.builder.compile(checkpointer=saver)
+    cities = ["Paris", "Rome", "Oslo", "Lima", "Kyiv", "Quito"]
+
+    def chat(city: str) -> None:
+        graph.invoke({"messages": [("user", f"weather in {city}")]}, cfg(city))
+        graph.invoke({"messages": [("user", f"and {city} tomorrow?")]}, cfg(city))
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(chat, cities))
+    assert logs.models() == 18 and logs.tools() == 6
+    for city in cities:
+        calls = saver.recorded_calls(city)
+        assert [c["kind"] for c in calls] == ["model", "tool", "model", "model"]
+        assert [c["args"] for c in calls if c["kind"] == "tool"] == [{"city": city}]
+        for c in calls:
+            if c["kind"] == "model":
+                asked = resolve_input(saver, c)
+                humans = [m["content"] for m in asked["messages"] if m["type"] == "human"]
+                assert all(city in h for h in humans), (city, humans)
+    logs.clear()
+    for city in cities:
+        result = reproduce(saver, graph, city)
+        assert result.ok and result.answered == {"model": 3, "tool": 1}, result.summary()
+    assert logs.models() == 0 and logs.tools() == 0
+    saver.close()
+
+
+def test_batch_inside_a_node_is_recorded_and_answered(repo_path, logs):
+    from langgraph.graph import START, StateGraph
+
+    from gitckpt.reproduce import reproduce
+
+    model = agent_app.RandomModel()
+
+    def poll(state: agent_app.State) -> dict:
+        answers = model.batch([[("user", f"opinion {i}")] for i in range(4)])
+        return {"messages": [("ai", " | ".join(a.content for a in answers))]}
+
+    b = StateGraph(agent_app.State)
+    b.add_node("poll", poll)
+    b.add_edge(START, "poll")
+    saver = GitSaver(repo_path, record=True)
+    graph = b.compile(checkpointer=saver)
+    out = graph.invoke({"messages": [("user", "poll")]}, cfg("b"))
+    assert [c["kind"] for c in saver.recorded_calls("b")] == ["model"] * 4
+    logs.clear()
+    result = reproduce(saver, graph, "b")
+    assert result.ok and result.answered["model"] == 4, result.summary()
+    with saver.replaying("b"):
+        again = graph.invoke({"messages": [("user", "poll")]}, cfg("b2"))
+    assert again["messages"][-1].content == out["messages"][-1].content
+    assert logs.models() == 0
+    saver.close()
