@@ -1,4 +1,4 @@
-"""A ref update creates no file on its path (format.md, 22).
+"""A ref update creates no file on its path (format.md, 19).
 
 Its ``.pack``, ``.idx`` and the ref's ``<ref>.lock`` are files the pool made
 beforehand; the lock is claimed with an exclusive rename

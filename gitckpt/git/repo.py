@@ -191,7 +191,7 @@ def _close_all(fds: list[int]) -> None:
 _closer = _Closer()
 #: The file pool's own thread: closing replaced ref files (freeing their inodes)
 #: took 1.7 ms an update on average on a loaded machine with ``discard``, and a
-#: refill queued behind those closes left the pool empty (format.md, 22).
+#: refill queued behind those closes left the pool empty (format.md, 19).
 _filler = _Closer("gitckpt-filler")
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_closer.after_fork_in_child)
@@ -212,7 +212,7 @@ class _FilePool:
 
     An update takes three: its ``.pack``, its ``.idx`` and its ref's lock file
     (claimed with ``renameat2(RENAME_NOREPLACE)``, :func:`_claim`), so that no
-    file is created on the update's path (format.md, 22). The pool is refilled
+    file is created on the update's path (format.md, 19). The pool is refilled
     when a third of it is used, so a burst of updates finds files ready.
     """
 
@@ -1068,7 +1068,7 @@ def _take_ref_lock(lock: str, name: str, pool: _FilePool | None = None) -> int:
 
     With a ``pool``, the file is one the pool created beforehand: flocked, then
     claimed as ``lock`` by an exclusive rename (:func:`_claim`), so no file is
-    created on the update's path (format.md, 22). Without a pooled file, or
+    created on the update's path (format.md, 19). Without a pooled file, or
     where the exclusive rename is not available, it is created here."""
     f = pool.take() if pool is not None else None
     if f is not None:
@@ -1259,7 +1259,7 @@ class Maintenance:
     def wrote(self, n: int) -> None:
         """Count ``n`` new packs; at :data:`PACK_EVERY`, start a repack on the
         background thread: spawning ``git`` took 1-12 ms, which an update
-        waited for (format.md, 22)."""
+        waited for (format.md, 19)."""
         self._forked()
         self.count += n
         if self.count >= self.every and self._settled.is_set():
