@@ -48,7 +48,7 @@ def print_table(result: dict) -> None:
 
     run = result.get("run", {})
     t = Table(title=f"gitckpt vs peers — {run.get('mode', '?')} run, {run.get('seconds', '?')} s "
-                    "(ratios from the same run, interleaved)")
+                    "(each subject in its own process; ratios from the same run)")
     for col, kw in [("scenario", {}), ("durability gitckpt / sqlite", {}), ("gitckpt", {"justify": "right"}),
                     ("sqlite", {"justify": "right"}), ("memory", {"justify": "right"}), ("unit", {}),
                     ("×sqlite", {"justify": "right"}), ("×memory", {"justify": "right"}), ("target", {}),
@@ -141,14 +141,23 @@ def write_docs(path: Path, result: dict, specs: dict, profiles: dict[str, str]) 
     w("## How it is measured\n")
     sizes = run["sizes"]
     w(
-        f"- All subjects run in one process, **interleaved**: the work is cut into blocks (chat: "
-        f"{sizes['turn_block']} turns; reads: rounds of 10–50 operations; puts: blocks of 32 steps) and every "
-        "block runs each subject in turn, the order rotating from block to block, so drift and noise on a busy "
-        "machine hit all of them alike. Read the **ratios**; absolute numbers move from run to run.\n"
+        "- **Each subject runs in its own process**: the parent imports everything once and forks one child "
+        "per subject (a saver or store in one durability mode) and scenario group; the child builds what it "
+        "needs, measures, closes and reports. A group runs in rounds (this run: "
+        + ", ".join(f"{g} {n}" for g, n in sizes["rounds"].items())
+        + "); each round runs every subject once, the order rotating, and a value is the median over rounds. "
+        "Read the **ratios**; absolute numbers move from run to run.\n"
         f"- Chat: {sizes['chat_turns']} turns (`invoke`, LangGraph's default `durability=\"async\"`) and "
         f"{sizes['async_turns']} turns (`ainvoke`); value = total time / turns. Each turn adds 3 messages "
         "(the user's and two replies of ~120 characters) and makes 4 checkpoints. "
-        "`ratio_vs_sqlite_block_iqr` in the JSON gives the quartiles of the per-block ratio.\n"
+        "\n"
+        f"- Graph shapes (`shape_*`): per subject, each shape x API (`invoke`, `ainvoke`) x LangGraph durability "
+        f"(`sync`, `async`, `exit`) on a thread of its own: one untimed first invoke, then "
+        f"{sizes['shape_invokes']} timed invokes in blocks of {sizes['shape_block']}, the combinations' order "
+        "rotating from block to block; value = ms per invoke. A row is `shape_NAME:API:DURABILITY`.\n"
+        f"- Latency (`put_*`, `put_writes_*`): {sizes['latency_n']} direct `put` calls on one thread (a window "
+        "of 9 messages and a counter, both channels new each time), each followed by one `put_writes` (one "
+        "message), after 20 untimed; each call timed on its own; p50 and p99 per round, median over rounds.\n"
         "- Disk: after the chat, `close()` every saver (GitSaver's `close()` waits for its background packing; "
         "nobody runs `git gc`), then the size of the whole repository directory vs the SQLite file + `-wal` + "
         "`-shm`; the memory column is the serialized bytes InMemorySaver holds.\n"
@@ -157,7 +166,7 @@ def write_docs(path: Path, result: dict, specs: dict, profiles: dict[str, str]) 
         f"LangGraph does). Put time = median of per-block means over a window of {sizes['growth_window']} steps "
         "around step 100 and the last window. The peers write the whole list at every put, so growing them to "
         "the same size would take hours; they are **sampled**: puts of lists of the same sizes, in the same "
-        "windows, interleaved with gitckpt's blocks.\n"
+        "windows (in their own processes).\n"
         f"- Reads: one thread of {sizes['thread_n']:,} checkpoints (each with one pending write; a sliding "
         "window of 9 messages), built by direct `put`/`put_writes` calls (SQLite built with "
         "`synchronous=OFF` to save time, then reopened with its defaults; gitckpt in `os` mode), then each "
@@ -188,8 +197,12 @@ def write_docs(path: Path, result: dict, specs: dict, profiles: dict[str, str]) 
                                              "gitckpt builds its in-memory index then)",
             "thread_build_seconds": "building the read thread (s)",
             "store_build_seconds": "building the store (s)",
-            "background_git_cpu_seconds": "CPU seconds used by child processes (gitckpt's background `git repack`)",
-            "group_seconds": "wall time per scenario group (s)",
+            "background_git_cpu_seconds": "CPU seconds used by the subjects' own child processes (gitckpt's "
+                                          "background `git repack`)",
+            "group_seconds": "wall time per scenario group, all its processes (s)",
+            "process_seconds": "wall time of one subject's process, median over rounds (s)",
+            "pids": "the process of each subject and round (all distinct: each subject ran in its own process)",
+            "latency_mean_us": "latency rows: mean µs of put and put_writes per subject",
             "cold_read_objects": "git objects read by a cold `get_tuple` by id on the read thread (a saver opened "
                                  "afresh reads 200 checkpoints once each): objects per call, µs per object in "
                                  "`GitRepo._read_raw` (timer included), their share of the call's time, µs per call",
@@ -209,7 +222,32 @@ def write_docs(path: Path, result: dict, specs: dict, profiles: dict[str, str]) 
         w("")
     if unmet:
         w("## Why targets are not met\n")
+        seen: set[str] = set()
         for key in unmet:
+            if ":" in key:  # a graph shape: one section per shape and mode, listing its unmet rows
+                why = key.split(":")[0] + ("@os" if key.endswith("@os") else "")
+                if why in seen:
+                    continue
+                seen.add(why)
+                same = [k for k in unmet if k.split(":")[0] + ("@os" if k.endswith("@os") else "") == why]
+                w(f"### `{why}` — {len(same)} rows unmet\n")
+                w(", ".join(f"`{k.split(':', 1)[1]}` {fmt_ratio(result['scenarios'][k]['ratio_vs_sqlite'])} / "
+                            f"{fmt_ratio(result['scenarios'][k]['ratio_vs_memory'])}" for k in same)
+                  + " (gitckpt/sqlite / gitckpt/memory).\n")
+                w(f"<!-- why:{why} -->")
+                w(kept.get(why, _placeholder(why, result["scenarios"][key])).rstrip("\n"))
+                w(f"<!-- /why:{why} -->\n")
+                prof = next((profiles[k] for k in same if k in profiles), None)
+                pkey = next((k for k in same if k in profiles), None)
+                w(f"<!-- bench:profile:{why} -->")
+                if prof:
+                    w(f"Profile of gitckpt alone on `{pkey}` (`python scripts/bench.py --profile {pkey}`), top lines:\n")
+                    w("```text\n" + prof.rstrip() + "\n```")
+                else:
+                    w(f"_No profile in this run: `python scripts/bench.py --profile {why.split('@')[0]}:invoke:sync"
+                      f"{'@os' if why.endswith('@os') else ''}` makes one._")
+                w(f"<!-- /bench:profile:{why} -->\n")
+                continue
             r = result["scenarios"][key]
             rs, rm = r["ratio_vs_sqlite"], r["ratio_vs_memory"]
             got = (f"gitckpt = {fmt_value(r['gitckpt'], r['unit'])}" if key.startswith("put_growth")

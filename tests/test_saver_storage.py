@@ -346,10 +346,12 @@ def test_a_repack_that_could_not_start_is_tried_again_soon(repo_path):
     parent = None
     for i in range(PACK_EVERY + 2):
         parent = put(saver, "t", parent=parent, values={"i": i}, metadata={"step": i})
+    saver.repo._maint.settle()  # repacks start on a background thread
     assert saver.repo._maint._proc is None  # it could not start: the lock is held
     lock.release()  # that run ended
     for i in range(PACK_RETRY):  # a few more updates, not another PACK_EVERY
         parent = put(saver, "t", parent=parent, values={"i": i}, metadata={"step": i})
+    saver.repo._maint.settle()
     assert saver.repo._maint._proc is not None
     saver.repo._maint.wait()
     assert len(list((repo_path / "objects" / "pack").glob("*.pack"))) < 10
