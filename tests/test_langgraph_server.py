@@ -835,8 +835,10 @@ async def test_langgraph_dev_records_and_reproduce_replays_a_studio_thread(tmp_p
         client = get_client(url=server.url, timeout=60)
         thread = (await client.threads.create())["thread_id"]
         # a run as runs.wait makes it (the model is invoked) ...
-        out = await client.runs.wait(thread, "agent", input={"messages": [{"role": "user", "content": "weather in Paris"}]})
-        assert [m["content"] for m in out["messages"]] == ["weather in Paris", "", "sunny in Paris", "it is sunny in Paris"]
+        ask = {"messages": [{"role": "user", "content": "weather in Paris"}]}
+        out = await client.runs.wait(thread, "agent", input=ask)
+        assert [m["content"] for m in out["messages"]] == [
+            "weather in Paris", "", "sunny in Paris", "it is sunny in Paris"]
         # ... and one as Studio makes it: streaming the model's messages (the model is streamed)
         chunks = [
             c
