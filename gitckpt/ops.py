@@ -40,7 +40,8 @@ from .checkpoint import format as fmt
 from .checkpoint.threads import ThreadIndexes
 from .errors import CorruptObjectError, GitckptError, InvalidInputError, NotFoundError, RepositoryError
 from .git import names
-from .git.repo import Oid, maintenance_lock
+from .git.maintenance import maintenance_lock
+from .git.repo import Oid
 from .trust import MARK, NotConstructed, jsonable_marker, marker_text  # noqa: F401 (the CLI's)
 
 #: A progress callback: ``progress(done, total, what)``.

@@ -44,8 +44,9 @@ from .checkpoint import format as fmt
 from .checkpoint.threads import line_tips
 from .errors import InvalidInputError, NotFoundError, UntrustedDataError
 from .git import names
+from .git.locks import retry_cas
 from .git.remote import Remote
-from .git.repo import GitRepo, Oid, retry_cas
+from .git.repo import GitRepo, Oid
 from .store.format import STORE_REF
 from .store.merge import merge_store
 

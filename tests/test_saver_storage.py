@@ -338,7 +338,7 @@ def test_small_packs_are_merged_in_the_background(repo_path):
 
 
 def test_a_repack_that_could_not_start_is_tried_again_soon(repo_path):
-    from gitckpt.git.repo import PACK_EVERY, PACK_RETRY, take_maintenance_lock
+    from gitckpt.git.maintenance import PACK_EVERY, PACK_RETRY, take_maintenance_lock
 
     saver = GitSaver(repo_path)
     lock = take_maintenance_lock(repo_path)  # as another process's repack holds it

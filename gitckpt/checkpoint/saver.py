@@ -50,7 +50,8 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from ..errors import ConfigError, CorruptObjectError, InvalidInputError, NotFoundError
 from ..git import names
-from ..git.repo import BLOB, TREE, GitRepo, Oid, retry_cas
+from ..git.locks import retry_cas
+from ..git.repo import BLOB, TREE, GitRepo, Oid
 from . import format as fmt
 from .index import Entry, ThreadIndex
 from .recording import Replay, SaverRecording, activate, ensure_hook

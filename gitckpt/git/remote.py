@@ -18,7 +18,8 @@ import pygit2
 from pygit2.enums import CredentialType
 
 from ..errors import RefLockError, RemoteError
-from .repo import GitRepo, lock_in_error
+from .locks import lock_in_error
+from .repo import GitRepo
 
 
 class _Callbacks(pygit2.RemoteCallbacks):

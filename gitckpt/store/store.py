@@ -53,7 +53,8 @@ from langgraph.store.base import (
 )
 
 from ..errors import CorruptObjectError, GitckptError, InvalidInputError
-from ..git.repo import BLOB, GitRepo, Oid, retry_cas
+from ..git.locks import retry_cas
+from ..git.repo import BLOB, GitRepo, Oid
 from .format import (
     DELETE,
     EXPIRE,
