@@ -198,13 +198,13 @@ class Session:
     """The repository a command works on, opened once, closed when it ends.
 
     Histories and thread lists come from the thread indexes alone
-    (:class:`~gitckpt.checkpoint.threads.ThreadIndexes`); the checkpointer, which imports
+    (:class:`~gitckpt.checkpoint.index.ThreadIndexes`); the checkpointer, which imports
     LangGraph, is made only for a command that reads values or writes, so
     ``gitckpt log`` and ``gitckpt threads`` start in a fraction of the time.
     """
 
     def __init__(self, path: Path, create: bool = False, serde: Any = None, allow: tuple[str, ...] = ()) -> None:
-        from .checkpoint.threads import ThreadIndexes
+        from .checkpoint.index import ThreadIndexes
         from .git.repo import GitRepo
 
         self.path = path

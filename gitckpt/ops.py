@@ -37,7 +37,7 @@ from urllib.parse import quote, unquote
 import msgpack
 
 from .checkpoint import format as fmt
-from .checkpoint.threads import ThreadIndexes
+from .checkpoint.index import ThreadIndexes
 from .errors import CorruptObjectError, GitckptError, InvalidInputError, NotFoundError, RepositoryError
 from .git import names
 from .git.maintenance import maintenance_lock

@@ -41,7 +41,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .checkpoint import format as fmt
-from .checkpoint.threads import line_tips
+from .checkpoint.index import line_tips
 from .errors import InvalidInputError, NotFoundError, UntrustedDataError
 from .git import names
 from .git.locks import retry_cas

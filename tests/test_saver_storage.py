@@ -292,7 +292,7 @@ def test_reader_while_writer_writes(repo_path, tmp_path):
 
 
 def test_index_cache_file_is_used_and_never_trusted_blindly(repo_path, monkeypatch):
-    import gitckpt.checkpoint.threads as saver_mod
+    import gitckpt.checkpoint.index as saver_mod
 
     monkeypatch.setattr(saver_mod, "_SAVE_MIN", 5)
     s = GitSaver(repo_path)
@@ -477,7 +477,7 @@ def test_index_cache_file_is_rewritten_geometrically(repo_path, monkeypatch):
     """Rewriting the cache file costs time in proportion to the thread, so a
     growing thread rewrites it after a quarter more commits (not after a fixed
     number), and the file on disk is never more than that quarter behind."""
-    import gitckpt.checkpoint.threads as saver_mod
+    import gitckpt.checkpoint.index as saver_mod
     from gitckpt.checkpoint.index import ThreadIndex
 
     monkeypatch.setattr(saver_mod, "_SAVE_MIN", 5)

@@ -53,9 +53,8 @@ from ..git import names
 from ..git.locks import retry_cas
 from ..git.repo import BLOB, TREE, GitRepo, Oid
 from . import format as fmt
-from .index import Entry, ThreadIndex
+from .index import CACHE_THREADS, Entry, ThreadIndex, ThreadIndexes
 from .recording import Replay, SaverRecording, activate, ensure_hook
-from .threads import CACHE_THREADS, ThreadIndexes
 from .values import DecodedCache
 
 #: Items per chunk blob of a long list, and chunks per group tree.
@@ -95,7 +94,7 @@ class GitSaver(BaseCheckpointSaver[str]):
     """A drop-in ``BaseCheckpointSaver`` on a bare git repository, sync and async.
 
     It finds checkpoints through its thread indexes (``self.indexes``, a
-    :class:`~gitckpt.checkpoint.threads.ThreadIndexes`; docs/format.md, 6).
+    :class:`~gitckpt.checkpoint.index.ThreadIndexes`; docs/format.md, 6).
 
     Args:
         path: the bare repository; created if it does not exist.
