@@ -69,8 +69,16 @@ class Entry(NamedTuple):
     line: str
 
     @classmethod
-    def of(cls, commit: Oid, tree: Oid, parent: str | None, step: int | None,
-           source: str | None, run_id: str | None, line: str) -> Entry:
+    def of(
+        cls,
+        commit: Oid,
+        tree: Oid,
+        parent: str | None,
+        step: int | None,
+        source: str | None,
+        run_id: str | None,
+        line: str,
+    ) -> Entry:
         return cls(commit.raw, tree.raw, parent, step, source, run_id, line)
 
     @property
@@ -166,15 +174,25 @@ class ThreadIndex:
             c, lines = d["ckpt"], d["lines"]
             n = len(c["cid"])
             commits, trees = c["commit"], c["tree"]
-            if not (len(commits) == len(trees) == 20 * n
-                    and all(len(c[k]) == n for k in ("ns", "parent", "step", "source", "run_id", "line"))):
+            if not (
+                len(commits) == len(trees) == 20 * n
+                and all(len(c[k]) == n for k in ("ns", "parent", "step", "source", "run_id", "line"))
+            ):
                 return None
             # C-level loops (map, zip, dict): this is most of a cold start on a long thread
             at = range(0, 20 * n, 20)
-            entries = map(Entry._make, zip(
-                [commits[i : i + 20] for i in at], [trees[i : i + 20] for i in at], c["parent"], c["step"],
-                c["source"], c["run_id"], [lines[i] for i in c["line"]],
-            ))
+            entries = map(
+                Entry._make,
+                zip(
+                    [commits[i : i + 20] for i in at],
+                    [trees[i : i + 20] for i in at],
+                    c["parent"],
+                    c["step"],
+                    c["source"],
+                    c["run_id"],
+                    [lines[i] for i in c["line"]],
+                ),
+            )
             idx.ckpt = dict(zip(zip(c["ns"], c["cid"]), entries))
             if len(idx.ckpt) != n:  # a checkpoint twice: not a file this code wrote
                 return None
@@ -267,7 +285,11 @@ class ThreadIndex:
         if meta.kind is None:
             return
         if meta.problem is not None:
-            where = f"thread {meta.thread_id!r}: commit {commit.id}" if meta.thread_id is not None else f"commit {commit.id}"
+            where = (
+                f"thread {meta.thread_id!r}: commit {commit.id}"
+                if meta.thread_id is not None
+                else f"commit {commit.id}"
+            )
             if meta.checkpoint_id:
                 where += f" (checkpoint {meta.checkpoint_id})"
             raise CorruptObjectError(f"{where} {meta.problem}")
@@ -290,6 +312,7 @@ class ThreadIndex:
         elif meta.kind is fmt.Kind.DELETE:
             for d_ns, d_cid in meta.deleted:
                 self.delete(d_ns, d_cid)
+
 
 #: Thread indexes kept in memory (least recently used dropped first).
 CACHE_THREADS = 256
@@ -376,8 +399,7 @@ class ThreadIndexes:
             if refs == idx.tips:
                 return idx
             stale = any(
-                ref not in refs
-                or (refs[ref] != old and not self.repo.descendant_of(refs[ref], old))
+                ref not in refs or (refs[ref] != old and not self.repo.descendant_of(refs[ref], old))
                 for ref, old in idx.tips.items()
             )
             if not stale:

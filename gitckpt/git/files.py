@@ -175,8 +175,13 @@ class FilePool:
         self.dir = directory
         self.size = size
         # everything the finalizer needs, and nothing that refers back to self
-        self._state: dict[str, Any] = {"files": [], "pid": os.getpid(), "closed": False, "refilling": False,
-                                       "cond": threading.Condition()}
+        self._state: dict[str, Any] = {
+            "files": [],
+            "pid": os.getpid(),
+            "closed": False,
+            "refilling": False,
+            "cond": threading.Condition(),
+        }
         self._finalizer = weakref.finalize(self, FilePool._discard, self._state)
 
     def take(self) -> tuple[int, str] | None:

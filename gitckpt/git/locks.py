@@ -162,11 +162,15 @@ def lock_in_error(exc: Exception) -> tuple[bool, str] | None:
 
 def _lock_advice(lock: str, state: str, age: float) -> str:
     if state == "live":
-        return (f"the ref lock {lock} is held by a running gitckpt process (for {age:.0f} s); "
-                "try again when it has finished")
-    return (f"the ref lock {lock} was not released (unchanged for {age:.0f} s, and no gitckpt process holds it); "
-            f"it is removed once unchanged for {REF_LOCK_STALE:.0f} s. If a git command is still running on "
-            "this repository, let it finish; if none is, delete the file and try again")
+        return (
+            f"the ref lock {lock} is held by a running gitckpt process (for {age:.0f} s); "
+            "try again when it has finished"
+        )
+    return (
+        f"the ref lock {lock} was not released (unchanged for {age:.0f} s, and no gitckpt process holds it); "
+        f"it is removed once unchanged for {REF_LOCK_STALE:.0f} s. If a git command is still running on "
+        "this repository, let it finish; if none is, delete the file and try again"
+    )
 
 
 _STORAGE_HINTS = {

@@ -120,9 +120,17 @@ class Maintenance:
                 # the child inherits the flocked descriptor: the lock is held while
                 # git runs, and dropped by the kernel if it is killed (format.md 17.1)
                 self._proc = subprocess.Popen(
-                    ["sh", "-c", f'nice -n 10 "{self.git}" -c pack.threads=1 -c pack.depth=10 repack -d -q --geometric=2; rm -f "{lock}"'],
-                    cwd=self.path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL, env={**os.environ, "GIT_DIR": str(self.path)},
+                    [
+                        "sh",
+                        "-c",
+                        f'nice -n 10 "{self.git}" -c pack.threads=1 -c pack.depth=10 '
+                        f'repack -d -q --geometric=2; rm -f "{lock}"',
+                    ],
+                    cwd=self.path,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    env={**os.environ, "GIT_DIR": str(self.path)},
                     pass_fds=(held.fd,),
                 )
             except OSError:
@@ -180,7 +188,7 @@ def process_start(pid: int) -> str | None:
             stat = fh.read()
     except OSError:
         return None
-    fields = stat[stat.rfind(b")") + 2:].split()
+    fields = stat[stat.rfind(b")") + 2 :].split()
     return fields[19].decode() if len(fields) > 19 else None
 
 

@@ -163,8 +163,9 @@ class GitRepo:
     ref compare-and-swap.
     """
 
-    def __init__(self, path: str | os.PathLike, *, create: bool = True, durability: str = "os",
-                 auto_pack: bool = True) -> None:
+    def __init__(
+        self, path: str | os.PathLike, *, create: bool = True, durability: str = "os", auto_pack: bool = True
+    ) -> None:
         if durability not in DURABILITY_MODES:
             raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
         self.path = Path(path).expanduser()
@@ -731,8 +732,11 @@ class GitRepo:
 
     def _recovery_failed(self, exc: BaseException) -> int:
         cause = exc.__cause__ if isinstance(exc, StorageError) and isinstance(exc.__cause__, OSError) else exc
-        err = storage_error(self.path, "replaying the journal of a writer that died (durability=\"fsync\")",
-                            cause if isinstance(cause, OSError) else OSError(str(cause)))
+        err = storage_error(
+            self.path,
+            'replaying the journal of a writer that died (durability="fsync")',
+            cause if isinstance(cause, OSError) else OSError(str(cause)),
+        )
         err.__cause__ = exc
         self.recovery_error = err
         _log.warning("%s; the repository is read as it is, and writes wait until the replay succeeds", err)
