@@ -39,8 +39,7 @@ ALLOW_ENV = "GITCKPT_ALLOW"
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(file=sys.stderr if stderr else sys.stdout, highlight=False, soft_wrap=False,
-                   emoji=False)
+    return Console(file=sys.stderr if stderr else sys.stdout, highlight=False, soft_wrap=False, emoji=False)
 
 
 def _table(*columns: str, **kwargs: Any):
@@ -154,7 +153,10 @@ def _value_lines(data: Any) -> list[str]:
 def repo_option(f):
     """``--repo PATH`` on every command (also accepted before the command)."""
     return click.option(
-        "--repo", "repo", metavar="PATH", default=None,
+        "--repo",
+        "repo",
+        metavar="PATH",
+        default=None,
         help=f"The repository (default: ${REPO_ENV}, else ./{DEFAULT_REPO}).",
     )(f)
 
@@ -165,7 +167,11 @@ def json_option(f):
 
 def ns_option(f):
     return click.option(
-        "--ns", "ns", default="", metavar="NS", show_default=False,
+        "--ns",
+        "ns",
+        default="",
+        metavar="NS",
+        show_default=False,
         help="Checkpoint namespace of a subgraph, as LangGraph writes it (default: the root graph).",
     )(f)
 
@@ -173,10 +179,14 @@ def ns_option(f):
 def graph_option():
     def deco(f):
         return click.option(
-            "--graph", "graph_spec", metavar="FILE.py:ATTR", default=None,
+            "--graph",
+            "graph_spec",
+            metavar="FILE.py:ATTR",
+            default=None,
             help="Your graph: FILE.py:ATTR, module.name:ATTR, or a graph name from ./langgraph.json "
-                 "(default: the only graph langgraph.json names).",
+            "(default: the only graph langgraph.json names).",
         )(f)
+
     return deco
 
 
@@ -198,13 +208,13 @@ class Session:
     """The repository a command works on, opened once, closed when it ends.
 
     Histories and thread lists come from the thread indexes alone
-    (:class:`~gitckpt.checkpoint.threads.ThreadIndexes`); the checkpointer, which imports
+    (:class:`~gitckpt.checkpoint.index.ThreadIndexes`); the checkpointer, which imports
     LangGraph, is made only for a command that reads values or writes, so
     ``gitckpt log`` and ``gitckpt threads`` start in a fraction of the time.
     """
 
     def __init__(self, path: Path, create: bool = False, serde: Any = None, allow: tuple[str, ...] = ()) -> None:
-        from .checkpoint.threads import ThreadIndexes
+        from .checkpoint.index import ThreadIndexes
         from .git.repo import GitRepo
 
         self.path = path
@@ -226,8 +236,11 @@ class Session:
 
             serde, strict = ops.reading_serde(self._serde, self._allow, self.repo)
             if not strict:
-                click.echo(f"Warning: --serde {type(serde).__name__} is not LangGraph's serializer; gitckpt cannot "
-                           "make it strict, so it constructs whatever it is written to construct", err=True)
+                click.echo(
+                    f"Warning: --serde {type(serde).__name__} is not LangGraph's serializer; gitckpt cannot "
+                    "make it strict, so it constructs whatever it is written to construct",
+                    err=True,
+                )
             self._saver = GitSaver(self.repo, serde=serde, indexes=self.indexes)  # one index a thread
         return self._saver
 
@@ -319,15 +332,33 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 @click.group(cls=GitckptGroup, context_settings=CONTEXT)
-@click.option("--repo", "repo", metavar="PATH", default=None, envvar=REPO_ENV,
-              help=f"The repository for every command (default: ${REPO_ENV}, else ./{DEFAULT_REPO}).")
-@click.option("--serde", "serde", metavar="SPEC", default=None, envvar=SERDE_ENV,
-              help="The serializer the checkpoints were written with: 'aes' (EncryptedSerializer, key in "
-                   f"$LANGGRAPH_AES_KEY) or FILE.py:ATTR / module:ATTR (default: ${SERDE_ENV}, else LangGraph's).")
-@click.option("--allow", "allow", metavar="MODULE:NAME", multiple=True, envvar=ALLOW_ENV,
-              help="Also construct this type when reading values (repeatable; default: LangGraph's safe types "
-                   "and the repository's gitckpt.allow config). Any other type is shown as "
-                   "<not constructed: module.Name(...)>.")
+@click.option(
+    "--repo",
+    "repo",
+    metavar="PATH",
+    default=None,
+    envvar=REPO_ENV,
+    help=f"The repository for every command (default: ${REPO_ENV}, else ./{DEFAULT_REPO}).",
+)
+@click.option(
+    "--serde",
+    "serde",
+    metavar="SPEC",
+    default=None,
+    envvar=SERDE_ENV,
+    help="The serializer the checkpoints were written with: 'aes' (EncryptedSerializer, key in "
+    f"$LANGGRAPH_AES_KEY) or FILE.py:ATTR / module:ATTR (default: ${SERDE_ENV}, else LangGraph's).",
+)
+@click.option(
+    "--allow",
+    "allow",
+    metavar="MODULE:NAME",
+    multiple=True,
+    envvar=ALLOW_ENV,
+    help="Also construct this type when reading values (repeatable; default: LangGraph's safe types "
+    "and the repository's gitckpt.allow config). Any other type is shown as "
+    "<not constructed: module.Name(...)>.",
+)
 @click.version_option(__version__, prog_name="gitckpt", message="%(prog)s %(version)s")
 def cli(repo: str | None, serde: str | None, allow: tuple[str, ...]) -> None:
     """Audit, diff, fork and replay LangGraph runs stored in a git repository.
@@ -388,21 +419,35 @@ def threads(repo: str | None, as_json: bool) -> None:
     s = _session(repo)
     infos = [info for tid in s.indexes.threads() if (info := s.indexes.thread_info(tid)) is not None]
     if as_json:
-        _echo_json([{
-            "thread_id": i["thread_id"], "checkpoints": i["checkpoints"], "forks": i["forks"],
-            "namespaces": i["namespaces"], "lines": [ops.short_ref(r) for r in i["lines"]],
-            "latest_checkpoint_id": i["latest_checkpoint_id"], "last_step": i["last_step"],
-            "last_update": i["last_update"],
-        } for i in infos])
+        _echo_json(
+            [
+                {
+                    "thread_id": i["thread_id"],
+                    "checkpoints": i["checkpoints"],
+                    "forks": i["forks"],
+                    "namespaces": i["namespaces"],
+                    "lines": [ops.short_ref(r) for r in i["lines"]],
+                    "latest_checkpoint_id": i["latest_checkpoint_id"],
+                    "last_step": i["last_step"],
+                    "last_update": i["last_update"],
+                }
+                for i in infos
+            ]
+        )
         return
     if not infos:
         click.echo(f"No threads in {s.path}.")
         return
     table = _table("Thread|f", "Checkpoints|r", "Forks|r", "Last step|r", "Last update", "Latest")
     for i in infos:
-        table.add_row(i["thread_id"], str(i["checkpoints"]), str(i["forks"]),
-                      "" if i["last_step"] is None else str(i["last_step"]), _when(i["last_update"])[:16],
-                      (i["latest_checkpoint_id"] or "")[:13])
+        table.add_row(
+            i["thread_id"],
+            str(i["checkpoints"]),
+            str(i["forks"]),
+            "" if i["last_step"] is None else str(i["last_step"]),
+            _when(i["last_update"])[:16],
+            (i["latest_checkpoint_id"] or "")[:13],
+        )
     _console().print(table)
 
 
@@ -412,8 +457,15 @@ def threads(repo: str | None, as_json: bool) -> None:
 @cli.command()
 @click.argument("thread")
 @ns_option
-@click.option("-n", "--max-count", "limit", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Show at most N checkpoints.")
+@click.option(
+    "-n",
+    "--max-count",
+    "limit",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Show at most N checkpoints.",
+)
 @click.option("--graph", "draw", is_flag=True, help="Draw the lines of history: where forks branch off.")
 @repo_option
 @json_option
@@ -462,8 +514,13 @@ def log(thread: str, ns: str, limit: int | None, draw: bool, repo: str | None, a
         if ncalls:
             summary += f" · {ncalls} call{'s' if ncalls != 1 else ''} recorded"
         what = (f"({', '.join(tips)}) " if tips else "") + summary
-        cells = [short[row.checkpoint_id], "" if row.step is None else str(row.step), row.source or "",
-                 _short_when(row.time), what]
+        cells = [
+            short[row.checkpoint_id],
+            "" if row.step is None else str(row.step),
+            row.source or "",
+            _short_when(row.time),
+            what,
+        ]
         cells_of.append([*([drawing] if draw else []), *cells])
     # one line per checkpoint, so the drawing stays whole: the last column is cut to fit
     console = _console()
@@ -487,8 +544,7 @@ def log(thread: str, ns: str, limit: int | None, draw: bool, repo: str | None, a
 @graph_option()
 @repo_option
 @json_option
-def show(thread: str, checkpoint: str | None, ns: str, graph_spec: str | None, repo: str | None,
-         as_json: bool) -> None:
+def show(thread: str, checkpoint: str | None, ns: str, graph_spec: str | None, repo: str | None, as_json: bool) -> None:
     """Show the state at a checkpoint (default: the thread's latest).
 
     Values, next nodes, tasks (with their interrupts), metadata, config,
@@ -512,8 +568,7 @@ def show(thread: str, checkpoint: str | None, ns: str, graph_spec: str | None, r
         _echo_json(snap)
         return
     console = _console()
-    console.print(f"thread {thread}" + (f" · namespace {ns}" if ns else "") +
-                  f" · checkpoint {row.checkpoint_id}")
+    console.print(f"thread {thread}" + (f" · namespace {ns}" if ns else "") + f" · checkpoint {row.checkpoint_id}")
     md = snap["metadata"]
     console.print(f"step {md.get('step')} · {md.get('source')} · {snap['created_at']}")
     parent = (snap["parent_config"] or {}).get("configurable", {}).get("checkpoint_id")
@@ -527,7 +582,10 @@ def show(thread: str, checkpoint: str | None, ns: str, graph_spec: str | None, r
         values.add_row("(empty)", "")
     console.print(values)
     nxt = ", ".join(snap["next"]) or "(none: the run is complete)"
-    console.print(f"Next: {nxt}" + (" (derived from the checkpoint; --graph asks LangGraph)" if snap["next_derived"] and snap["next"] else ""))
+    console.print(
+        f"Next: {nxt}"
+        + (" (derived from the checkpoint; --graph asks LangGraph)" if snap["next_derived"] and snap["next"] else "")
+    )
     if snap["tasks"]:
         tasks = _table("Task", "Node", "Interrupts / error|f", title="Tasks", title_justify="left")
         for t in snap["tasks"]:
@@ -551,8 +609,12 @@ def show(thread: str, checkpoint: str | None, ns: str, graph_spec: str | None, r
         for c in snap["calls"]:
             asked = "" if c["kind"] == "model" else json.dumps(c.get("args"), ensure_ascii=False, default=str)
             text = (asked + " → " if asked else "") + (c.get("summary") or "")
-            calls.add_row("" if c["step"] is None else str(c["step"]), str(c["node"] or "?"),
-                          f"{c['kind']} {c['name']}" + (" (replayed)" if c.get("replayed") else ""), text[:240])
+            calls.add_row(
+                "" if c["step"] is None else str(c["step"]),
+                str(c["node"] or "?"),
+                f"{c['kind']} {c['name']}" + (" (replayed)" if c.get("replayed") else ""),
+                text[:240],
+            )
         console.print(calls)
     console.print(f"Metadata: {json.dumps(md, ensure_ascii=False, default=str)}")
     console.print(f"Config: {json.dumps(snap['config'], ensure_ascii=False)}")
@@ -622,8 +684,7 @@ def diff(thread: str, from_: str | None, to: str | None, ns: str, repo: str | No
         elif "added" in c:
             n_add, n_rm = len(c["added"]), len(c["removed"])
             parts = ([f"+{n_add}"] if n_add else []) + ([f"-{n_rm}"] if n_rm else [])
-            console.print(f"~ {ch}: {len(c['before'])} → {len(c['after'])} items ({', '.join(parts)})",
-                          markup=False)
+            console.print(f"~ {ch}: {len(c['before'])} → {len(c['after'])} items ({', '.join(parts)})", markup=False)
             for item in c["removed"]:
                 console.print(f"    - {_oneline(item)}", markup=False)
             for item in c["added"]:
@@ -670,12 +731,25 @@ def fork(thread: str, checkpoint: str, new_thread: str, ns: str, repo: str | Non
     click.echo(f"Forked thread {thread} at checkpoint {row.checkpoint_id} (step {row.step}) as thread {new_thread}.")
 
 
-_LANGGRAPH_KEYS = {"source", "step", "parents", "writes", "run_id", "thread_id", "checkpoint_ns", "checkpoint_id",
-                   "checkpoint_map", "task_id", "thread_ts", "user_agent", "graph_id", "assistant_id"}
+_LANGGRAPH_KEYS = {
+    "source",
+    "step",
+    "parents",
+    "writes",
+    "run_id",
+    "thread_id",
+    "checkpoint_ns",
+    "checkpoint_id",
+    "checkpoint_map",
+    "task_id",
+    "thread_ts",
+    "user_agent",
+    "graph_id",
+    "assistant_id",
+}
 
 
-def _run_config(s: Session, thread: str, ns: str, row: ops.CheckpointRow | None,
-                extra: str | None) -> dict[str, Any]:
+def _run_config(s: Session, thread: str, ns: str, row: ops.CheckpointRow | None, extra: str | None) -> dict[str, Any]:
     """The configurable values a run needs: those the original run recorded in
     the checkpoint's metadata (e.g. ``user_id``; for a checkpoint made by
     update_state or a replay, its nearest ancestor's), then ``--config``."""
@@ -684,11 +758,15 @@ def _run_config(s: Session, thread: str, ns: str, row: ops.CheckpointRow | None,
     for _ in range(100):  # an update or fork checkpoint records none: look at its ancestors
         if row is None:
             break
-        tup = s.saver.get_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": ns,
-                                                  "checkpoint_id": row.checkpoint_id}})
+        tup = s.saver.get_tuple(
+            {"configurable": {"thread_id": thread, "checkpoint_ns": ns, "checkpoint_id": row.checkpoint_id}}
+        )
         for k, v in ((tup.metadata if tup else None) or {}).items():
-            if (k not in _LANGGRAPH_KEYS and not k.startswith(("langgraph_", "__", "ls_"))
-                    and isinstance(v, (str, int, float, bool))):
+            if (
+                k not in _LANGGRAPH_KEYS
+                and not k.startswith(("langgraph_", "__", "ls_"))
+                and isinstance(v, (str, int, float, bool))
+            ):
                 configurable[k] = v
         if configurable or not row.parent_checkpoint_id or hist is None:
             break
@@ -696,7 +774,7 @@ def _run_config(s: Session, thread: str, ns: str, row: ops.CheckpointRow | None,
     if extra:
         more = ops.parse_json(extra, "--config")
         if not isinstance(more, dict):
-            raise InvalidInputError("--config must be a JSON object of configurable values, e.g. '{\"user_id\": \"1\"}'")
+            raise InvalidInputError('--config must be a JSON object of configurable values, e.g. \'{"user_id": "1"}\'')
         configurable.update(more)
     configurable["thread_id"] = thread
     if ns:
@@ -719,8 +797,11 @@ def _stream(graph: Any, inp: Any, config: dict, as_json: bool) -> tuple[int, boo
                 interrupted = interrupted or node == "__interrupt__"
                 data = ops.jsonable(update)
                 if as_json:
-                    event = {"event": "interrupt" if node == "__interrupt__" else "update", "node": node,
-                             "update": data}
+                    event = {
+                        "event": "interrupt" if node == "__interrupt__" else "update",
+                        "node": node,
+                        "update": data,
+                    }
                     if cached:
                         event["cached"] = True
                     click.echo(json.dumps(event, ensure_ascii=False, default=str))
@@ -751,37 +832,89 @@ def _report_end(s: Session, thread: str, ns: str, as_json: bool) -> None:
     row = ops.resolve_checkpoint(hist, None, ns)
     line = next((ops.short_ref(r) for r in row.lines), None)
     if as_json:
-        click.echo(json.dumps({"event": "done", "thread_id": thread, "checkpoint_id": row.checkpoint_id,
-                               "step": row.step, "source": row.source,
-                               "line": line}, ensure_ascii=False))
+        click.echo(
+            json.dumps(
+                {
+                    "event": "done",
+                    "thread_id": thread,
+                    "checkpoint_id": row.checkpoint_id,
+                    "step": row.step,
+                    "source": row.source,
+                    "line": line,
+                },
+                ensure_ascii=False,
+            )
+        )
     else:
-        click.echo(f"thread {thread} is now at checkpoint {row.checkpoint_id} (step {row.step}, {row.source})"
-                   + (f" on {line}" if line else ""))
+        click.echo(
+            f"thread {thread} is now at checkpoint {row.checkpoint_id} (step {row.step}, {row.source})"
+            + (f" on {line}" if line else "")
+        )
 
 
 @cli.command()
 @click.argument("thread")
 @click.argument("checkpoint", required=False)
 @graph_option()
-@click.option("--input", "input_json", metavar="JSON", default=None,
-              help="Input for the run (JSON); default none: re-run from the checkpoint.")
-@click.option("--resume", "resume_json", metavar="JSON", default=None,
-              help="Answer a pending interrupt: runs Command(resume=<JSON>).")
-@click.option("--to", "new_thread", metavar="NEW_THREAD", default=None,
-              help="Fork to a new thread first and run there; THREAD is left as it is.")
-@click.option("--config", "config_json", metavar="JSON", default=None,
-              help="Configurable values for the run (JSON object); default: those the checkpoint recorded.")
-@click.option("--offline", is_flag=True,
-              help="Answer every model and tool call from THREAD's recording (GitSaver(record=True)): "
-                   "no model is contacted and no tool runs.")
-@click.option("--on-miss", "on_miss", type=click.Choice(["error", "live"]), default="error", show_default=True,
-              help="With --offline, a call the recording cannot answer: fail, or make it for real (and record it).")
+@click.option(
+    "--input",
+    "input_json",
+    metavar="JSON",
+    default=None,
+    help="Input for the run (JSON); default none: re-run from the checkpoint.",
+)
+@click.option(
+    "--resume",
+    "resume_json",
+    metavar="JSON",
+    default=None,
+    help="Answer a pending interrupt: runs Command(resume=<JSON>).",
+)
+@click.option(
+    "--to",
+    "new_thread",
+    metavar="NEW_THREAD",
+    default=None,
+    help="Fork to a new thread first and run there; THREAD is left as it is.",
+)
+@click.option(
+    "--config",
+    "config_json",
+    metavar="JSON",
+    default=None,
+    help="Configurable values for the run (JSON object); default: those the checkpoint recorded.",
+)
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Answer every model and tool call from THREAD's recording (GitSaver(record=True)): "
+    "no model is contacted and no tool runs.",
+)
+@click.option(
+    "--on-miss",
+    "on_miss",
+    type=click.Choice(["error", "live"]),
+    default="error",
+    show_default=True,
+    help="With --offline, a call the recording cannot answer: fail, or make it for real (and record it).",
+)
 @ns_option
 @repo_option
 @json_option
-def replay(thread: str, checkpoint: str | None, graph_spec: str | None, input_json: str | None,
-           resume_json: str | None, new_thread: str | None, config_json: str | None, offline: bool,
-           on_miss: str, ns: str, repo: str | None, as_json: bool) -> None:
+def replay(
+    thread: str,
+    checkpoint: str | None,
+    graph_spec: str | None,
+    input_json: str | None,
+    resume_json: str | None,
+    new_thread: str | None,
+    config_json: str | None,
+    offline: bool,
+    on_miss: str,
+    ns: str,
+    repo: str | None,
+    as_json: bool,
+) -> None:
     """Run your graph again from a checkpoint, streaming node updates.
 
     From an older checkpoint, LangGraph re-runs the nodes after it and the
@@ -829,37 +962,54 @@ def replay(thread: str, checkpoint: str | None, graph_spec: str | None, input_js
     if checkpoint is not None or new_thread is not None:
         config["configurable"]["checkpoint_id"] = row.checkpoint_id
     if not as_json:
-        shown = {k: v for k, v in config["configurable"].items()
-                 if k not in ("thread_id", "checkpoint_ns", "checkpoint_id")}
-        click.echo(f"Running thread {target} from checkpoint {row.checkpoint_id} (step {row.step})"
-                   + (f" with {json.dumps(shown, ensure_ascii=False)}" if shown else ""))
+        shown = {
+            k: v for k, v in config["configurable"].items() if k not in ("thread_id", "checkpoint_ns", "checkpoint_id")
+        }
+        click.echo(
+            f"Running thread {target} from checkpoint {row.checkpoint_id} (step {row.step})"
+            + (f" with {json.dumps(shown, ensure_ascii=False)}" if shown else "")
+        )
     if on_miss != "error" and not offline:
         raise InvalidInputError("--on-miss applies to --offline replays")
     replaying = s.saver.replaying(thread, on_miss=on_miss) if offline else contextlib.nullcontext()
     with replaying as rep:
         _replay_runs(s, graph, inp, config, row, resume_json, as_json, target, ns)
     if rep is not None and not as_json:
-        click.echo(f"Offline: {rep.answered['model']} model call(s) and {rep.answered['tool']} tool call(s) "
-                   f"answered from the recording of thread {thread}; "
-                   f"{rep.live['model']} model and {rep.live['tool']} tool call(s) made live.")
+        click.echo(
+            f"Offline: {rep.answered['model']} model call(s) and {rep.answered['tool']} tool call(s) "
+            f"answered from the recording of thread {thread}; "
+            f"{rep.live['model']} model and {rep.live['tool']} tool call(s) made live."
+        )
 
 
-def _replay_runs(s: Session, graph: Any, inp: Any, config: dict, row: Any, resume_json: str | None,
-                 as_json: bool, target: str, ns: str) -> None:
+def _replay_runs(
+    s: Session,
+    graph: Any,
+    inp: Any,
+    config: dict,
+    row: Any,
+    resume_json: str | None,
+    as_json: bool,
+    target: str,
+    ns: str,
+) -> None:
     if resume_json is not None and "checkpoint_id" in config["configurable"]:
         # LangGraph would reuse the writes saved with that checkpoint (an answer
         # given before); replay up to the interrupt, then give the new answer
         count, interrupted = _stream(graph, None, config, as_json)
         del config["configurable"]["checkpoint_id"]
         if not interrupted:
-            raise InvalidInputError(f"replaying from {row.checkpoint_id} did not stop at an interrupt: "
-                                    "--resume has nothing to answer")
+            raise InvalidInputError(
+                f"replaying from {row.checkpoint_id} did not stop at an interrupt: --resume has nothing to answer"
+            )
         if not as_json:
             click.echo(f"Resuming with {resume_json}")
     count, _ = _stream(graph, inp, config, as_json)
     if not count and not as_json:
-        click.echo(f"Nothing ran: checkpoint {row.checkpoint_id} has no next node; pass --input to start a "
-                   "new turn (or --resume to answer an interrupt).")
+        click.echo(
+            f"Nothing ran: checkpoint {row.checkpoint_id} has no next node; pass --input to start a "
+            "new turn (or --resume to answer an interrupt)."
+        )
     _report_end(s, target, ns, as_json)
 
 
@@ -867,13 +1017,19 @@ def _replay_runs(s: Session, graph: Any, inp: Any, config: dict, row: Any, resum
 @click.argument("thread")
 @graph_option()
 @click.option("--keep", is_flag=True, help="Keep the scratch thread the runs were made on (its name is printed).")
-@click.option("--config", "config_json", metavar="JSON", default=None,
-              help="Configurable values for the runs (JSON object); default: those the thread recorded.")
+@click.option(
+    "--config",
+    "config_json",
+    metavar="JSON",
+    default=None,
+    help="Configurable values for the runs (JSON object); default: those the thread recorded.",
+)
 @ns_option
 @repo_option
 @json_option
-def reproduce(thread: str, graph_spec: str | None, keep: bool, config_json: str | None, ns: str,
-              repo: str | None, as_json: bool) -> None:
+def reproduce(
+    thread: str, graph_spec: str | None, keep: bool, config_json: str | None, ns: str, repo: str | None, as_json: bool
+) -> None:
     """Check your graph against a recorded thread, offline.
 
     Runs every input, resume and update_state that THREAD saw again, in order,
@@ -895,8 +1051,9 @@ def reproduce(thread: str, graph_spec: str | None, keep: bool, config_json: str 
     hist = s.history(thread)
     ns = ops.resolve_namespace(hist, ns)
     if ns:
-        raise InvalidInputError("reproduce compares the root graph's checkpoints (subgraphs run inside it); "
-                                "leave out --ns")
+        raise InvalidInputError(
+            "reproduce compares the root graph's checkpoints (subgraphs run inside it); leave out --ns"
+        )
     if not s.saver.recorded_calls(thread) and not as_json:
         click.echo(f"note: thread {thread} has no recorded calls (was it run with GitSaver(record=True)?)", err=True)
     graph = ops.load_graph(graph_spec, s.saver, s.store)
@@ -923,18 +1080,41 @@ def reproduce(thread: str, graph_spec: str | None, keep: bool, config_json: str 
 
 @cli.command()
 @click.argument("thread")
-@click.option("--values", "values_json", metavar="JSON", required=True,
-              help="The update, a JSON object of channel values (reducers apply, as in update_state).")
-@click.option("--as-node", "as_node", metavar="NODE", default=None,
-              help="Apply the update as if NODE wrote it (decides what runs next).")
-@click.option("--checkpoint", "checkpoint", metavar="ID", default=None,
-              help="Update this checkpoint instead of the latest: starts a fork.")
+@click.option(
+    "--values",
+    "values_json",
+    metavar="JSON",
+    required=True,
+    help="The update, a JSON object of channel values (reducers apply, as in update_state).",
+)
+@click.option(
+    "--as-node",
+    "as_node",
+    metavar="NODE",
+    default=None,
+    help="Apply the update as if NODE wrote it (decides what runs next).",
+)
+@click.option(
+    "--checkpoint",
+    "checkpoint",
+    metavar="ID",
+    default=None,
+    help="Update this checkpoint instead of the latest: starts a fork.",
+)
 @graph_option()
 @ns_option
 @repo_option
 @json_option
-def update(thread: str, values_json: str, as_node: str | None, checkpoint: str | None, graph_spec: str | None,
-           ns: str, repo: str | None, as_json: bool) -> None:
+def update(
+    thread: str,
+    values_json: str,
+    as_node: str | None,
+    checkpoint: str | None,
+    graph_spec: str | None,
+    ns: str,
+    repo: str | None,
+    as_json: bool,
+) -> None:
     """Update a thread's state, as graph.update_state() does.
 
     The update goes through the graph's reducers (a message list is
@@ -965,11 +1145,20 @@ def update(thread: str, values_json: str, as_node: str | None, checkpoint: str |
     cid = new["configurable"]["checkpoint_id"]
     new_row = ops.resolve_checkpoint(s.history(thread), cid, ns)
     if as_json:
-        _echo_json({"thread_id": thread, "checkpoint_id": cid, "parent_checkpoint_id": row.checkpoint_id,
-                    "step": new_row.step, "source": new_row.source})
+        _echo_json(
+            {
+                "thread_id": thread,
+                "checkpoint_id": cid,
+                "parent_checkpoint_id": row.checkpoint_id,
+                "step": new_row.step,
+                "source": new_row.source,
+            }
+        )
         return
-    click.echo(f"Updated thread {thread}: checkpoint {cid} (step {new_row.step}, {new_row.source}), "
-               f"parent {row.checkpoint_id}.")
+    click.echo(
+        f"Updated thread {thread}: checkpoint {cid} (step {new_row.step}, {new_row.source}), "
+        f"parent {row.checkpoint_id}."
+    )
 
 
 # -- copy / delete / prune ------------------------------------------------------------------
@@ -1021,8 +1210,13 @@ def delete(thread: str, repo: str | None) -> None:
 
 @cli.command()
 @click.argument("threads_", metavar="THREAD...", nargs=-1, required=True)
-@click.option("--keep-latest", "strategy", flag_value="keep_latest", default=True,
-              help="Keep only the latest checkpoint of each namespace (default).")
+@click.option(
+    "--keep-latest",
+    "strategy",
+    flag_value="keep_latest",
+    default=True,
+    help="Keep only the latest checkpoint of each namespace (default).",
+)
 @click.option("--all", "strategy", flag_value="delete", help="Delete the threads entirely.")
 @repo_option
 def prune(threads_: tuple[str, ...], strategy: str, repo: str | None) -> None:
@@ -1057,8 +1251,13 @@ class _Bar:
     def __init__(self, label: str) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-        self.progress = Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
-                                 console=_console(stderr=True), transient=False)
+        self.progress = Progress(
+            TextColumn("{task.description:<24}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=_console(stderr=True),
+            transient=False,
+        )
         self.task = self.progress.add_task(label, total=None)
 
     def __enter__(self) -> _Bar:
@@ -1073,8 +1272,12 @@ class _Bar:
 
 
 @cli.command()
-@click.option("--prune-now", "prune_now", is_flag=True,
-              help="Delete unreachable objects at once, not after gc.pruneExpire. Only while nothing writes.")
+@click.option(
+    "--prune-now",
+    "prune_now",
+    is_flag=True,
+    help="Delete unreachable objects at once, not after gc.pruneExpire. Only while nothing writes.",
+)
 @repo_option
 @json_option
 def gc(prune_now: bool, repo: str | None, as_json: bool) -> None:
@@ -1187,8 +1390,10 @@ def watch(thread: str | None, repo: str | None, as_json: bool) -> None:
     observer.schedule(Handler(), str(refs_dir), recursive=True)
     observer.schedule(Handler(), str(s.path), recursive=False)  # packed-refs
     observer.start()
-    click.echo(f"Watching {s.path}" + (f" thread {thread}" if thread else "") + " for new checkpoints "
-               "(Ctrl-C to stop)", err=True)
+    click.echo(
+        f"Watching {s.path}" + (f" thread {thread}" if thread else "") + " for new checkpoints (Ctrl-C to stop)",
+        err=True,
+    )
     try:
         while True:
             changed.wait()
@@ -1200,8 +1405,10 @@ def watch(thread: str | None, repo: str | None, as_json: bool) -> None:
                 else:
                     step = "" if row.step is None else f"step {row.step:>3}"
                     ns = f" ns {row.checkpoint_ns}" if row.checkpoint_ns else ""
-                    click.echo(f"{_short_when(row.time)}  thread {tid}{ns}  {step}  {row.source or '':<6}  "
-                               f"{row.checkpoint_id[:13]}  {row.summary}".rstrip())
+                    click.echo(
+                        f"{_short_when(row.time)}  thread {tid}{ns}  {step}  {row.source or '':<6}  "
+                        f"{row.checkpoint_id[:13]}  {row.summary}".rstrip()
+                    )
                 sys.stdout.flush()
     except KeyboardInterrupt:
         pass
@@ -1260,17 +1467,25 @@ def _sync_failure(result: Any) -> None:
 
 def remote_and_threads(f):
     """REMOTE [THREAD]..., --repo and --json: the arguments push and pull share."""
-    for decorate in reversed((click.argument("remote", required=False),
-                              click.argument("threads_", metavar="[THREAD]...", nargs=-1), repo_option, json_option)):
+    for decorate in reversed(
+        (
+            click.argument("remote", required=False),
+            click.argument("threads_", metavar="[THREAD]...", nargs=-1),
+            repo_option,
+            json_option,
+        )
+    ):
         f = decorate(f)
     return f
 
 
 def trust_option(f):
     return click.option(
-        "--trust", "trust", is_flag=True,
+        "--trust",
+        "trust",
+        is_flag=True,
         help="Take what the remote sent even if it names types outside the allowlist "
-             "(reading it with LangGraph's default serializer would construct them).",
+        "(reading it with LangGraph's default serializer would construct them).",
     )(f)
 
 
@@ -1281,20 +1496,26 @@ def _untrusted(exc: Any, as_json: bool) -> click.ClickException:
     else:
         for line in str(exc).splitlines():
             click.echo(line, err=True)
-    return click.ClickException("nothing was pulled: the remote's values name types outside the allowlist "
-                                "(see above); allow them, or pass --trust")
+    return click.ClickException(
+        "nothing was pulled: the remote's values name types outside the allowlist "
+        "(see above); allow them, or pass --trust"
+    )
 
 
 def _trusted_note(result: Any) -> None:
     scan = getattr(result, "scan", None)
     if scan is not None and not scan.ok:
-        click.echo(f"Warning: --trust took {len(scan.findings)} value(s) naming types outside the allowlist "
-                   f"({', '.join(scan.types())}); gitckpt shows them as <not constructed: ...>, LangGraph's "
-                   "default serializer would construct them", err=True)
+        click.echo(
+            f"Warning: --trust took {len(scan.findings)} value(s) naming types outside the allowlist "
+            f"({', '.join(scan.types())}); gitckpt shows them as <not constructed: ...>, LangGraph's "
+            "default serializer would construct them",
+            err=True,
+        )
 
 
-def _run_sync(action: str, remote: str | None, threads_: tuple[str, ...], repo: str | None, as_json: bool,
-              trust: bool = False) -> None:
+def _run_sync(
+    action: str, remote: str | None, threads_: tuple[str, ...], repo: str | None, as_json: bool, trust: bool = False
+) -> None:
     from . import sync
     from .errors import UntrustedDataError
 
@@ -1432,8 +1653,11 @@ def clone(url: str, path: str | None, repo: str | None, as_json: bool, trust: bo
     else:
         lines = [r for r in result.refs if r.ref.startswith(sync.HEADS + "threads/")]
         store_ = any(r.ref == sync.STORE_REF for r in result.refs)
-        click.echo(f"Cloned {url} into {_display_path(target)}: {len(lines)} thread(s)"
-                   + (" and the store" if store_ else "") + ".")
+        click.echo(
+            f"Cloned {url} into {_display_path(target)}: {len(lines)} thread(s)"
+            + (" and the store" if store_ else "")
+            + "."
+        )
     _trusted_note(result)
     _sync_failure(result)
 
@@ -1502,7 +1726,9 @@ def _ns_arg(text: str, allow_root: bool = False) -> tuple[str, ...]:
 
 def _item_json(item: Any) -> dict[str, Any]:
     out = {
-        "namespace": list(item.namespace), "key": item.key, "value": ops.jsonable(item.value),
+        "namespace": list(item.namespace),
+        "key": item.key,
+        "value": ops.jsonable(item.value),
         "created_at": item.created_at.isoformat() if item.created_at else None,
         "updated_at": item.updated_at.isoformat() if item.updated_at else None,
     }
@@ -1529,8 +1755,13 @@ def store_ls(prefix: str, repo: str | None, as_json: bool) -> None:
     rows = []
     for ns in sorted(spaces):
         items = s.store.search(ns, limit=100000, refresh_ttl=False)
-        rows.append({"namespace": ops.format_namespace(ns), "labels": list(ns),
-                     "items": sum(1 for i in items if tuple(i.namespace) == tuple(ns))})
+        rows.append(
+            {
+                "namespace": ops.format_namespace(ns),
+                "labels": list(ns),
+                "items": sum(1 for i in items if tuple(i.namespace) == tuple(ns)),
+            }
+        )
     if as_json:
         _echo_json(rows)
         return
@@ -1584,7 +1815,7 @@ def store_put(namespace: str, key: str, value: str, repo: str | None) -> None:
     """
     data = ops.parse_json(value, "VALUE")
     if not isinstance(data, dict):
-        raise InvalidInputError("VALUE must be a JSON object, e.g. '{\"data\": \"my name is Bob\"}'")
+        raise InvalidInputError('VALUE must be a JSON object, e.g. \'{"data": "my name is Bob"}\'')
     s = _session(repo)
     ns = _ns_arg(namespace)
     try:
@@ -1615,16 +1846,33 @@ def store_rm(namespace: str, key: str, repo: str | None) -> None:
 @store.command("search")
 @click.argument("namespace", required=False, default="")
 @click.option("--query", metavar="TEXT", default=None, help="Rank by meaning (needs --embed).")
-@click.option("--embed", metavar="SPEC", default=None,
-              help="Embeddings for --query: provider:model (LangChain), FILE.py:ATTR or module:ATTR.")
-@click.option("--filter", "filter_json", metavar="JSON", default=None,
-              help='Match values, e.g. \'{"kind": "name"}\' or \'{"age": {"$gt": 30}}\'.')
-@click.option("-n", "--limit", "limit", type=click.IntRange(min=1), default=10, show_default=True,
-              help="At most N items.")
+@click.option(
+    "--embed",
+    metavar="SPEC",
+    default=None,
+    help="Embeddings for --query: provider:model (LangChain), FILE.py:ATTR or module:ATTR.",
+)
+@click.option(
+    "--filter",
+    "filter_json",
+    metavar="JSON",
+    default=None,
+    help='Match values, e.g. \'{"kind": "name"}\' or \'{"age": {"$gt": 30}}\'.',
+)
+@click.option(
+    "-n", "--limit", "limit", type=click.IntRange(min=1), default=10, show_default=True, help="At most N items."
+)
 @repo_option
 @json_option
-def store_search(namespace: str, query: str | None, embed: str | None, filter_json: str | None, limit: int,
-                 repo: str | None, as_json: bool) -> None:
+def store_search(
+    namespace: str,
+    query: str | None,
+    embed: str | None,
+    filter_json: str | None,
+    limit: int,
+    repo: str | None,
+    as_json: bool,
+) -> None:
     """Search items under NAMESPACE (a prefix), by filter or by meaning.
 
     \b
@@ -1637,10 +1885,11 @@ def store_search(namespace: str, query: str | None, embed: str | None, filter_js
     if filter_json is not None:
         flt = ops.parse_json(filter_json, "--filter")
         if not isinstance(flt, dict):
-            raise InvalidInputError("--filter must be a JSON object, e.g. '{\"kind\": \"name\"}'")
+            raise InvalidInputError('--filter must be a JSON object, e.g. \'{"kind": "name"}\'')
     if query is not None and embed is None:
-        raise InvalidInputError("--query needs an embedding model: add --embed provider:model "
-                                "(the one the items were indexed with)")
+        raise InvalidInputError(
+            "--query needs an embedding model: add --embed provider:model (the one the items were indexed with)"
+        )
     s = _session(repo)
     pre = _ns_arg(namespace, allow_root=True)
     st = s.store
@@ -1685,8 +1934,9 @@ def store_search(namespace: str, query: str | None, embed: str | None, filter_js
 @store.command("log")
 @click.argument("namespace", required=False, default="")
 @click.argument("key", required=False)
-@click.option("-n", "--max-count", "limit", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Show at most N changes.")
+@click.option(
+    "-n", "--max-count", "limit", type=click.IntRange(min=1), default=None, metavar="N", help="Show at most N changes."
+)
 @repo_option
 @json_option
 def store_log(namespace: str, key: str | None, limit: int | None, repo: str | None, as_json: bool) -> None:
@@ -1710,8 +1960,14 @@ def store_log(namespace: str, key: str | None, limit: int | None, repo: str | No
         return
     table = _table("Commit", "Time", "Change", "Namespace|f", "Key|f", "Value|f")
     for e in entries:
-        table.add_row(e["commit"][:8], _short_when(e["time"]), e["change"], ops.format_namespace(e["namespace"]),
-                      e["key"], "" if e["value"] is None else _oneline(ops.jsonable(e["value"]), 100))
+        table.add_row(
+            e["commit"][:8],
+            _short_when(e["time"]),
+            e["change"],
+            ops.format_namespace(e["namespace"]),
+            e["key"],
+            "" if e["value"] is None else _oneline(ops.jsonable(e["value"]), 100),
+        )
     _console().print(table)
 
 
@@ -1730,12 +1986,23 @@ def server() -> None:
 
 
 @server.command("init")
-@click.option("--config", "config", metavar="PATH", default="langgraph.json", show_default=True,
-              help="The project's langgraph.json (created if it does not exist).")
+@click.option(
+    "--config",
+    "config",
+    metavar="PATH",
+    default="langgraph.json",
+    show_default=True,
+    help="The project's langgraph.json (created if it does not exist).",
+)
 @click.option("--force", is_flag=True, help="Replace a checkpointer or store the file already names.")
-@click.option("--repo", "repo", metavar="PATH", default=None,
-              help="Keep the threads in PATH: sets GITCKPT_REPO in the file's env (relative to the file's "
-                   "folder). Default: a folder outside the project, printed below.")
+@click.option(
+    "--repo",
+    "repo",
+    metavar="PATH",
+    default=None,
+    help="Keep the threads in PATH: sets GITCKPT_REPO in the file's env (relative to the file's "
+    "folder). Default: a folder outside the project, printed below.",
+)
 def server_init(config: str, force: bool, repo: str | None) -> None:
     """Add gitckpt's checkpointer and store to a project's langgraph.json.
 
@@ -1767,8 +2034,10 @@ def server_init(config: str, force: bool, repo: str | None) -> None:
     click.echo(f"repository: {result['repository']}")
     folder = Path(config).absolute().parent.resolve()
     if folder == result["repository"].resolve() or folder in result["repository"].resolve().parents:
-        click.echo("note: it is inside the project folder, which langgraph dev watches: every git write "
-                   "wakes its file watcher (unset GITCKPT_REPO or give a path outside to avoid it)")
+        click.echo(
+            "note: it is inside the project folder, which langgraph dev watches: every git write "
+            "wakes its file watcher (unset GITCKPT_REPO or give a path outside to avoid it)"
+        )
     click.echo("run `langgraph dev` here, then `gitckpt threads` in this folder to read what it stored")
 
 
@@ -1776,9 +2045,14 @@ def server_init(config: str, force: bool, repo: str | None) -> None:
 
 
 @cli.command()
-@click.option("--model", "model_spec", metavar="PROVIDER:NAME", default=None,
-              help="Use a real chat model through init_chat_model (e.g. openai:gpt-4o-mini); "
-                   "default: a built-in deterministic model, offline.")
+@click.option(
+    "--model",
+    "model_spec",
+    metavar="PROVIDER:NAME",
+    default=None,
+    help="Use a real chat model through init_chat_model (e.g. openai:gpt-4o-mini); "
+    "default: a built-in deterministic model, offline.",
+)
 @repo_option
 def demo(model_spec: str | None, repo: str | None) -> None:
     """Run the cross-thread memory demo, offline, and show where it went.
@@ -1800,8 +2074,11 @@ def demo(model_spec: str | None, repo: str | None) -> None:
     model = demo_mod.load_model(model_spec) if model_spec else None
     path = _resolve_repo(repo)
     console = _console()
-    console.print(f"gitckpt demo · repository {_display_path(path)}" + (f" · model {model_spec}" if model_spec else
-                                                        " · built-in offline model"), markup=False)
+    console.print(
+        f"gitckpt demo · repository {_display_path(path)}"
+        + (f" · model {model_spec}" if model_spec else " · built-in offline model"),
+        markup=False,
+    )
     counter = [0]
 
     def emit(event: str, data: dict) -> None:
@@ -1816,8 +2093,11 @@ def demo(model_spec: str | None, repo: str | None) -> None:
         elif event == "memory":
             ns = ops.format_namespace(data["namespace"])
             mems = data["memories"]
-            console.print(f"   store {ns}: " + (", ".join(json.dumps(m, ensure_ascii=False) for m in mems)
-                                                if mems else "(no memories)"), markup=False)
+            console.print(
+                f"   store {ns}: "
+                + (", ".join(json.dumps(m, ensure_ascii=False) for m in mems) if mems else "(no memories)"),
+                markup=False,
+            )
         elif event == "interrupt":
             value = data["value"]
             question = value.get("question") if isinstance(value, dict) else value
@@ -1825,21 +2105,29 @@ def demo(model_spec: str | None, repo: str | None) -> None:
         elif event == "resume":
             console.print(f"   ▶ a human answers: Command(resume={json.dumps(data['value'])})", markup=False)
         elif event == "paused":
-            console.print(f"   paused at step {data['step']}, checkpoint {data['checkpoint'][:13]}…; "
-                          f"next: {', '.join(data['next'])}", markup=False)
+            console.print(
+                f"   paused at step {data['step']}, checkpoint {data['checkpoint'][:13]}…; "
+                f"next: {', '.join(data['next'])}",
+                markup=False,
+            )
         elif event == "replay":
-            console.print(f"   replaying from step {data['step']} (checkpoint {data['checkpoint'][:13]}…), "
-                          f"before {', '.join(data['next'])} ran", markup=False)
+            console.print(
+                f"   replaying from step {data['step']} (checkpoint {data['checkpoint'][:13]}…), "
+                f"before {', '.join(data['next'])} ran",
+                markup=False,
+            )
         elif event == "fork":
             for ref in data["lines"]:
                 console.print(f"   new branch: {ops.short_ref(ref)}", markup=False)
             console.print("   the main line (threads/1) is unchanged", markup=False)
         elif event == "reproduce":
-            console.print(f"   {data['recorded']} model call(s) of thread 1 were recorded (GitSaver(record=True))",
-                          markup=False)
+            console.print(
+                f"   {data['recorded']} model call(s) of thread 1 were recorded (GitSaver(record=True))", markup=False
+            )
             console.print(f"   {data['summary']}", markup=False)
-            console.print(f"   the model was called {data['model_calls']} time(s) during the reproduction",
-                          markup=False)
+            console.print(
+                f"   the model was called {data['model_calls']} time(s) during the reproduction", markup=False
+            )
 
     try:
         summary = demo_mod.run(path, emit, model=model)
@@ -1859,8 +2147,10 @@ def demo(model_spec: str | None, repo: str | None) -> None:
         (f"gitckpt show 1 {summary['interrupt_checkpoint'][:13]}{opt}", "the paused checkpoint and its interrupt"),
         (f"gitckpt diff 1{opt}", "what the replayed step changed"),
         (f"gitckpt store log memories/1{opt}", "the memory: put, deleted, put again by the replay"),
-        (f"gitckpt reproduce 3 --graph gitckpt.demo:graph{opt}",
-         "check the graph against thread 3's recorded model calls, offline (exit 1 on a divergence)"),
+        (
+            f"gitckpt reproduce 3 --graph gitckpt.demo:graph{opt}",
+            "check the graph against thread 3's recorded model calls, offline (exit 1 on a divergence)",
+        ),
         (f"git --git-dir {shown} log --graph --all --oneline", "the same history, plain git"),
     ]
     for cmd, why in cmds:

@@ -69,8 +69,9 @@ class DemoChatModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "gitckpt-demo"
 
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: Any = None, **kwargs: Any) -> ChatResult:
+    def _generate(
+        self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
         DemoChatModel.calls += 1
         system = " ".join(_text(m) for m in messages if isinstance(m, SystemMessage))
         info = system.partition("User info:")[2]
@@ -83,8 +84,11 @@ class DemoChatModel(BaseChatModel):
         elif told:
             reply = f"Nice to meet you, {told.group(1)}!"
         elif "name" in said.lower() and "?" in said:
-            reply = (f"Your name is {known.group(1)}." if known
-                     else "I don't know your name yet. Tell me, and ask me to remember it.")
+            reply = (
+                f"Your name is {known.group(1)}."
+                if known
+                else "I don't know your name yet. Tell me, and ask me to remember it."
+            )
         else:
             reply = f"You said: {said}" if said else "Hello!"
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=reply))])
@@ -121,10 +125,12 @@ def build_graph(model: BaseChatModel | None = None) -> StateGraph:
         user = _user(config)
         namespace = (MEMORIES, user)
         memories = store.search(namespace)
-        answer = interrupt({
-            "question": f"Forget {len(memories)} memory(ies) of user {user}? (yes/no)",
-            "memories": [m.value.get("data") for m in memories],
-        })
+        answer = interrupt(
+            {
+                "question": f"Forget {len(memories)} memory(ies) of user {user}? (yes/no)",
+                "memories": [m.value.get("data") for m in memories],
+            }
+        )
         if str(answer).strip().lower() in ("y", "yes", "true", "ok"):
             for m in memories:
                 store.delete(namespace, m.key)
@@ -191,8 +197,9 @@ def run(repo_path: str | Path, emit: Callable[[str, dict], None], model: BaseCha
         app = build_graph(model).compile(checkpointer=saver, store=store)
         summary: dict[str, Any] = {"repo": str(saver.repo.path)}
 
-        def turn(thread: str, user: str, text: str | None, *, resume: Any = None,
-                 config: RunnableConfig | None = None) -> list:
+        def turn(
+            thread: str, user: str, text: str | None, *, resume: Any = None, config: RunnableConfig | None = None
+        ) -> list:
             cfg = config or {"configurable": {"thread_id": thread, "user_id": user}}
             if text is not None:
                 emit("human", {"thread": thread, "text": text})
@@ -221,8 +228,14 @@ def run(repo_path: str | Path, emit: Callable[[str, dict], None], model: BaseCha
         turn("1", "1", "Hi! Remember: my name is Bob")
         emit("memory", {"namespace": [MEMORIES, "1"], "memories": memories("1")})
 
-        emit("section", {"title": "Reproduce thread 1 offline: the model's answers come from the recording",
-                         "thread": "1", "user": "1"})
+        emit(
+            "section",
+            {
+                "title": "Reproduce thread 1 offline: the model's answers come from the recording",
+                "thread": "1",
+                "user": "1",
+            },
+        )
         from langgraph.store.memory import InMemoryStore
 
         from gitckpt.reproduce import reproduce
@@ -234,8 +247,16 @@ def run(repo_path: str | Path, emit: Callable[[str, dict], None], model: BaseCha
         result = reproduce(saver, scratch_app, "1", configurable={"user_id": "1"})
         summary["reproduce"] = result.as_dict()
         summary["reproduce_model_calls"] = DemoChatModel.calls - before
-        emit("reproduce", {"thread": "1", "summary": result.summary(), "ok": result.ok,
-                           "model_calls": DemoChatModel.calls - before, "recorded": len(saver.recorded_calls("1"))})
+        emit(
+            "reproduce",
+            {
+                "thread": "1",
+                "summary": result.summary(),
+                "ok": result.ok,
+                "model_calls": DemoChatModel.calls - before,
+                "recorded": len(saver.recorded_calls("1")),
+            },
+        )
 
         emit("section", {"title": "User 1 starts thread 2: the memory crosses threads", "thread": "2", "user": "1"})
         turn("2", "1", "what is my name?")
@@ -250,21 +271,33 @@ def run(repo_path: str | Path, emit: Callable[[str, dict], None], model: BaseCha
         state = app.get_state(cfg1)
         summary["interrupt_checkpoint"] = state.config["configurable"]["checkpoint_id"]
         summary["interrupt_step"] = (state.metadata or {}).get("step")
-        emit("paused", {"thread": "1", "checkpoint": summary["interrupt_checkpoint"],
-                        "step": summary["interrupt_step"], "next": list(state.next), "interrupts": len(paused)})
+        emit(
+            "paused",
+            {
+                "thread": "1",
+                "checkpoint": summary["interrupt_checkpoint"],
+                "step": summary["interrupt_step"],
+                "next": list(state.next),
+                "interrupts": len(paused),
+            },
+        )
         emit("resume", {"thread": "1", "value": "yes"})
         turn("1", "1", None, resume="yes")
         emit("memory", {"namespace": [MEMORIES, "1"], "memories": memories("1")})
 
-        emit("section", {"title": "Time travel: replay thread 1 from before the first answer",
-                         "thread": "1", "user": "1"})
+        emit(
+            "section",
+            {"title": "Time travel: replay thread 1 from before the first answer", "thread": "1", "user": "1"},
+        )
         history = list(app.get_state_history(cfg1))
         # the oldest checkpoint waiting to run call_model: before the model's first answer
         target = [s for s in history if s.next == ("call_model",)][-1]
         tcid = target.config["configurable"]["checkpoint_id"]
         summary["replayed_from"] = tcid
-        emit("replay", {"thread": "1", "checkpoint": tcid, "step": (target.metadata or {}).get("step"),
-                        "next": list(target.next)})
+        emit(
+            "replay",
+            {"thread": "1", "checkpoint": tcid, "step": (target.metadata or {}).get("step"), "next": list(target.next)},
+        )
         turn("1", "1", None, config={"configurable": {"thread_id": "1", "user_id": "1", "checkpoint_id": tcid}})
         info = saver.thread_info("1") or {}
         fork_lines = [ref for ref in info.get("lines", []) if "/forks/" in ref]

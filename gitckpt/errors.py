@@ -64,8 +64,9 @@ class ReplayMissError(GitckptError):
     ``kind`` (``"model"`` or ``"tool"``), ``node`` and ``step`` say where it was
     made; ``diff`` compares it with the nearest recorded call."""
 
-    def __init__(self, message: str, *, kind: str = "", node: str | None = None, step: object = None,
-                 diff: str = "") -> None:
+    def __init__(
+        self, message: str, *, kind: str = "", node: str | None = None, step: object = None, diff: str = ""
+    ) -> None:
         super().__init__(message)
         self.kind, self.node, self.step, self.diff = kind, node, step, diff
 

@@ -26,9 +26,9 @@ entered:
     The serializer, as for the ``gitckpt`` command: ``aes`` or
     ``FILE.py:ATTR`` / ``module.name:ATTR``.
 ``GITCKPT_RECORD``
-    ``1``: record model and tool calls (``GitSaver(record=True)``), when this
-    gitckpt has recording; a gitckpt without it refuses to start rather than
-    silently not record.
+    ``1``: record every model and tool call of the runs the server makes
+    (``GitSaver(record=True)``), for ``gitckpt replay --offline`` and
+    ``gitckpt reproduce``.
 
 The ``index`` (semantic search) and ``ttl`` of the ``store`` entry of
 ``langgraph.json`` configure the ``GitStore`` as they would the server's own.
@@ -334,17 +334,6 @@ def saver_kwargs() -> dict[str, Any]:
     """The ``GitSaver`` arguments the environment asks for (errors name the variable)."""
     kwargs: dict[str, Any] = {"durability": _durability(), "serde": serializer()}
     if _record():
-        import inspect
-
-        from .checkpoint.saver import GitSaver
-
-        if "record" not in inspect.signature(GitSaver.__init__).parameters:
-            from .errors import InvalidInputError
-
-            raise InvalidInputError(
-                f"${RECORD_ENV} is set, but this gitckpt cannot record model and tool calls "
-                f"(GitSaver has no record=); unset {RECORD_ENV} or upgrade gitckpt"
-            )
         kwargs["record"] = True
     return kwargs
 

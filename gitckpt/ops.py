@@ -37,10 +37,11 @@ from urllib.parse import quote, unquote
 import msgpack
 
 from .checkpoint import format as fmt
-from .checkpoint.threads import ThreadIndexes
+from .checkpoint.index import ThreadIndexes
 from .errors import CorruptObjectError, GitckptError, InvalidInputError, NotFoundError, RepositoryError
 from .git import names
-from .git.repo import Oid, maintenance_lock
+from .git.maintenance import maintenance_lock
+from .git.repo import Oid
 from .trust import MARK, NotConstructed, jsonable_marker, marker_text  # noqa: F401 (the CLI's)
 
 #: A progress callback: ``progress(done, total, what)``.
@@ -72,7 +73,9 @@ def parse_json(text: str, what: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"{what} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+        raise InvalidInputError(
+            f"{what} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
 
 
 # -- values as JSON -------------------------------------------------------------
@@ -119,8 +122,12 @@ def jsonable(value: Any) -> Any:
 def _ext_marker(ext: msgpack.ExtType) -> Any:
     """A msgpack extension a store value holds, as a not-constructed marker (its type read, not built)."""
     try:
-        tup = msgpack.unpackb(ext.data, raw=False, strict_map_key=False,
-                              ext_hook=lambda code, data: _ext_marker(msgpack.ExtType(code, data)))
+        tup = msgpack.unpackb(
+            ext.data,
+            raw=False,
+            strict_map_key=False,
+            ext_hook=lambda code, data: _ext_marker(msgpack.ExtType(code, data)),
+        )
         return jsonable_marker(NotConstructed(tup[0], tup[1], tup[2]), jsonable)
     except Exception:
         return {MARK: f"msgpack extension {ext.code}", "data": ext.data.hex()}
@@ -139,12 +146,33 @@ class CheckpointRow:
     the whole history.
     """
 
-    __slots__ = ("checkpoint_id", "parent_checkpoint_id", "step", "source", "checkpoint_ns", "run_id", "lines",
-                 "_oid", "_repo", "_hist", "_wrote")
+    __slots__ = (
+        "checkpoint_id",
+        "parent_checkpoint_id",
+        "step",
+        "source",
+        "checkpoint_ns",
+        "run_id",
+        "lines",
+        "_oid",
+        "_repo",
+        "_hist",
+        "_wrote",
+    )
 
-    def __init__(self, checkpoint_id: str, parent_checkpoint_id: str | None, step: int | None, source: str | None,
-                 checkpoint_ns: str, run_id: str | None, oid: Oid | bytes, repo: Any,
-                 hist: ThreadHistory | None = None, lines: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        checkpoint_id: str,
+        parent_checkpoint_id: str | None,
+        step: int | None,
+        source: str | None,
+        checkpoint_ns: str,
+        run_id: str | None,
+        oid: Oid | bytes,
+        repo: Any,
+        hist: ThreadHistory | None = None,
+        lines: list[str] | None = None,
+    ) -> None:
         self.checkpoint_id = checkpoint_id
         self.parent_checkpoint_id = parent_checkpoint_id
         self.step = step
@@ -152,7 +180,9 @@ class CheckpointRow:
         self.checkpoint_ns = checkpoint_ns
         self.run_id = run_id
         self.lines = lines if lines is not None else []  # refs whose newest checkpoint this is
-        self._oid = oid if isinstance(oid, bytes) else oid.raw  # the commit's raw id (a 10,000-row history makes no Oids)
+        self._oid = (
+            oid if isinstance(oid, bytes) else oid.raw
+        )  # the commit's raw id (a 10,000-row history makes no Oids)
         self._repo, self._hist = repo, hist
         self._wrote: dict[str, list[str]] | None = None
 
@@ -183,7 +213,9 @@ class CheckpointRow:
         if self._wrote is None:
             self._wrote = {}
             if self._hist is not None and self.source == "loop" and self.parent_checkpoint_id:
-                self._wrote = _wrote(self._repo, self._hist.writes.get((self.checkpoint_ns, self.parent_checkpoint_id), {}))
+                self._wrote = _wrote(
+                    self._repo, self._hist.writes.get((self.checkpoint_ns, self.parent_checkpoint_id), {})
+                )
         return self._wrote
 
     @property
@@ -224,7 +256,7 @@ class CheckpointRow:
 
 
 def short_ref(ref: str) -> str:
-    return ref[len(fmt.HEADS):] if ref.startswith(fmt.HEADS) else ref
+    return ref[len(fmt.HEADS) :] if ref.startswith(fmt.HEADS) else ref
 
 
 class _Writes(Mapping):
@@ -320,9 +352,20 @@ def read_calls(repo: Any, blobs: dict[str, Oid]) -> list[dict[str, Any]]:
             raise
         except Exception as exc:
             raise CorruptObjectError(f"recorded call {name} (blob {oid}) cannot be decoded ({exc})") from exc
-        out.append({"kind": c.get("kind"), "name": c.get("name"), "node": c.get("node"), "step": c.get("step"),
-                    "task": c.get("task"), "n": c.get("n"), "args": c.get("args"), "summary": c.get("summary", ""),
-                    "error": c.get("error"), "replayed": bool(c.get("replayed"))})
+        out.append(
+            {
+                "kind": c.get("kind"),
+                "name": c.get("name"),
+                "node": c.get("node"),
+                "step": c.get("step"),
+                "task": c.get("task"),
+                "n": c.get("n"),
+                "args": c.get("args"),
+                "summary": c.get("summary", ""),
+                "error": c.get("error"),
+                "replayed": bool(c.get("replayed")),
+            }
+        )
     out.sort(key=lambda c: (str(c["node"]), str(c["task"]), c["n"] or 0))
     return out
 
@@ -361,7 +404,10 @@ def resolve_checkpoint(hist: ThreadHistory, ref: str | None, ns: str = "") -> Ch
     rows = hist.checkpoints(ns)
     where = f"thread {hist.thread_id!r}" + (f" namespace {ns!r}" if ns else "")
     if not rows:
-        raise NotFoundError(f"{where} has no checkpoints" + (f" (its namespaces: {', '.join(map(repr, hist.namespaces()))})" if hist.namespaces() else ""))
+        raise NotFoundError(
+            f"{where} has no checkpoints"
+            + (f" (its namespaces: {', '.join(map(repr, hist.namespaces()))})" if hist.namespaces() else "")
+        )
     if ref is None or ref == "latest":
         return rows[0]
     ref = ref.strip()
@@ -451,7 +497,7 @@ def derive_next(checkpoint: dict) -> list[str]:
     if updated is not None:
         for ch in updated:
             if ch.startswith("branch:to:"):
-                nodes.append(ch[len("branch:to:"):])
+                nodes.append(ch[len("branch:to:") :])
             elif ch == "__start__":
                 nodes.append("__start__")
         return sorted(set(nodes))
@@ -460,7 +506,7 @@ def derive_next(checkpoint: dict) -> list[str]:
     values = checkpoint.get("channel_values", {})
     for ch, ver in versions.items():
         if ch.startswith("branch:to:") and ch in values:  # a consumed trigger holds no value
-            node = ch[len("branch:to:"):]
+            node = ch[len("branch:to:") :]
             if str(ver) > str(seen.get(node, {}).get(ch, "")):
                 nodes.append(node)
     return sorted(set(nodes))
@@ -473,8 +519,13 @@ def snapshot(saver: Any, hist: ThreadHistory, row: CheckpointRow, graph: Any = N
     With ``graph`` (bound to ``saver``) ``next`` and ``tasks`` are LangGraph's
     own (``get_state``); without it they are derived from the checkpoint.
     """
-    config = {"configurable": {"thread_id": hist.thread_id, "checkpoint_ns": row.checkpoint_ns,
-                               "checkpoint_id": row.checkpoint_id}}
+    config = {
+        "configurable": {
+            "thread_id": hist.thread_id,
+            "checkpoint_ns": row.checkpoint_ns,
+            "checkpoint_id": row.checkpoint_id,
+        }
+    }
     tup = saver.get_tuple(config)
     if tup is None:
         raise NotFoundError(f"thread {hist.thread_id!r} has no checkpoint {row.checkpoint_id!r}")
@@ -496,15 +547,23 @@ def snapshot(saver: Any, hist: ThreadHistory, row: CheckpointRow, graph: Any = N
     if graph is not None:
         state = graph.get_state(config)
         next_nodes = list(state.next)
-        task_list = [{"id": t.id, "name": t.name, "interrupts": jsonable(list(t.interrupts)),
-                      "error": None if t.error is None else repr(t.error)} for t in state.tasks]
+        task_list = [
+            {
+                "id": t.id,
+                "name": t.name,
+                "interrupts": jsonable(list(t.interrupts)),
+                "error": None if t.error is None else repr(t.error),
+            }
+            for t in state.tasks
+        ]
         derived = False
     else:
         next_nodes = derive_next(tup.checkpoint)
         task_list = [t for t in tasks.values() if t["id"] != NULL_TASK]
         named = {t["name"] for t in task_list}
-        task_list += [{"id": None, "name": n, "writes": [], "interrupts": [], "error": None}
-                      for n in next_nodes if n not in named]
+        task_list += [
+            {"id": None, "name": n, "writes": [], "interrupts": [], "error": None} for n in next_nodes if n not in named
+        ]
         derived = True
     return {
         "thread_id": hist.thread_id,
@@ -607,10 +666,12 @@ def graph_spec_from_config(name: str | None, cwd: Path) -> tuple[str, Path]:
         if not isinstance(graphs, dict) or not graphs:
             raise KeyError
     except (json.JSONDecodeError, KeyError, TypeError):
-        raise InvalidInputError(f"{path} has no \"graphs\" object naming FILE.py:ATTR entries") from None
+        raise InvalidInputError(f'{path} has no "graphs" object naming FILE.py:ATTR entries') from None
     if name is None:
         if len(graphs) > 1:
-            raise InvalidInputError(f"{path} names {len(graphs)} graphs ({', '.join(sorted(graphs))}); pick one with --graph NAME")
+            raise InvalidInputError(
+                f"{path} names {len(graphs)} graphs ({', '.join(sorted(graphs))}); pick one with --graph NAME"
+            )
         name = next(iter(graphs))
     if name not in graphs:
         raise InvalidInputError(f"{path} has no graph {name!r} (it has: {', '.join(sorted(graphs))})")
@@ -651,7 +712,9 @@ def load_graph(spec: str | None, saver: Any, store: Any = None, cwd: Path | None
     if isinstance(obj, Pregel):
         saver = _with_schema_types(saver, getattr(obj, "builder", None), getattr(obj, "channels", None))
         return obj.copy(update={"checkpointer": saver, "store": store})
-    raise InvalidInputError(f"graph {spec!r} is a {type(obj).__name__}, not a LangGraph graph (StateGraph or compiled graph)")
+    raise InvalidInputError(
+        f"graph {spec!r} is a {type(obj).__name__}, not a LangGraph graph (StateGraph or compiled graph)"
+    )
 
 
 def _with_schema_types(saver: Any, builder: Any, channels: Any = None) -> Any:
@@ -666,8 +729,12 @@ def _with_schema_types(saver: Any, builder: Any, channels: Any = None) -> Any:
         return saver
     schemas = []
     if builder is not None and hasattr(builder, "state_schema"):
-        schemas = [builder.state_schema, builder.input_schema, builder.output_schema,
-                   getattr(builder, "context_schema", None)]
+        schemas = [
+            builder.state_schema,
+            builder.input_schema,
+            builder.output_schema,
+            getattr(builder, "context_schema", None),
+        ]
         schemas += [n.input_schema for n in builder.nodes.values()]
         channels = channels if channels is not None else builder.channels
     try:
@@ -705,8 +772,9 @@ def load_serializer(spec: str | None, cwd: Path | None = None) -> Any:
         except Exception as exc:
             raise InvalidInputError(f"--serde {spec!r}: the factory failed: {type(exc).__name__}: {exc}") from exc
     if not (hasattr(obj, "loads_typed") and hasattr(obj, "dumps_typed")):
-        raise InvalidInputError(f"--serde {spec!r} is a {type(obj).__name__}, not a serializer "
-                                "(it needs dumps_typed and loads_typed)")
+        raise InvalidInputError(
+            f"--serde {spec!r} is a {type(obj).__name__}, not a serializer (it needs dumps_typed and loads_typed)"
+        )
     return obj
 
 
@@ -737,8 +805,9 @@ def reading_serde(serde: Any, allow: Any, repo: Any) -> tuple[Any, bool]:
     return make_strict(serde, normalize(allow) | repo_allowlist(repo))
 
 
-def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde: Any = None,
-           allow: Any = ()) -> list[str]:
+def verify(
+    repo_path: str | os.PathLike, progress: Progress | None = None, serde: Any = None, allow: Any = ()
+) -> list[str]:
     """Check a repository: every checkpoint and pending write of every thread
     decodes (with ``serde``, the serializer it was written with; default
     LangGraph's, made strict: only safe types and ``allow`` and the repository's
@@ -769,11 +838,13 @@ def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde
                     progress(done, total, f"thread {tid}")
                 done += 1
                 try:
-                    tup = saver.get_tuple({"configurable": {"thread_id": tid, "checkpoint_ns": ns, "checkpoint_id": cid}})
+                    tup = saver.get_tuple(
+                        {"configurable": {"thread_id": tid, "checkpoint_ns": ns, "checkpoint_id": cid}}
+                    )
                 except GitckptError as exc:
                     # in the words of the warning list() logs when it leaves it out (format.md 17.5)
                     text, own = str(exc), f"thread {tid!r} checkpoint {cid}"
-                    problems.append(where + text[len(own):] if text.startswith(own) else f"{where}: {text}")
+                    problems.append(where + text[len(own) :] if text.startswith(own) else f"{where}: {text}")
                     continue
                 except Exception as exc:  # a serializer failing in an unexpected way
                     problems.append(f"{where}: cannot decode ({type(exc).__name__}: {exc})")
@@ -790,9 +861,11 @@ def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde
                         if not row.root:
                             problems.append(f"{where}: its parent checkpoint {parent} is missing")
                     elif not saver.repo.descendant_of(Oid(hex=row.commit), Oid(hex=prow.commit)):
-                        problems.append(f"{where}: its commit {row.commit[:10]} does not descend from its parent's "
-                                        f"commit {prow.commit[:10]}")
-            for (ns, cid) in hist.writes:
+                        problems.append(
+                            f"{where}: its commit {row.commit[:10]} does not descend from its parent's "
+                            f"commit {prow.commit[:10]}"
+                        )
+            for ns, cid in hist.writes:
                 if (ns, cid) not in hist.rows:
                     problems.append(f"thread {tid!r}: pending writes for checkpoint {cid}, which does not exist")
         for path, oid in store_items:
@@ -801,6 +874,7 @@ def verify(repo_path: str | os.PathLike, progress: Progress | None = None, serde
             done += 1
             try:
                 from .store.format import decode_item_blob
+
                 decode_item_blob(saver.repo.read_blob(oid, f"store item {path}"))
             except GitckptError as exc:
                 problems.append(f"store item {path}: {exc}")
@@ -844,7 +918,8 @@ def _fsck(path: Path) -> list[str]:
         return []
     proc = subprocess.run(
         [git, "--git-dir", str(path), "fsck", "--no-dangling", "--no-progress", "--connectivity-only"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     if proc.returncode == 0:
         return []
@@ -888,8 +963,11 @@ def gc(repo_path: str | os.PathLike, progress: Progress | None = None, prune_now
     expire = "now" if prune_now else prune_expire(repo, GRACE)
     before = disk_usage(path)
     cruft = _git_has_cruft(git)
-    repack = (["repack", "-d", "-q", "--cruft", f"--cruft-expiration={expire}"] if cruft
-              else ["repack", "-d", "-A", "-q", f"--unpack-unreachable={expire}"])
+    repack = (
+        ["repack", "-d", "-q", "--cruft", f"--cruft-expiration={expire}"]
+        if cruft
+        else ["repack", "-d", "-A", "-q", f"--unpack-unreachable={expire}"]
+    )
     steps = [
         ("pack refs", ["pack-refs", "--all", "--prune"]),
         ("repack objects", repack),
@@ -902,8 +980,13 @@ def gc(repo_path: str | os.PathLike, progress: Progress | None = None, prune_now
             if progress:
                 progress(i, len(steps), label)
             # git inherits the flocked lock: killed with us, it still holds it until it ends
-            proc = subprocess.run([git, "--git-dir", str(path), *args], capture_output=True, text=True,
-                                  env={**os.environ, "GIT_DIR": str(path)}, pass_fds=(held.fd,))
+            proc = subprocess.run(
+                [git, "--git-dir", str(path), *args],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "GIT_DIR": str(path)},
+                pass_fds=(held.fd,),
+            )
             if proc.returncode != 0:
                 err = proc.stderr.strip() or str(proc.returncode)
                 raise RepositoryError(f"gc of {path}: git {' '.join(args)} failed: {err}")
@@ -912,8 +995,16 @@ def gc(repo_path: str | os.PathLike, progress: Progress | None = None, prune_now
         progress(len(steps), len(steps), "done")
     after = disk_usage(path)
     kept, until = _unreachable_kept(path, expire)
-    return {"before": before[0], "after": after[0], "before_apparent": before[1], "after_apparent": after[1],
-            "kept": kept, "kept_until": until, "expire": expire, "steps": done}
+    return {
+        "before": before[0],
+        "after": after[0],
+        "before_apparent": before[1],
+        "after_apparent": after[1],
+        "kept": kept,
+        "kept_until": until,
+        "expire": expire,
+        "steps": done,
+    }
 
 
 def _git_has_cruft(git: str) -> bool:
@@ -957,7 +1048,7 @@ def _unreachable_kept(path: Path, expire: str) -> tuple[int, int | None]:
         if data[:4] != b"MTME":
             continue
         n = (len(data) - 12 - 40) // 4  # header, then one 4-byte time per object, then two sha1 trailers
-        times = [int.from_bytes(data[12 + 4 * i: 16 + 4 * i], "big") for i in range(max(n, 0))]
+        times = [int.from_bytes(data[12 + 4 * i : 16 + 4 * i], "big") for i in range(max(n, 0))]
         if times:
             newest = max(newest or 0, max(times))
         for ext in (".pack", ".idx", ".mtimes"):
@@ -989,8 +1080,9 @@ def _expire_seconds(expire: str) -> int:
 # -- the store's history ------------------------------------------------------------------
 
 
-def store_history(repo: Any, namespace: tuple[str, ...] = (), key: str | None = None,
-                  limit: int | None = None) -> list[dict[str, Any]]:
+def store_history(
+    repo: Any, namespace: tuple[str, ...] = (), key: str | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
     """How store items changed, newest first: one entry per change of an item
     under ``namespace`` (and with ``key``): ``commit``, ``time``, ``change``
     (put, delete, refresh ttl, expire), ``namespace``, ``key`` and, for puts,
@@ -1007,8 +1099,12 @@ def store_history(repo: Any, namespace: tuple[str, ...] = (), key: str | None = 
             if tuple(ns[: len(namespace)]) != tuple(namespace) or (key is not None and k != key):
                 continue
             entry: dict[str, Any] = {
-                "commit": str(commit.id), "time": commit.commit_time, "change": verbs[kind],
-                "namespace": list(ns), "key": k, "value": None,
+                "commit": str(commit.id),
+                "time": commit.commit_time,
+                "change": verbs[kind],
+                "namespace": list(ns),
+                "key": k,
+                "value": None,
             }
             if kind == PUT:
                 obj: Any = commit.tree
@@ -1073,8 +1169,21 @@ class CheckpointFeed:
                 if (tid, ns, cid) in self.reported:
                     continue
                 self.reported.add((tid, ns, cid))
-                found.append((tid, CheckpointRow(
-                    cid, meta.parent_id, meta.step, meta.source, ns, meta.run_id, commit.id, repo, lines=[ref],
-                )))
+                found.append(
+                    (
+                        tid,
+                        CheckpointRow(
+                            cid,
+                            meta.parent_id,
+                            meta.step,
+                            meta.source,
+                            ns,
+                            meta.run_id,
+                            commit.id,
+                            repo,
+                            lines=[ref],
+                        ),
+                    )
+                )
         found.sort(key=lambda item: item[1].checkpoint_id)
         return found

@@ -78,10 +78,12 @@ class ReproduceResult:
 
     def summary(self) -> str:
         if self.ok:
-            return (f"reproduced {self.compared}/{self.checkpoints} checkpoints of thread {self.thread_id} "
-                    f"({self.runs} run{'s' if self.runs != 1 else ''}; {self.answered['model']} model call"
-                    f"{'s' if self.answered['model'] != 1 else ''} and {self.answered['tool']} tool call"
-                    f"{'s' if self.answered['tool'] != 1 else ''} answered from the recording)")
+            return (
+                f"reproduced {self.compared}/{self.checkpoints} checkpoints of thread {self.thread_id} "
+                f"({self.runs} run{'s' if self.runs != 1 else ''}; {self.answered['model']} model call"
+                f"{'s' if self.answered['model'] != 1 else ''} and {self.answered['tool']} tool call"
+                f"{'s' if self.answered['tool'] != 1 else ''} answered from the recording)"
+            )
         d = self.divergence
         assert d is not None
         where = f"step {d.step}" + (f", node {d.node}" if d.node else "")
@@ -199,9 +201,16 @@ def _runner(graph: Any, use_async: bool | None):
     return run
 
 
-def reproduce(saver: Any, graph: Any, thread_id: str, *, keep: bool = False,
-              configurable: dict | None = None, scratch: str | None = None,
-              use_async: bool | None = None) -> ReproduceResult:
+def reproduce(
+    saver: Any,
+    graph: Any,
+    thread_id: str,
+    *,
+    keep: bool = False,
+    configurable: dict | None = None,
+    scratch: str | None = None,
+    use_async: bool | None = None,
+) -> ReproduceResult:
     """Re-run thread ``thread_id``'s runs on a scratch thread, answered from its
     recording, and compare every new checkpoint with the recorded one (module docstring).
 
@@ -231,8 +240,15 @@ def reproduce(saver: Any, graph: Any, thread_id: str, *, keep: bool = False,
                 src = md.get("source")
                 parent = r.parent_config["configurable"]["checkpoint_id"] if r.parent_config else None
                 if parent is not None and parent not in mapping:
-                    raise _Stop(Divergence(md.get("step"), None, "source", None,
-                                           f"checkpoint {_id(r)} continues {parent}, which is not on the main line"))
+                    raise _Stop(
+                        Divergence(
+                            md.get("step"),
+                            None,
+                            "source",
+                            None,
+                            f"checkpoint {_id(r)} continues {parent}, which is not on the main line",
+                        )
+                    )
                 start = mapping.get(parent) if parent is not None else None
                 latest = _latest_id(saver, scratch)
                 at_tip = latest is None or latest == start
@@ -253,8 +269,9 @@ def reproduce(saver: Any, graph: Any, thread_id: str, *, keep: bool = False,
                         resume = _resume_of(saver, scratch, prev, mapping.get(_id(prev)) if prev else None)
                         invoke(Command(resume=resume[0]) if resume else None, cfg)
                 except ReplayMissError as exc:
-                    raise _Stop(Divergence(exc.step, exc.node, "call", exc.kind, str(exc).split("\n", 1)[0],
-                                           exc.diff, _id(r))) from None
+                    raise _Stop(
+                        Divergence(exc.step, exc.node, "call", exc.kind, str(exc).split("\n", 1)[0], exc.diff, _id(r))
+                    ) from None
                 except Exception as exc:  # the graph failed: a difference if the recording did not
                     error = exc
                 new = _new_checkpoints(saver, scratch, before)
@@ -267,9 +284,17 @@ def reproduce(saver: Any, graph: Any, thread_id: str, *, keep: bool = False,
                         break
                 for k, n in enumerate(new):
                     if i + k >= len(chain):
-                        raise _Stop(Divergence(n.metadata.get("step"), _last_writer(saver, scratch, n), "end", None,
-                                               "the new run went on past the end of the recorded thread",
-                                               recorded_checkpoint=None, new_checkpoint=_id(n)))
+                        raise _Stop(
+                            Divergence(
+                                n.metadata.get("step"),
+                                _last_writer(saver, scratch, n),
+                                "end",
+                                None,
+                                "the new run went on past the end of the recorded thread",
+                                recorded_checkpoint=None,
+                                new_checkpoint=_id(n),
+                            )
+                        )
                     rec = chain[i + k]
                     _compare(saver, caches, scratch, rec, n)
                     mapping[_id(rec)] = _id(n)
@@ -279,12 +304,26 @@ def reproduce(saver: Any, graph: Any, thread_id: str, *, keep: bool = False,
                     recorded_error = last is not None and any(w[1] == _ERROR for w in last.pending_writes)
                     if not recorded_error:
                         step = new[-1].metadata.get("step") if new else md.get("step")
-                        raise _Stop(Divergence(step, None, "error", type(error).__name__,
-                                               f"the graph raised {type(error).__name__}: {error}"))
+                        raise _Stop(
+                            Divergence(
+                                step,
+                                None,
+                                "error",
+                                type(error).__name__,
+                                f"the graph raised {type(error).__name__}: {error}",
+                            )
+                        )
                 if not new:
-                    raise _Stop(Divergence(md.get("step"), None, "end", None,
-                                           f"the new run stopped before step {md.get('step')} "
-                                           f"({src} checkpoint {_id(r)})", recorded_checkpoint=_id(r)))
+                    raise _Stop(
+                        Divergence(
+                            md.get("step"),
+                            None,
+                            "end",
+                            None,
+                            f"the new run stopped before step {md.get('step')} ({src} checkpoint {_id(r)})",
+                            recorded_checkpoint=_id(r),
+                        )
+                    )
                 i += len(new)
             for rec, n in pairs:  # now that every run added its writes
                 _compare_writes(saver, thread_id, scratch, rec, n)
@@ -294,10 +333,15 @@ def reproduce(saver: Any, graph: Any, thread_id: str, *, keep: bool = False,
         if not keep:
             saver.delete_thread(scratch)
     return ReproduceResult(
-        thread_id=thread_id, scratch_thread=scratch, checkpoints=len(chain), compared=len(pairs), runs=runs,
+        thread_id=thread_id,
+        scratch_thread=scratch,
+        checkpoints=len(chain),
+        compared=len(pairs),
+        runs=runs,
         answered=dict(replay.answered) if replay else {"model": 0, "tool": 0},
         live=dict(replay.live) if replay else {"model": 0, "tool": 0},
-        divergence=divergence, kept=keep,
+        divergence=divergence,
+        kept=keep,
     )
 
 
@@ -328,7 +372,7 @@ def _resume_of(saver: Any, scratch: str, prev: Any, scratch_prev: str | None) ->
                     recorded.append((intr, vals[k]))
     new_ints: list[Any] = []
     tup = saver.get_tuple(_cfg(scratch, scratch_prev))
-    for _task, channel, value in (tup.pending_writes if tup else []):
+    for _task, channel, value in tup.pending_writes if tup else []:
         if channel == "__interrupt__":
             new_ints.extend(value if isinstance(value, (list, tuple)) else [value])
     out: dict[str, Any] = {}
@@ -380,8 +424,11 @@ def _update_of(saver: Any, thread_id: str, parent: Any, update: Any) -> tuple[di
         for task_id, channel, value in parent.pending_writes:
             path = paths.get((task_id, channel)) or ""
             # update_state's task: no path, or LangGraph's "~__interrupt__, <n>" one (langgraph 1.2)
-            if (task_id != fmt.NULL_TASK_ID and (not path or path.startswith("~__interrupt__"))
-                    and not fmt.is_internal_channel(channel)):
+            if (
+                task_id != fmt.NULL_TASK_ID
+                and (not path or path.startswith("~__interrupt__"))
+                and not fmt.is_internal_channel(channel)
+            ):
                 values[channel] = value
     seen_new = update.checkpoint.get("versions_seen", {})
     seen_old = parent.checkpoint.get("versions_seen", {}) if parent is not None else {}
@@ -403,14 +450,31 @@ def _compare(saver: Any, caches: tuple[dict, dict], scratch: str, rec: Any, new:
     for field in ("step", "source"):
         a, b = rec.metadata.get(field), new.metadata.get(field)
         if a != b:
-            raise _Stop(Divergence(step, _last_writer(saver, scratch, new), "source", field,
-                                   f"the new checkpoint's {field} is {b!r}, the recorded one's {a!r}",
-                                   recorded_checkpoint=rid, new_checkpoint=nid))
+            raise _Stop(
+                Divergence(
+                    step,
+                    _last_writer(saver, scratch, new),
+                    "source",
+                    field,
+                    f"the new checkpoint's {field} is {b!r}, the recorded one's {a!r}",
+                    recorded_checkpoint=rid,
+                    new_checkpoint=nid,
+                )
+            )
     a_next, b_next = _next(rec), _next(new)
     if a_next != b_next:
-        raise _Stop(Divergence(step, _last_writer(saver, scratch, new), "next", None,
-                               f"the next nodes are {list(b_next)}, recorded {list(a_next)}",
-                               _diff(list(a_next), list(b_next)), rid, nid))
+        raise _Stop(
+            Divergence(
+                step,
+                _last_writer(saver, scratch, new),
+                "next",
+                None,
+                f"the next nodes are {list(b_next)}, recorded {list(a_next)}",
+                _diff(list(a_next), list(b_next)),
+                rid,
+                nid,
+            )
+        )
     av, bv = rec.checkpoint["channel_values"], new.checkpoint["channel_values"]
     chans = sorted(set(av) | set(bv), key=lambda c: (fmt.is_internal_channel(c), c))
     for ch in chans:
@@ -419,8 +483,18 @@ def _compare(saver: Any, caches: tuple[dict, dict], scratch: str, rec: Any, new:
             a, b = canon(av.get(ch)), canon(bv.get(ch))
             parent = new.parent_config["configurable"]["checkpoint_id"] if new.parent_config else None
             writers = _writer(saver, scratch, parent) if parent else {}
-            raise _Stop(Divergence(step, writers.get(ch) or _last_writer(saver, scratch, new), "channel", ch,
-                                   f"channel {ch!r} differs", _diff(a, b), rid, nid))
+            raise _Stop(
+                Divergence(
+                    step,
+                    writers.get(ch) or _last_writer(saver, scratch, new),
+                    "channel",
+                    ch,
+                    f"channel {ch!r} differs",
+                    _diff(a, b),
+                    rid,
+                    nid,
+                )
+            )
 
 
 def _canon_channel(value: Any, cache: dict) -> Any:
@@ -442,6 +516,15 @@ def _compare_writes(saver: Any, thread_id: str, scratch: str, rec: Any, new: Any
         only_b = [json.loads(x) for x in b if x not in a]
         ch = (only_a or only_b)[0][0]
         writers = _writer(saver, thread_id, _id(rec))
-        raise _Stop(Divergence(rec.metadata.get("step"), writers.get(ch), "writes", ch,
-                               f"the pending writes of step {rec.metadata.get('step')} differ (channel {ch!r})",
-                               _diff(only_a, only_b), _id(rec), _id(new)))
+        raise _Stop(
+            Divergence(
+                rec.metadata.get("step"),
+                writers.get(ch),
+                "writes",
+                ch,
+                f"the pending writes of step {rec.metadata.get('step')} differ (channel {ch!r})",
+                _diff(only_a, only_b),
+                _id(rec),
+                _id(new),
+            )
+        )

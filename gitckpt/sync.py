@@ -41,11 +41,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .checkpoint import format as fmt
-from .checkpoint.threads import line_tips
+from .checkpoint.index import line_tips
 from .errors import InvalidInputError, NotFoundError, UntrustedDataError
 from .git import names
+from .git.locks import retry_cas
 from .git.remote import Remote
-from .git.repo import GitRepo, Oid, retry_cas
+from .git.repo import GitRepo, Oid
 from .store.format import STORE_REF
 from .store.merge import merge_store
 
@@ -79,8 +80,12 @@ class RefResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "ref": _short(self.ref), "status": self.status, "old": self.old, "new": self.new,
-            "target": _short(self.target) if self.target else None, "detail": self.detail,
+            "ref": _short(self.ref),
+            "status": self.status,
+            "old": self.old,
+            "new": self.new,
+            "target": _short(self.target) if self.target else None,
+            "detail": self.detail,
         }
 
 
@@ -109,8 +114,13 @@ class Result:
         return [r for r in self.refs if r.status != UP_TO_DATE]
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"action": self.action, "remote": self.remote, "url": self.url, "ok": self.ok,
-               "refs": [r.to_dict() for r in self.refs]}
+        out = {
+            "action": self.action,
+            "remote": self.remote,
+            "url": self.url,
+            "ok": self.ok,
+            "refs": [r.to_dict() for r in self.refs],
+        }
         if self.scan is not None:
             out["scan"] = self.scan.to_dict()
         return out
@@ -130,7 +140,7 @@ class SyncResult:
 
 
 def _short(ref: str) -> str:
-    return ref[len(HEADS):] if ref.startswith(HEADS) else ref
+    return ref[len(HEADS) :] if ref.startswith(HEADS) else ref
 
 
 # -- which refs ------------------------------------------------------------------------
@@ -212,8 +222,16 @@ def _open(repo: GitRepo | str | os.PathLike) -> tuple[GitRepo, bool]:
     return GitRepo(repo, create=False), True
 
 
-def pull(repo: GitRepo | str | os.PathLike, remote: str | None = None, threads: Sequence[str] | None = None,
-         store: bool = True, *, trust: bool = False, allow: Iterable[Any] = (), serde: Any = None) -> Result:
+def pull(
+    repo: GitRepo | str | os.PathLike,
+    remote: str | None = None,
+    threads: Sequence[str] | None = None,
+    store: bool = True,
+    *,
+    trust: bool = False,
+    allow: Iterable[Any] = (),
+    serde: Any = None,
+) -> Result:
     """Bring the remote's threads (all, or the ones named) and store branch here.
 
     ``repo`` is a path or an open :class:`GitRepo`; ``remote`` a configured
@@ -250,7 +268,9 @@ def pull(repo: GitRepo | str | os.PathLike, remote: str | None = None, threads: 
             result.scan = scan_new(r, fetched.values(), _local_refs(r).values(), allowed, cipher_of(serde))
             if not result.scan.ok and not trust:
                 raise UntrustedDataError(_untrusted_message(rem.label, result.scan), result.scan)
-            lines = sorted((n for n in fetched if n != STORE_REF), key=lambda n: (not n.startswith(_LINE_PREFIXES[0]), n))
+            lines = sorted(
+                (n for n in fetched if n != STORE_REF), key=lambda n: (not n.startswith(_LINE_PREFIXES[0]), n)
+            )
             for name in lines:
                 result.refs.append(_pull_line(r, name, fetched[name]))
             if STORE_REF in fetched:
@@ -267,15 +287,23 @@ def _untrusted_message(label: str, scan: Any) -> str:
     n = len(scan.findings)
     return (
         f"remote {label} sent {n} value(s) naming types outside the allowlist, or that cannot be "
-        f"checked ({', '.join(scan.types())}); no local ref was moved:\n  " + "\n  ".join(scan.lines())
+        f"checked ({', '.join(scan.types())}); no local ref was moved:\n  "
+        + "\n  ".join(scan.lines())
         + "\nReading them with LangGraph's default serializer would construct those types (run their code). "
         "Allow your own state types with `gitckpt allow module:Name` (git config gitckpt.allow) or --allow, "
         "or pass --trust (trust=True) if you trust whoever wrote them."
     )
 
 
-def clone(url: str, path: str | os.PathLike, *, trust: bool = False, allow: Iterable[Any] = (),
-          serde: Any = None, remote_name: str = DEFAULT_REMOTE) -> Result:
+def clone(
+    url: str,
+    path: str | os.PathLike,
+    *,
+    trust: bool = False,
+    allow: Iterable[Any] = (),
+    serde: Any = None,
+    remote_name: str = DEFAULT_REMOTE,
+) -> Result:
     """A new bare gitckpt repository at ``path`` holding ``url``'s threads and store.
 
     Configured as every repository gitckpt opens is (the textconv driver), with
@@ -341,15 +369,33 @@ def _pull_line(repo: GitRepo, name: str, theirs: Oid) -> RefResult:
         if held is None:
             if not repo.update_ref(fork, None, theirs):
                 return None
-            return RefResult(name, FORKED, None, str(theirs), target=fork,
-                             detail=f"both sides added checkpoints; the remote's line is {_short(fork)}")
+            return RefResult(
+                name,
+                FORKED,
+                None,
+                str(theirs),
+                target=fork,
+                detail=f"both sides added checkpoints; the remote's line is {_short(fork)}",
+            )
         if _contains(repo, theirs, held):
             if not repo.update_ref(fork, held, theirs):
                 return None
-            return RefResult(name, FORKED, str(held), str(theirs), target=fork,
-                             detail=f"both sides added checkpoints; the remote's line is {_short(fork)}")
-        return RefResult(name, DIVERGED, str(mine), str(mine), target=fork,
-                         detail=f"{_short(fork)} already holds another line; nothing changed")
+            return RefResult(
+                name,
+                FORKED,
+                str(held),
+                str(theirs),
+                target=fork,
+                detail=f"both sides added checkpoints; the remote's line is {_short(fork)}",
+            )
+        return RefResult(
+            name,
+            DIVERGED,
+            str(mine),
+            str(mine),
+            target=fork,
+            detail=f"{_short(fork)} already holds another line; nothing changed",
+        )
 
     return retry_cas(attempt, f"pull of {_short(name)}")
 
@@ -373,8 +419,13 @@ def _pull_store(repo: GitRepo, theirs: Oid, remote_name: str) -> RefResult:
         merge, taken = merge_store(repo, mine, theirs, remote_name)
         if not repo.update_ref(STORE_REF, mine, merge):
             return None
-        return RefResult(STORE_REF, MERGED, str(mine), str(merge),
-                         detail=f"both sides changed the store; {taken} item change(s) taken from the remote")
+        return RefResult(
+            STORE_REF,
+            MERGED,
+            str(mine),
+            str(merge),
+            detail=f"both sides changed the store; {taken} item change(s) taken from the remote",
+        )
 
     return retry_cas(attempt, "pull of the store")
 
@@ -382,8 +433,12 @@ def _pull_store(repo: GitRepo, theirs: Oid, remote_name: str) -> RefResult:
 # -- push ------------------------------------------------------------------------------
 
 
-def push(repo: GitRepo | str | os.PathLike, remote: str | None = None, threads: Sequence[str] | None = None,
-         store: bool = True) -> Result:
+def push(
+    repo: GitRepo | str | os.PathLike,
+    remote: str | None = None,
+    threads: Sequence[str] | None = None,
+    store: bool = True,
+) -> Result:
     """Send this repository's threads (all, or the ones named) and store branch.
 
     Never forced. Each ref is pushed when the remote lacks it or when it
@@ -419,8 +474,7 @@ def push(repo: GitRepo | str | os.PathLike, remote: str | None = None, threads: 
             r.close()
 
 
-def _plan_push(repo: GitRepo, name: str, mine: Oid,
-               remote: dict[str, Oid]) -> tuple[RefResult, str | None]:
+def _plan_push(repo: GitRepo, name: str, mine: Oid, remote: dict[str, Oid]) -> tuple[RefResult, str | None]:
     """What to do with local ref ``name``: its result, and the remote ref to push it to."""
     theirs = remote.get(name)
     if name == STORE_REF:
@@ -436,27 +490,55 @@ def _plan_push(repo: GitRepo, name: str, mine: Oid,
         return RefResult(name, PUSHED, None, str(mine), detail="new"), name
     if _contains(repo, mine, theirs):
         return RefResult(name, PUSHED, str(theirs), str(mine), detail="fast-forward"), name
-    pulled = name != STORE_REF and repo.has(theirs) and any(
-        _contains(repo, tip, theirs) for tip in line_tips(repo, _thread_of_ref(name) or "").values()
+    pulled = (
+        name != STORE_REF
+        and repo.has(theirs)
+        and any(_contains(repo, tip, theirs) for tip in line_tips(repo, _thread_of_ref(name) or "").values())
     )
     if not pulled:
         what = "store" if name == STORE_REF else "line"
-        return RefResult(name, REJECTED, str(theirs), str(theirs),
-                         detail=f"the remote's {what} has changes you do not have; pull first"), None
+        return RefResult(
+            name,
+            REJECTED,
+            str(theirs),
+            str(theirs),
+            detail=f"the remote's {what} has changes you do not have; pull first",
+        ), None
     fork = fork_ref_for(repo, name, theirs, mine)
     held = remote.get(fork)
     if held is None:
-        return RefResult(name, FORKED, None, str(mine), target=fork,
-                         detail=f"both sides added checkpoints; pushed as {_short(fork)}"), fork
+        return RefResult(
+            name, FORKED, None, str(mine), target=fork, detail=f"both sides added checkpoints; pushed as {_short(fork)}"
+        ), fork
     if _contains(repo, mine, held):
-        return RefResult(name, FORKED, str(held), str(mine), target=fork,
-                         detail=f"both sides added checkpoints; pushed as {_short(fork)}"), fork
-    return RefResult(name, REJECTED, str(theirs), str(theirs), target=fork,
-                     detail=f"the remote's {_short(fork)} has changes you do not have; pull first"), None
+        return RefResult(
+            name,
+            FORKED,
+            str(held),
+            str(mine),
+            target=fork,
+            detail=f"both sides added checkpoints; pushed as {_short(fork)}",
+        ), fork
+    return RefResult(
+        name,
+        REJECTED,
+        str(theirs),
+        str(theirs),
+        target=fork,
+        detail=f"the remote's {_short(fork)} has changes you do not have; pull first",
+    ), None
 
 
-def sync(repo: GitRepo | str | os.PathLike, remote: str | None = None, threads: Sequence[str] | None = None,
-         store: bool = True, *, trust: bool = False, allow: Iterable[Any] = (), serde: Any = None) -> SyncResult:
+def sync(
+    repo: GitRepo | str | os.PathLike,
+    remote: str | None = None,
+    threads: Sequence[str] | None = None,
+    store: bool = True,
+    *,
+    trust: bool = False,
+    allow: Iterable[Any] = (),
+    serde: Any = None,
+) -> SyncResult:
     """:func:`pull` (checked the same way: ``trust``, ``allow``, ``serde``), then
     :func:`push`: afterwards both sides hold every checkpoint. Nothing is pushed
     when the pull raises :class:`UntrustedDataError`."""

@@ -81,8 +81,10 @@ def render_call(call: dict) -> str:
         typed = shown.get(key)
         if isinstance(typed, (list, tuple)) and len(typed) == 2 and isinstance(typed[0], str):
             shown[key] = decode_typed(typed[0], bytes(typed[1]))
-    head = (f"# recorded {call.get('kind')} call {call.get('name')!r}: node {call.get('node')}, "
-            f"step {call.get('step')}, task {call.get('task')} (call {call.get('n')})")
+    head = (
+        f"# recorded {call.get('kind')} call {call.get('name')!r}: node {call.get('node')}, "
+        f"step {call.get('step')}, task {call.get('task')} (call {call.get('n')})"
+    )
     return head + "\n" + render_value(shown) + "\n"
 
 

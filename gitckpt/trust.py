@@ -50,8 +50,13 @@ EXT_PYDANTIC_V1 = 4
 EXT_PYDANTIC_V2 = 5
 EXT_NUMPY_ARRAY = 6
 EXT_DELTA_SNAPSHOT = 7
-_CONSTRUCTORS = (EXT_CONSTRUCTOR_SINGLE_ARG, EXT_CONSTRUCTOR_POS_ARGS, EXT_CONSTRUCTOR_KW_ARGS,
-                 EXT_PYDANTIC_V1, EXT_PYDANTIC_V2)
+_CONSTRUCTORS = (
+    EXT_CONSTRUCTOR_SINGLE_ARG,
+    EXT_CONSTRUCTOR_POS_ARGS,
+    EXT_CONSTRUCTOR_KW_ARGS,
+    EXT_PYDANTIC_V1,
+    EXT_PYDANTIC_V2,
+)
 _OPT = ormsgpack.OPT_NON_STR_KEYS
 
 #: The JSON form of a value that was not constructed.
@@ -161,8 +166,11 @@ class NotConstructed:
         return f"<not constructed: {self.type_name}({self.data!r})>"
 
     def __eq__(self, other: Any) -> bool:
-        return (isinstance(other, NotConstructed)
-                and (self.module, self.name, self.data) == (other.module, other.name, other.data))
+        return isinstance(other, NotConstructed) and (self.module, self.name, self.data) == (
+            other.module,
+            other.name,
+            other.data,
+        )
 
     def __hash__(self) -> int:
         return hash((NotConstructed, self.type_name))
@@ -246,8 +254,9 @@ def _strict_base():
 
         def __init__(self, allowed: Iterable[Any] = ()) -> None:
             self.allowed = normalize(allowed)
-            super().__init__(allowed_msgpack_modules=tuple(self.allowed) or None,
-                             __unpack_ext_hook__=make_ext_hook(self.allowed))
+            super().__init__(
+                allowed_msgpack_modules=tuple(self.allowed) or None, __unpack_ext_hook__=make_ext_hook(self.allowed)
+            )
 
         def with_msgpack_allowlist(self, extra_allowlist: Iterable[Any]) -> Any:
             merged = self.allowed | normalize(extra_allowlist)
@@ -473,8 +482,13 @@ class ScanReport:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "commits": self.commits, "blobs": self.blobs, "types": self.types(),
-                "findings": [f.to_dict() for f in self.findings]}
+        return {
+            "ok": self.ok,
+            "commits": self.commits,
+            "blobs": self.blobs,
+            "types": self.types(),
+            "findings": [f.to_dict() for f in self.findings],
+        }
 
 
 def _what(path: str, kind: str | None) -> str:
@@ -483,8 +497,9 @@ def _what(path: str, kind: str | None) -> str:
     return "checkpoint" if kind in ("checkpoint", None) else kind
 
 
-def scan_new(repo: Any, tips: Iterable[Any], known: Iterable[Any],
-             allowed: frozenset = frozenset(), cipher: Any = None) -> ScanReport:
+def scan_new(
+    repo: Any, tips: Iterable[Any], known: Iterable[Any], allowed: frozenset = frozenset(), cipher: Any = None
+) -> ScanReport:
     """Scan every blob the commits reachable from ``tips`` and not from ``known``
     add (each commit against its first parent: a blob it inherits unchanged was
     scanned with the commit that added it, or is already known). Nothing is decoded
@@ -515,13 +530,24 @@ def scan_new(repo: Any, tips: Iterable[Any], known: Iterable[Any],
                     item = "/".join(body["namespace"]) + f" key {body['key']!r}"
                 except Exception:
                     pass
-                report.findings.append(Finding("store item", None, None, None, path, str(new), str(commit.id),
-                                               found, item))
+                report.findings.append(
+                    Finding("store item", None, None, None, path, str(new), str(commit.id), found, item)
+                )
                 continue
             thread = t.get(fmt.THREAD)
             cid = t.get(fmt.CHECKPOINT) or t.get(fmt.WRITES_FOR)
-            report.findings.append(Finding(_what(path, kind), thread, t.get(fmt.NS, "") if thread else None, cid,
-                                           path, str(new), str(commit.id), found))
+            report.findings.append(
+                Finding(
+                    _what(path, kind),
+                    thread,
+                    t.get(fmt.NS, "") if thread else None,
+                    cid,
+                    path,
+                    str(new),
+                    str(commit.id),
+                    found,
+                )
+            )
     return report
 
 
@@ -531,7 +557,20 @@ def cipher_of(serde: Any) -> Any:
 
 
 __all__ = [
-    "CONFIG_KEY", "MARK", "NotConstructed", "Finding", "ScanReport", "make_ext_hook", "strict_serializer",
-    "make_strict", "scan_blob", "scan_msgpack", "scan_new", "parse_allow", "repo_allowlist", "normalize",
-    "add_to_repo", "remove_from_repo",
+    "CONFIG_KEY",
+    "MARK",
+    "NotConstructed",
+    "Finding",
+    "ScanReport",
+    "make_ext_hook",
+    "strict_serializer",
+    "make_strict",
+    "scan_blob",
+    "scan_msgpack",
+    "scan_new",
+    "parse_allow",
+    "repo_allowlist",
+    "normalize",
+    "add_to_repo",
+    "remove_from_repo",
 ]

@@ -1,7 +1,7 @@
 """Check that the running environment holds every direct dependency at its floor.
 
 .ci/run installs the package with ``uv pip install --resolution lowest-direct``
-into a second virtualenv and runs the floor tests there (docs/format.md 19).
+into a second virtualenv and runs the floor tests there (docs/format.md 20).
 This script, run with that virtualenv's python, proves the install really is
 the floors: for each requirement ``name>=X`` of ``[project.dependencies]`` and
 of the extras named on the command line, the installed version must equal X.

@@ -163,7 +163,7 @@ def test_graph_state_history_shows_every_readable_step(repo_path, tmp_path, capl
 
 HOLD_LOCK = textwrap.dedent("""
     import sys, time
-    from gitckpt.git.repo import take_maintenance_lock
+    from gitckpt.git.maintenance import take_maintenance_lock
     held = take_maintenance_lock(sys.argv[1])
     print("held" if held else "busy", flush=True)
     time.sleep(600)
@@ -191,7 +191,8 @@ def _all_there(repo_path: Path, latest: dict[str, str], steps: int) -> None:
 
 
 def test_a_live_holder_keeps_the_lock_and_a_killed_one_loses_it_at_once(repo_path):
-    from gitckpt.git.repo import MAINTENANCE_LOCK, RepositoryError, maintenance_lock, take_maintenance_lock
+    from gitckpt.errors import RepositoryError
+    from gitckpt.git.maintenance import MAINTENANCE_LOCK, maintenance_lock, take_maintenance_lock
 
     GitSaver(repo_path).close()
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(repo_path)], stdout=subprocess.PIPE, text=True)
@@ -219,7 +220,7 @@ def test_a_live_holder_keeps_the_lock_and_a_killed_one_loses_it_at_once(repo_pat
 
 
 def test_gc_killed_with_sigkill_leaves_no_stuck_lock(repo_path):
-    from gitckpt.git.repo import MAINTENANCE_LOCK
+    from gitckpt.git.maintenance import MAINTENANCE_LOCK
 
     latest = _filled(repo_path)
     lock = repo_path / MAINTENANCE_LOCK
@@ -245,7 +246,7 @@ def test_gc_killed_with_sigkill_leaves_no_stuck_lock(repo_path):
 
 
 def test_an_empty_unreadable_or_dead_pid_lock_is_stale(repo_path):
-    from gitckpt.git.repo import MAINTENANCE_LOCK, maintenance_lock, take_maintenance_lock
+    from gitckpt.git.maintenance import MAINTENANCE_LOCK, maintenance_lock, take_maintenance_lock
 
     GitSaver(repo_path).close()
     lock = repo_path / MAINTENANCE_LOCK

@@ -122,13 +122,16 @@ def test_saver_kwargs_and_record(clean_env):
     with pytest.raises(InvalidInputError, match="GITCKPT_RECORD must be"):
         ls.saver_kwargs()
     clean_env.setenv(ls.RECORD_ENV, "1")
-    import inspect
+    assert ls.saver_kwargs() == {"durability": "os", "serde": None, "record": True}
+    clean_env.setenv(ls.RECORD_ENV, "off")
+    assert "record" not in ls.saver_kwargs()
 
-    if "record" in inspect.signature(GitSaver.__init__).parameters:
-        assert ls.saver_kwargs()["record"] is True
-    else:  # no recording in this gitckpt: refuse to start rather than silently not record
-        with pytest.raises(InvalidInputError, match="cannot record"):
-            ls.saver_kwargs()
+
+async def test_record_env_makes_a_recording_saver(clean_env, tmp_path):
+    clean_env.setenv(ls.REPO_ENV, str(tmp_path / "r.git"))
+    clean_env.setenv(ls.RECORD_ENV, "1")
+    async with ls.checkpointer() as saver:
+        assert saver.record is True
 
 
 async def test_entry_points_share_one_saver_and_store_and_close_them(clean_env, tmp_path):
@@ -702,3 +705,181 @@ async def test_langgraph_dev_on_git(tmp_path, clean_env):
         server.stop()
     assert not (project / ".gitckpt").exists()
     assert not list((repo / "gitckpt-journal").iterdir())  # the reloaded and the stopped server closed it
+
+
+# -- recording through the server, reproduced offline (issue 15, with issue 13's recording) ---
+
+AGENT = textwrap.dedent('''
+    """A deterministic tool-calling agent; counts model calls and tool runs in files."""
+    import json
+    import os
+    from typing import Annotated, TypedDict
+
+    from langchain_core.language_models.chat_models import BaseChatModel
+    from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
+    from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+    from langchain_core.tools import tool
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.graph.message import add_messages
+    from langgraph.prebuilt import ToolNode
+
+
+    def _log(var, line):
+        with open(os.environ[var], "a") as fh:
+            fh.write(line + "\\n")
+
+
+    class CountingModel(BaseChatModel):
+        @property
+        def _llm_type(self):
+            return "counting-test-model"
+
+        def _answer(self, messages):
+            _log("STUDIO_MODEL_LOG", f"model {len(messages)}")
+            last = messages[-1]
+            if isinstance(last, HumanMessage) and "weather in" in str(last.content):
+                city = str(last.content).split("weather in", 1)[1].strip()
+                return AIMessage(content="", tool_calls=[
+                    {"name": "get_weather", "args": {"city": city}, "id": f"call_{len(messages)}"}])
+            if isinstance(last, ToolMessage):
+                return AIMessage(content=f"it is {last.content}")
+            return AIMessage(content=f"you said {last.content}")
+
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+            return ChatResult(generations=[ChatGeneration(message=self._answer(messages))])
+
+        def _stream(self, messages, stop=None, run_manager=None, **kwargs):  # Studio streams messages
+            msg = self._answer(messages)
+            chunks = [{"content": w} for w in msg.content.split(" ")] if msg.content else [{"content": ""}]
+            if msg.tool_calls:
+                chunks[-1]["tool_call_chunks"] = [
+                    {"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i}
+                    for i, c in enumerate(msg.tool_calls)]
+            for i, chunk in enumerate(chunks):
+                if i < len(chunks) - 1:
+                    chunk["content"] += " "
+                yield ChatGenerationChunk(message=AIMessageChunk(**chunk))
+
+        def bind_tools(self, tools, **kwargs):
+            return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
+
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        _log("STUDIO_TOOL_LOG", f"get_weather {city}")
+        return f"sunny in {city}"
+
+
+    class State(TypedDict):
+        messages: Annotated[list, add_messages]
+
+
+    model = CountingModel().bind_tools([get_weather])
+
+
+    def agent(state: State) -> dict:
+        return {"messages": [model.invoke(state["messages"])]}
+
+
+    def route(state: State) -> str:
+        return "tools" if getattr(state["messages"][-1], "tool_calls", None) else END
+
+
+    builder = StateGraph(State)
+    builder.add_node("agent", agent)
+    builder.add_node("tools", ToolNode([get_weather]))
+    builder.add_edge(START, "agent")
+    builder.add_conditional_edges("agent", route, ["tools", END])
+    builder.add_edge("tools", "agent")
+    graph = builder.compile()
+''')
+
+
+@pytest.mark.server
+@pytest.mark.skipif(not HAS_SERVER, reason=SERVER_SKIP)
+async def test_langgraph_dev_records_and_reproduce_replays_a_studio_thread(tmp_path, clean_env):
+    """GITCKPT_RECORD=1: the runs the server makes are recorded; `gitckpt reproduce` re-runs
+    a thread made through the server API (as Studio makes them) with no model call and no tool run."""
+    from langgraph_sdk import get_client
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "graph.py").write_text(AGENT)
+    (project / "langgraph.json").write_text(
+        json.dumps({"dependencies": ["."], "graphs": {"agent": "./graph.py:graph"}, "env": {ls.RECORD_ENV: "1"}})
+    )
+    models, tools = tmp_path / "model-calls.txt", tmp_path / "tool-runs.txt"
+    env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS and not k.startswith(("LANGSMITH", "LANGCHAIN"))}
+    env.update(
+        XDG_DATA_HOME=str(tmp_path / "xdg"),
+        LANGGRAPH_NO_VERSION_CHECK="true",
+        LANGGRAPH_CLI_NO_ANALYTICS="1",
+        LANGSMITH_TRACING="false",
+        STUDIO_MODEL_LOG=str(models),
+        STUDIO_TOOL_LOG=str(tools),
+    )
+
+    def gitckpt_process(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "gitckpt", *args], cwd=project, env=env, capture_output=True, text=True, timeout=60
+        )
+
+    res = gitckpt_process("server", "init")
+    assert res.returncode == 0, res.stderr
+    repo = ls.default_repo(project)
+    server = DevServer(project, env, tmp_path / "server.log")
+    try:
+        server.start()
+        client = get_client(url=server.url, timeout=60)
+        thread = (await client.threads.create())["thread_id"]
+        # a run as runs.wait makes it (the model is invoked) ...
+        ask = {"messages": [{"role": "user", "content": "weather in Paris"}]}
+        out = await client.runs.wait(thread, "agent", input=ask)
+        assert [m["content"] for m in out["messages"]] == [
+            "weather in Paris", "", "sunny in Paris", "it is sunny in Paris"]
+        # ... and one as Studio makes it: streaming the model's messages (the model is streamed)
+        chunks = [
+            c
+            async for c in client.runs.stream(
+                thread, "agent", input={"messages": [{"role": "user", "content": "thanks"}]},
+                stream_mode=["values", "messages-tuple"],
+            )
+        ]
+        assert any(c.event == "messages" for c in chunks)
+        state = await client.threads.get_state(thread)
+        assert state["values"]["messages"][-1]["content"] == "you said thanks"
+        assert len(models.read_text().splitlines()) == 3 and tools.read_text() == "get_weather Paris\n"
+
+        # the repository holds the calls, each with the step that made it
+        log = gitckpt_process("log", thread, "--json")
+        assert log.returncode == 0, log.stderr
+        rows = json.loads(log.stdout)
+        assert [(r["step"], r["calls"]) for r in rows if r["calls"]] == [(6, 1), (3, 1), (2, 1), (1, 1)]
+        shown = gitckpt_process("show", thread)  # the latest checkpoint: the streamed model call
+        assert shown.returncode == 0 and "Recorded calls" in shown.stdout and "model CountingModel" in shown.stdout, (
+            shown.stdout + shown.stderr
+        )
+        with GitSaver(repo) as saver:
+            calls = saver.recorded_calls(thread)
+        assert sorted((c["kind"], c["node"]) for c in calls) == [
+            ("model", "agent"), ("model", "agent"), ("model", "agent"), ("tool", "tools")]
+
+        # reproduce, offline, in another process, while the server runs: no model call, no tool run
+        before = (models.read_text(), tools.read_text())
+        rep = gitckpt_process("reproduce", thread, "--graph", str(project / "graph.py") + ":graph", "--json")
+        assert rep.returncode == 0, rep.stdout + rep.stderr
+        result = json.loads(rep.stdout)
+        assert result["ok"] and result["runs"] == 2 and result["compared"] == result["checkpoints"]
+        assert result["answered"] == {"model": 3, "tool": 1} and result["live"] == {"model": 0, "tool": 0}
+        assert (models.read_text(), tools.read_text()) == before
+        # the graph named by langgraph.json works as well, and the scratch threads are gone
+        rep = gitckpt_process("reproduce", thread, "--graph", "agent")
+        assert rep.returncode == 0, rep.stdout + rep.stderr
+        assert rep.stdout.startswith("reproduced ") and "3 model calls and 1 tool call answered" in rep.stdout
+        assert (models.read_text(), tools.read_text()) == before
+        assert not any("reproduce-" in r for r in _refs(repo))
+        assert (await client.threads.get_state(thread))["values"] == state["values"]  # the server's view is untouched
+    finally:
+        server.stop()

@@ -24,7 +24,7 @@ ALLOWED = {
 # modules that must not import LangGraph or LangChain, even indirectly (the CLI's
 # log/threads and the textconv driver start without them)
 LIGHT = ["gitckpt.git.repo", "gitckpt.git.remote", "gitckpt.checkpoint.format", "gitckpt.checkpoint.index",
-         "gitckpt.checkpoint.threads", "gitckpt.store.format", "gitckpt.store.merge", "gitckpt.sync",
+         "gitckpt.store.format", "gitckpt.store.merge", "gitckpt.sync",
          "gitckpt.textconv", "gitckpt.trust", "gitckpt.langgraph_server"]
 
 

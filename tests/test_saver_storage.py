@@ -292,7 +292,7 @@ def test_reader_while_writer_writes(repo_path, tmp_path):
 
 
 def test_index_cache_file_is_used_and_never_trusted_blindly(repo_path, monkeypatch):
-    import gitckpt.checkpoint.threads as saver_mod
+    import gitckpt.checkpoint.index as saver_mod
 
     monkeypatch.setattr(saver_mod, "_SAVE_MIN", 5)
     s = GitSaver(repo_path)
@@ -338,7 +338,7 @@ def test_small_packs_are_merged_in_the_background(repo_path):
 
 
 def test_a_repack_that_could_not_start_is_tried_again_soon(repo_path):
-    from gitckpt.git.repo import PACK_EVERY, PACK_RETRY, take_maintenance_lock
+    from gitckpt.git.maintenance import PACK_EVERY, PACK_RETRY, take_maintenance_lock
 
     saver = GitSaver(repo_path)
     lock = take_maintenance_lock(repo_path)  # as another process's repack holds it
@@ -477,7 +477,7 @@ def test_index_cache_file_is_rewritten_geometrically(repo_path, monkeypatch):
     """Rewriting the cache file costs time in proportion to the thread, so a
     growing thread rewrites it after a quarter more commits (not after a fixed
     number), and the file on disk is never more than that quarter behind."""
-    import gitckpt.checkpoint.threads as saver_mod
+    import gitckpt.checkpoint.index as saver_mod
     from gitckpt.checkpoint.index import ThreadIndex
 
     monkeypatch.setattr(saver_mod, "_SAVE_MIN", 5)

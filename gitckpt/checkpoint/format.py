@@ -138,30 +138,58 @@ def _is_hex_id(text: str | None) -> bool:
     return text is not None and len(text) == 40 and all(c in "0123456789abcdef" for c in text)
 
 
-def checkpoint_message(subject: str, *, thread_id: str, ns: str, checkpoint_id: str, parent_id: str | None,
-                       step: Any, source: Any, run_id: Any) -> str:
-    return build_message(subject, [
-        (KIND, Kind.CHECKPOINT.value), (THREAD, thread_id), (NS, ns or None), (CHECKPOINT, checkpoint_id),
-        (PARENT, parent_id), (STEP, step), (SOURCE, source), (RUN, run_id),
-    ])
+def checkpoint_message(
+    subject: str,
+    *,
+    thread_id: str,
+    ns: str,
+    checkpoint_id: str,
+    parent_id: str | None,
+    step: Any,
+    source: Any,
+    run_id: Any,
+) -> str:
+    return build_message(
+        subject,
+        [
+            (KIND, Kind.CHECKPOINT.value),
+            (THREAD, thread_id),
+            (NS, ns or None),
+            (CHECKPOINT, checkpoint_id),
+            (PARENT, parent_id),
+            (STEP, step),
+            (SOURCE, source),
+            (RUN, run_id),
+        ],
+    )
 
 
-def writes_message(subject: str, *, thread_id: str, ns: str, writes_for: str, writes_tree: Any,
-                   task_id: str | None = None) -> str:
-    return build_message(subject, [
-        (KIND, Kind.WRITES.value), (THREAD, thread_id), (NS, ns or None), (WRITES_FOR, writes_for),
-        (WRITES_TREE, writes_tree), (TASK, task_id),
-    ])
+def writes_message(
+    subject: str, *, thread_id: str, ns: str, writes_for: str, writes_tree: Any, task_id: str | None = None
+) -> str:
+    return build_message(
+        subject,
+        [
+            (KIND, Kind.WRITES.value),
+            (THREAD, thread_id),
+            (NS, ns or None),
+            (WRITES_FOR, writes_for),
+            (WRITES_TREE, writes_tree),
+            (TASK, task_id),
+        ],
+    )
 
 
 def delete_message(subject: str, *, thread_id: str, deleted: list[tuple[str, str]]) -> str:
-    return build_message(subject, [(KIND, Kind.DELETE.value), (THREAD, thread_id)]
-                         + [(DELETED, f"{ns} {cid}") for ns, cid in deleted])
+    return build_message(
+        subject, [(KIND, Kind.DELETE.value), (THREAD, thread_id)] + [(DELETED, f"{ns} {cid}") for ns, cid in deleted]
+    )
 
 
 def marker_message(kind: Kind, subject: str, *, thread_id: str, ns: str = "") -> str:
     """A commit that only marks where a line starts (``copy``, ``fork``)."""
     return build_message(subject, [(KIND, kind.value), (THREAD, thread_id), (NS, ns or None)])
+
 
 def pack_value(typed: tuple[str, bytes]) -> bytes:
     kind, payload = typed

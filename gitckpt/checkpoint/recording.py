@@ -61,7 +61,9 @@ from ..errors import InvalidInputError, ReplayMissError
 _ADDR = re.compile(r" at 0x[0-9a-fA-F]+")
 _SECRET_KEY = re.compile(
     r"(api[-_]?key|secret|password|passwd|credential|access[-_]?token|auth[-_]?token|bearer|private[-_]?key"
-    r"|authorization|cookie)", re.I)
+    r"|authorization|cookie)",
+    re.I,
+)
 _MESSAGE_DROP = {"id", "response_metadata", "usage_metadata", "lc_attributes"}
 
 
@@ -149,8 +151,12 @@ def message_digest(m: Any) -> bytes:
         return _message_digest(normalize_message(m))
     content = m.content
     # (tool_calls only on AI messages: a missing attribute of a pydantic model is slow to ask for)
-    key = (m.id, m.type, hash(content) if isinstance(content, str) else _dump(to_plain(content)),
-           len(m.tool_calls) if isinstance(m, AIMessage) else 0)
+    key = (
+        m.id,
+        m.type,
+        hash(content) if isinstance(content, str) else _dump(to_plain(content)),
+        len(m.tool_calls) if isinstance(m, AIMessage) else 0,
+    )
     hit = _DIGEST_CACHE.get(key)
     if hit is None:
         hit = _message_digest(normalize_message(m))
@@ -214,6 +220,7 @@ def sanitize(value: Any, secrets: Sequence[str] = ()) -> Any:
     ``SecretStr`` values and known secret strings are replaced."""
     try:
         from pydantic import SecretBytes, SecretStr
+
         secret_types: tuple = (SecretStr, SecretBytes)
     except Exception:  # pragma: no cover
         secret_types = ()
@@ -350,8 +357,9 @@ class Recorder(BaseCallbackHandler):
             warnings.warn(f"gitckpt: a call could not be recorded ({exc})", stacklevel=2)
 
     # chat models
-    def on_chat_model_start(self, serialized, messages, *, run_id, parent_run_id=None, tags=None,
-                            metadata=None, **kwargs):
+    def on_chat_model_start(
+        self, serialized, messages, *, run_id, parent_run_id=None, tags=None, metadata=None, **kwargs
+    ):
         replay = _REPLAY.get()
         ctx = task_context()
         if ctx is None and replay is None:
@@ -360,14 +368,24 @@ class Recorder(BaseCallbackHandler):
         model = _current_models.get(None)
         secrets = secret_values(model) if model is not None else []
         asked = model_input(messages[0] if messages else [], params, secrets)
-        name = (params.get("model") or params.get("model_name") or (metadata or {}).get("ls_model_name")
-                or (serialized or {}).get("name") or params.get("_type") or "chat model")
+        name = (
+            params.get("model")
+            or params.get("model_name")
+            or (metadata or {}).get("ls_model_name")
+            or (serialized or {}).get("name")
+            or params.get("_type")
+            or "chat model"
+        )
         replayed = False
         if replay is not None:
             replayed = replay.answer_model(run_id, str(name), asked, ctx)
         if ctx is not None:
-            self._start(run_id, parent_run_id, {"kind": "model", "name": str(name), "input": asked,
-                                                 "digest": asked.digest, "replayed": replayed}, ctx)
+            self._start(
+                run_id,
+                parent_run_id,
+                {"kind": "model", "name": str(name), "input": asked, "digest": asked.digest, "replayed": replayed},
+                ctx,
+            )
 
     def on_llm_start(self, serialized, prompts, **kwargs):  # completion models are not recorded
         return None
@@ -386,15 +404,20 @@ class Recorder(BaseCallbackHandler):
             self._finish(run_id, error=error)
 
     # tools
-    def on_tool_start(self, serialized, input_str, *, run_id, parent_run_id=None, tags=None, metadata=None,
-                      inputs=None, **kwargs):
+    def on_tool_start(
+        self, serialized, input_str, *, run_id, parent_run_id=None, tags=None, metadata=None, inputs=None, **kwargs
+    ):
         ctx = task_context()
         if ctx is None:
             return
         name = (serialized or {}).get("name") or "tool"
         asked = tool_input(name, inputs if inputs is not None else input_str)
-        self._start(run_id, parent_run_id, {"kind": "tool", "name": name, "input": asked, "digest": digest(asked),
-                                            "replayed": False}, ctx)
+        self._start(
+            run_id,
+            parent_run_id,
+            {"kind": "tool", "name": name, "input": asked, "digest": digest(asked), "replayed": False},
+            ctx,
+        )
 
     def on_tool_end(self, output, *, run_id, **kwargs):
         if run_id in self._open:
@@ -407,14 +430,23 @@ class Recorder(BaseCallbackHandler):
     def file_replayed_tool(self, ctx: dict | None, name: str, asked: dict, output: Any, error: Any) -> None:
         """A tool call answered from a recording is recorded again in a recording saver."""
         run_id = uuid.uuid4()
-        self._start(run_id, None, {"kind": "tool", "name": name, "input": asked, "digest": digest(asked),
-                                   "replayed": True}, ctx or {})
+        self._start(
+            run_id,
+            None,
+            {"kind": "tool", "name": name, "input": asked, "digest": digest(asked), "replayed": True},
+            ctx or {},
+        )
         self._finish(run_id, output=output, error=error)
 
 
 def ctx_fields(ctx: dict[str, Any]) -> dict[str, Any]:
-    return {"node": ctx.get("node"), "step": ctx.get("step"), "path": ctx.get("path") or [],
-            "ns": ctx.get("ns") or "", "task": ctx.get("task_id")}
+    return {
+        "node": ctx.get("node"),
+        "step": ctx.get("step"),
+        "path": ctx.get("path") or [],
+        "ns": ctx.get("ns") or "",
+        "task": ctx.get("task_id"),
+    }
 
 
 _RECORDER: Recorder | None = None
@@ -635,10 +667,14 @@ class Replay:
         node, step = ctx.get("node"), ctx.get("step")
         ns = strip_task_ids(ctx.get("ns") or "")
         pool = [c for c in self.calls if c.kind == kind and not c.used] or [c for c in self.calls if c.kind == kind]
-        near = sorted(pool, key=lambda c: (c.node != node, c.ns != ns, abs((c.step or 0) - (step or 0)),
-                                            c.name != name, c.order))[:1]
-        what = "the model was asked something it was not asked before" if kind == "model" else (
-            f"tool {name!r} was called with arguments it was not called with before")
+        near = sorted(
+            pool, key=lambda c: (c.node != node, c.ns != ns, abs((c.step or 0) - (step or 0)), c.name != name, c.order)
+        )[:1]
+        what = (
+            "the model was asked something it was not asked before"
+            if kind == "model"
+            else (f"tool {name!r} was called with arguments it was not called with before")
+        )
         where = f"step {step}, node {node!r}" + (f" (namespace {ns})" if ns and ns.count("|") else "")
         text = f"no recorded answer at {where}: {what}"
         diff = ""
@@ -717,7 +753,8 @@ def activate(replay: Replay) -> Iterator[Replay]:
 
 
 _SAFE_ERRORS = {
-    name: obj for name, obj in __import__("builtins").__dict__.items()
+    name: obj
+    for name, obj in __import__("builtins").__dict__.items()
     if isinstance(obj, type) and issubclass(obj, Exception)
 }
 
@@ -748,7 +785,8 @@ def _summary(value: Any, limit: int = 80) -> str:
         calls = getattr(value, "tool_calls", None) or []
         if calls:
             text = (text + " " if text else "") + " ".join(
-                f"→{c.get('name')}({json.dumps(to_plain(c.get('args')), ensure_ascii=False)})" for c in calls)
+                f"→{c.get('name')}({json.dumps(to_plain(c.get('args')), ensure_ascii=False)})" for c in calls
+            )
     else:
         text = value if isinstance(value, str) else json.dumps(to_plain(value), ensure_ascii=False)
     text = " ".join(str(text).split())
@@ -787,8 +825,11 @@ class SaverRecording:
             try:
                 out.append(self.encode(thread_id, ns, cid, record))
             except Exception as exc:
-                warnings.warn(f"gitckpt: a {record.get('kind')} call of node {record.get('node')!r} "
-                              f"could not be recorded ({exc})", stacklevel=2)
+                warnings.warn(
+                    f"gitckpt: a {record.get('kind')} call of node {record.get('node')!r} "
+                    f"could not be recorded ({exc})",
+                    stacklevel=2,
+                )
         return out
 
     def remember(self, thread_id: str, ns: str, cid: str, values: dict) -> None:
@@ -835,9 +876,16 @@ class SaverRecording:
         (the checkpoint is in the history already), the others inline."""
         dumps = self.saver.serde.dumps_typed
         out: dict[str, Any] = {
-            "v": 1, "kind": record["kind"], "name": record.get("name"), "node": record.get("node"),
-            "step": record.get("step"), "path": record.get("path") or [], "ns": record.get("ns") or "",
-            "task": record.get("task"), "n": record.get("n", 0), "digest": record.get("digest"),
+            "v": 1,
+            "kind": record["kind"],
+            "name": record.get("name"),
+            "node": record.get("node"),
+            "step": record.get("step"),
+            "path": record.get("path") or [],
+            "ns": record.get("ns") or "",
+            "task": record.get("task"),
+            "n": record.get("n", 0),
+            "digest": record.get("digest"),
             "replayed": bool(record.get("replayed")),
         }
         asked = record.get("input")
@@ -864,8 +912,10 @@ class SaverRecording:
             out["args"] = (asked or {}).get("args")
         output, error = record.get("output"), record.get("error")
         if error is not None:
-            out["error"] = [f"{type(error).__module__}.{type(error).__qualname__}".removeprefix("builtins."),
-                            str(error)]
+            out["error"] = [
+                f"{type(error).__module__}.{type(error).__qualname__}".removeprefix("builtins."),
+                str(error),
+            ]
             out["summary"] = f"error: {_summary(str(error))}"
         else:
             try:
@@ -935,11 +985,12 @@ def resolve_input(saver: Any, data: dict, cache: dict | None = None) -> dict:
         # element, the checkpoint (an ancestor) it points into
         key = (data["checkpoint_ns"], seg[4] if len(seg) > 4 else data["checkpoint_id"])
         if key not in cache:
-            tup = saver.get_tuple({"configurable": {"thread_id": data["thread_id"], "checkpoint_ns": key[0],
-                                                    "checkpoint_id": key[1]}})
+            tup = saver.get_tuple(
+                {"configurable": {"thread_id": data["thread_id"], "checkpoint_ns": key[0], "checkpoint_id": key[1]}}
+            )
             cache[key] = tup.checkpoint["channel_values"] if tup else {}
         items = cache[key].get(seg[1]) or []
-        messages.extend(normalize_message(m) for m in items[seg[2]: seg[3]])
+        messages.extend(normalize_message(m) for m in items[seg[2] : seg[3]])
     return {"messages": messages, "settings": data.get("settings") or {}}
 
 

@@ -50,11 +50,11 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from ..errors import ConfigError, CorruptObjectError, InvalidInputError, NotFoundError
 from ..git import names
-from ..git.repo import BLOB, TREE, GitRepo, Oid, retry_cas
+from ..git.locks import retry_cas
+from ..git.repo import BLOB, TREE, GitRepo, Oid
 from . import format as fmt
-from .index import Entry, ThreadIndex
+from .index import CACHE_THREADS, Entry, ThreadIndex, ThreadIndexes
 from .recording import Replay, SaverRecording, activate, ensure_hook
-from .threads import CACHE_THREADS, ThreadIndexes
 from .values import DecodedCache
 
 #: Items per chunk blob of a long list, and chunks per group tree.
@@ -62,6 +62,7 @@ CHUNK = 32
 GROUP = 64
 #: Lists shorter than this are one blob.
 CHUNK_MIN = 2 * CHUNK
+
 
 class _Update:
     """One queued write of a thread (see GitSaver._submit)."""
@@ -76,6 +77,7 @@ class _Update:
         self.done = False
         self.error: BaseException | None = None
 
+
 logger = logging.getLogger(__name__)
 
 
@@ -86,15 +88,17 @@ def _serde_hint(data: Any) -> str:
     kind = data[0] if isinstance(data, tuple) else bytes(data[:32]).partition(b"\n")[0].decode("ascii", "replace")
     if "+" not in kind:
         return ""
-    return (f"; it is encrypted ({kind}): read it with the serializer that wrote it "
-            "(GitSaver(serde=...), or `gitckpt --serde aes` with $LANGGRAPH_AES_KEY set)")
+    return (
+        f"; it is encrypted ({kind}): read it with the serializer that wrote it "
+        "(GitSaver(serde=...), or `gitckpt --serde aes` with $LANGGRAPH_AES_KEY set)"
+    )
 
 
 class GitSaver(BaseCheckpointSaver[str]):
     """A drop-in ``BaseCheckpointSaver`` on a bare git repository, sync and async.
 
     It finds checkpoints through its thread indexes (``self.indexes``, a
-    :class:`~gitckpt.checkpoint.threads.ThreadIndexes`; docs/format.md, 6).
+    :class:`~gitckpt.checkpoint.index.ThreadIndexes`; docs/format.md, 6).
 
     Args:
         path: the bare repository; created if it does not exist.
@@ -192,7 +196,9 @@ class GitSaver(BaseCheckpointSaver[str]):
         inner = getattr(value, "_unpack_ext_hook", None)
         self._msgpack_hook = (
             self._decoded.ext_hook(inner)
-            if type(value) is JsonPlusSerializer and inner is not None and self._decoded_cache_bytes > 0
+            if type(value) is JsonPlusSerializer
+            and inner is not None
+            and self._decoded_cache_bytes > 0
             and not getattr(value, "_custom_unpack_ext_hook", True)
             else None
         )
@@ -295,7 +301,9 @@ class GitSaver(BaseCheckpointSaver[str]):
             return self._read_list((thread_id, ns, ch), oid, what)
         return self._load_blob(oid, what)
 
-    def _read_checkpoint(self, thread_id: str, ns: str, cid: str, entry: Entry) -> tuple[Checkpoint, CheckpointMetadata]:
+    def _read_checkpoint(
+        self, thread_id: str, ns: str, cid: str, entry: Entry
+    ) -> tuple[Checkpoint, CheckpointMetadata]:
         what = f"thread {thread_id!r} checkpoint {cid}"
         tree = self._tree_of(entry, what)
         try:
@@ -317,7 +325,10 @@ class GitSaver(BaseCheckpointSaver[str]):
                     continue
                 values[ch] = self._read_channel(thread_id, ns, ch, oid, mode, what)
             self._remember_base(
-                (thread_id, ns, cid), entries, checkpoint.get("channel_versions", {}), checkpoint.get("versions_seen", {})
+                (thread_id, ns, cid),
+                entries,
+                checkpoint.get("channel_versions", {}),
+                checkpoint.get("versions_seen", {}),
             )
         checkpoint["channel_values"] = values
         return checkpoint, metadata
@@ -347,8 +358,10 @@ class GitSaver(BaseCheckpointSaver[str]):
         stored for a checkpoint, undecoded (``gitckpt reproduce`` reads the task paths)."""
         with self.lock:
             idx = self.indexes.get(str(thread_id))
-            return [fmt.unpack_write(self.repo.read_blob(oid, f"pending write {name}"))
-                    for name, oid in sorted(self._write_blobs(idx, ns, cid).items())]
+            return [
+                fmt.unpack_write(self.repo.read_blob(oid, f"pending write {name}"))
+                for name, oid in sorted(self._write_blobs(idx, ns, cid).items())
+            ]
 
     def _tuple(self, thread_id: str, idx: ThreadIndex, ns: str, cid: str, entry: Entry) -> CheckpointTuple:
         checkpoint, metadata = self._read_checkpoint(thread_id, ns, cid, entry)
@@ -469,8 +482,9 @@ class GitSaver(BaseCheckpointSaver[str]):
     def _remember_base(self, key: tuple, entries: dict, versions: Mapping, seen: Mapping) -> None:
         self._bases[key] = (entries, dict(versions), seen)
 
-    def _remember_chunks(self, key: tuple, items: builtins.list, chunk_oids: builtins.list,
-                         group_oids: builtins.list) -> None:
+    def _remember_chunks(
+        self, key: tuple, items: builtins.list, chunk_oids: builtins.list, group_oids: builtins.list
+    ) -> None:
         self._chunks[key] = (items, chunk_oids, group_oids)
 
     def _base(self, thread_id: str, ns: str, cid: str, entry: Entry) -> tuple:
@@ -543,8 +557,16 @@ class GitSaver(BaseCheckpointSaver[str]):
             return self._encode_list(key, value), TREE
         return self._encode_value(value), BLOB
 
-    def _subject(self, idx: ThreadIndex, ns: str, parent: str | None, checkpoint: Checkpoint,
-                 metadata: CheckpointMetadata, new_versions: ChannelVersions, parent_seen: Mapping) -> str:
+    def _subject(
+        self,
+        idx: ThreadIndex,
+        ns: str,
+        parent: str | None,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+        parent_seen: Mapping,
+    ) -> str:
         """One line for people: step, source, which nodes wrote which channels."""
         step = metadata.get("step")
         source = metadata.get("source", "?")
@@ -709,8 +731,14 @@ class GitSaver(BaseCheckpointSaver[str]):
                 root["channels"] = (self.repo.tree(entries), TREE)
             subject = self._subject(idx, ns, parent, checkpoint, md, new_versions, base_seen)
             message = fmt.checkpoint_message(
-                subject, thread_id=thread_id, ns=ns, checkpoint_id=cid, parent_id=parent,
-                step=md.get("step"), source=md.get("source"), run_id=md.get("run_id"),
+                subject,
+                thread_id=thread_id,
+                ns=ns,
+                checkpoint_id=cid,
+                parent_id=parent,
+                step=md.get("step"),
+                source=md.get("source"),
+                run_id=md.get("run_id"),
             )
             # continue the line whose newest checkpoint is the parent; a first
             # checkpoint continues a line that holds only early writes, if any
@@ -731,7 +759,13 @@ class GitSaver(BaseCheckpointSaver[str]):
             idx.last_line[ns] = line
             step = md.get("step")
             entry = Entry.of(
-                commit, root_tree, parent, step if isinstance(step, int) else None, md.get("source"), md.get("run_id"), line
+                commit,
+                root_tree,
+                parent,
+                step if isinstance(step, int) else None,
+                md.get("source"),
+                md.get("run_id"),
+                line,
             )
             idx.add_checkpoint(ns, cid, entry)
             self._remember_base((thread_id, ns, cid), dict(entries), versions, cp.get("versions_seen", {}))
@@ -762,7 +796,9 @@ class GitSaver(BaseCheckpointSaver[str]):
             try:
                 typed = self._dumps(value)
             except InvalidInputError as exc:
-                raise InvalidInputError(f"thread {thread_id!r} checkpoint {cid}: the write to {channel!r}: {exc}") from exc
+                raise InvalidInputError(
+                    f"thread {thread_id!r} checkpoint {cid}: the write to {channel!r}: {exc}"
+                ) from exc
             serialized.append((WRITES_IDX_MAP.get(channel, i), channel, typed))
         cname = names.encode_tree_name(cid)
         channels: set[str] = set()
@@ -783,8 +819,11 @@ class GitSaver(BaseCheckpointSaver[str]):
                 channels.add(channel)
             if calls:  # the task's recorded calls, numbered after those of an earlier attempt
                 tname = names.encode_tree_name(task_id)
-                done = sum(1 for n in self.indexes.write_blobs(idx.writes.get((ns, cid), ()), cid, calls=None)
-                           if n.startswith(tname + fmt.CALL_MARK))
+                done = sum(
+                    1
+                    for n in self.indexes.write_blobs(idx.writes.get((ns, cid), ()), cid, calls=None)
+                    if n.startswith(tname + fmt.CALL_MARK)
+                )
                 for k, data in enumerate(calls):
                     new[fmt.call_entry(tname, done + k)] = (self.repo.blob(data), BLOB)
             if not new:
@@ -818,7 +857,11 @@ class GitSaver(BaseCheckpointSaver[str]):
             root["writes"] = (self.repo.tree(wtree), TREE)
             message = fmt.writes_message(
                 f"{what} · {node} → {', '.join(shown)}",
-                thread_id=thread_id, ns=ns, writes_for=cid, writes_tree=subtree, task_id=task_id,
+                thread_id=thread_id,
+                ns=ns,
+                writes_for=cid,
+                writes_tree=subtree,
+                task_id=task_id,
             )
             return line, old, self.repo.commit(self.repo.tree(root), [old] if old else [], message)
 
@@ -838,6 +881,7 @@ class GitSaver(BaseCheckpointSaver[str]):
 
     def delete_thread(self, thread_id: str) -> None:
         """Delete every line of a thread (its refs); ``git gc`` reclaims the objects."""
+
         def attempt() -> bool | None:
             refs = self.indexes.thread_refs(thread_id)
             for ref, tip in refs.items():
@@ -872,7 +916,8 @@ class GitSaver(BaseCheckpointSaver[str]):
                     continue
                 message = fmt.delete_message(
                     f"delete {len(doomed)} checkpoint(s) of run(s) {', '.join(sorted(runs))}",
-                    thread_id=thread_id, deleted=doomed,
+                    thread_id=thread_id,
+                    deleted=doomed,
                 )
                 for ref in list(idx.tips):
                     tip = idx.tips[ref]
@@ -905,7 +950,8 @@ class GitSaver(BaseCheckpointSaver[str]):
                 return
             if self.indexes.thread_refs(target_thread_id):
                 raise InvalidInputError(
-                    f"cannot copy thread {source_thread_id!r} to {target_thread_id!r}: the target exists; delete it first"
+                    f"cannot copy thread {source_thread_id!r} to {target_thread_id!r}: "
+                    "the target exists; delete it first"
                 )
             message = fmt.marker_message(
                 fmt.Kind.COPY, f"copy of thread {source_thread_id} as {target_thread_id}", thread_id=target_thread_id
@@ -960,7 +1006,10 @@ class GitSaver(BaseCheckpointSaver[str]):
                     [kept],
                     fmt.writes_message(
                         f"writes kept by prune of step {entry.step}",
-                        thread_id=thread_id, ns=ns, writes_for=cid, writes_tree=wtree,
+                        thread_id=thread_id,
+                        ns=ns,
+                        writes_for=cid,
+                        writes_tree=wtree,
                     ),
                 )
             new_tips[fmt.line_ref(thread_id, ns, None)] = kept
@@ -1001,8 +1050,9 @@ class GitSaver(BaseCheckpointSaver[str]):
                 root["writes"] = (self.repo.tree({names.encode_tree_name(checkpoint_id): (sub, TREE)}), TREE)
             subject = f"fork of thread {thread_id} at step {entry.step} ({checkpoint_id})"
             message = (
-                fmt.writes_message(subject, thread_id=new_thread_id, ns=checkpoint_ns, writes_for=checkpoint_id,
-                                   writes_tree=sub)
+                fmt.writes_message(
+                    subject, thread_id=new_thread_id, ns=checkpoint_ns, writes_for=checkpoint_id, writes_tree=sub
+                )
                 if sub is not None
                 else fmt.marker_message(fmt.Kind.FORK, subject, thread_id=new_thread_id, ns=checkpoint_ns)
             )
@@ -1011,7 +1061,9 @@ class GitSaver(BaseCheckpointSaver[str]):
             if not self.repo.update_ref(fmt.line_ref(new_thread_id, checkpoint_ns, None), None, commit):
                 raise InvalidInputError(f"thread {new_thread_id!r} was created concurrently")
             self._forget(new_thread_id)
-        return {"configurable": {"thread_id": new_thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint_id}}
+        return {
+            "configurable": {"thread_id": new_thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint_id}
+        }
 
     # -- recorded calls (docs/format.md, 18) -------------------------------------
 
@@ -1157,9 +1209,7 @@ def _thread_and_ns(config: RunnableConfig) -> tuple[str, str]:
         configurable = config["configurable"]
         thread_id = configurable["thread_id"]
     except (KeyError, TypeError):
-        raise ConfigError(
-            "config has no configurable.thread_id: pass {'configurable': {'thread_id': ...}}"
-        ) from None
+        raise ConfigError("config has no configurable.thread_id: pass {'configurable': {'thread_id': ...}}") from None
     return str(thread_id), configurable.get("checkpoint_ns") or ""
 
 

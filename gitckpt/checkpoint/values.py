@@ -34,10 +34,17 @@ from pydantic import BaseModel
 #: Immutable scalars marshal stores as they are.
 _ATOMIC: frozenset[type] = frozenset({str, int, float, bool, type(None), bytes, complex})
 #: Immutable scalars kept pickled in a template.
-_PICKLED_TYPES: frozenset[type] = frozenset({
-    uuid.UUID, decimal.Decimal,
-    datetime.datetime, datetime.date, datetime.time, datetime.timedelta, datetime.timezone,
-})
+_PICKLED_TYPES: frozenset[type] = frozenset(
+    {
+        uuid.UUID,
+        decimal.Decimal,
+        datetime.datetime,
+        datetime.date,
+        datetime.time,
+        datetime.timedelta,
+        datetime.timezone,
+    }
+)
 
 #: Nesting deeper than this is not cached.
 _MAX_DEPTH = 32
@@ -157,9 +164,7 @@ def _build(template: Any) -> Any:
         if not flat:
             return {}
         it = iter(flat)
-        return {
-            (_build(k) if type(k) is tuple else k): (_build(x) if type(x) is tuple else x) for k, x in zip(it, it)
-        }
+        return {(_build(k) if type(k) is tuple else k): (_build(x) if type(x) is tuple else x) for k, x in zip(it, it)}
     if tag == _LIST:
         items = template[1]
         return [_build(x) if type(x) is tuple else x for x in items] if items else []

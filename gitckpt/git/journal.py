@@ -175,7 +175,7 @@ def read_records(data: bytes) -> Iterator[tuple[list[PackFiles], list[RefMove]]]
         magic, gen, n, length, crc = struct.unpack_from(_REC_FMT, data, offset)
         if magic != _REC or gen != generation or n != seq or offset + _REC_SIZE + length > len(data):
             return
-        payload = data[offset + _REC_SIZE: offset + _REC_SIZE + length]
+        payload = data[offset + _REC_SIZE : offset + _REC_SIZE + length]
         head = struct.pack(_REC_FMT, _REC, gen, n, length, 0)
         if zlib.crc32(payload, zlib.crc32(head)) & 0xFFFFFFFF != crc:
             return

@@ -97,7 +97,7 @@ def _deflate(data: bytes) -> bytes:
     else:
         blocks = []
         for i in range(0, n, _STORED_MAX):
-            part = data[i: i + _STORED_MAX]
+            part = data[i : i + _STORED_MAX]
             last = i + _STORED_MAX >= n
             blocks += [b"\x01" if last else b"\x00", struct.pack("<HH", len(part), len(part) ^ 0xFFFF), part]
     return b"".join([_ZLIB_HEADER, *blocks, struct.pack(">I", zlib.adler32(data))])
@@ -129,8 +129,12 @@ def build_pack(objects: list[tuple[int, bytes, bytes]]) -> tuple[bytes, bytes, b
     return bytes(body), bytes(idx), checksum
 
 
-def write_pack(pack_dir: str, objects: list[tuple[int, bytes, bytes]], fsync: bool = False,
-               files: Callable[[], tuple[int, str] | None] | None = None) -> tuple[str, bytes, bytes]:
+def write_pack(
+    pack_dir: str,
+    objects: list[tuple[int, bytes, bytes]],
+    fsync: bool = False,
+    files: Callable[[], tuple[int, str] | None] | None = None,
+) -> tuple[str, bytes, bytes]:
     """Write ``objects`` as ``pack-<sha>.pack`` + ``.idx`` in ``pack_dir``.
 
     Returns ``(name, pack bytes, idx bytes)``, ``name`` being ``pack-<sha>``

@@ -18,7 +18,8 @@ import pygit2
 from pygit2.enums import CredentialType
 
 from ..errors import RefLockError, RemoteError
-from .repo import GitRepo, lock_in_error
+from .locks import lock_in_error
+from .repo import GitRepo
 
 
 class _Callbacks(pygit2.RemoteCallbacks):
@@ -104,8 +105,9 @@ class Remote:
         specs = [f"+{n}:{self.local_name(n)}" for n in names]
         for attempt in range(2):
             try:
-                self._make().fetch(specs, callbacks=_Callbacks(), prune=pygit2.enums.FetchPrune.NO_PRUNE,
-                                  message="gitckpt pull")
+                self._make().fetch(
+                    specs, callbacks=_Callbacks(), prune=pygit2.enums.FetchPrune.NO_PRUNE, message="gitckpt pull"
+                )
                 break
             except pygit2.GitError as exc:
                 # libgit2 writes the tracking refs under git's lock files: the same stale-lock rule

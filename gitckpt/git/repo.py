@@ -1,47 +1,43 @@
-"""The one module that talks to pygit2.
+"""GitRepo: the repository object the checkpointer and the store write and read through.
 
-Everything above this layer speaks in object ids, trees as ``{name: (oid,
-mode)}`` and refs updated by compare-and-swap; everything git-specific
-(opening and validating the repository, its config, durability, background
-packing) lives here.
+Everything above the git engine speaks in object ids, trees as ``{name: (oid,
+mode)}`` and refs updated by compare-and-swap. Here: opening and validating the
+repository and its config, objects (staged, written one small pack per update,
+read through bounded caches), refs (``update_ref``/``delete_ref`` by git's lock
+protocol, ``locks.py``), durability and the fsync journal's recovery. The files
+an update writes come from ``files.py``; background packing is
+``maintenance.py``.
 """
 
 from __future__ import annotations
 
 import bisect
-import ctypes
-import ctypes.util
-import errno
-import fcntl
 import logging
 import os
 import re
-import shutil
-import subprocess
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import pygit2
 from cachetools import LRUCache
 from pygit2.enums import FileMode, SortMode
 
 from ..errors import (
-    ConflictError,
     CorruptObjectError,
     GitckptError,
-    RefLockError,
     RemoteError,
     RepositoryError,
     StorageError,
 )
 from . import journal as _journal
 from . import packs
+from .files import SYNCFS, FilePool, closer
+from .locks import storage_error, take_ref_lock
+from .maintenance import Maintenance
 
 _log = logging.getLogger(__name__)
 
@@ -61,232 +57,11 @@ DURABILITY_MODES = ("os", "fsync")
 #: is younger than gc's expiry (gc.pruneExpire, at least an hour; format.md 17.4).
 FRESH_FOR = 3600.0
 
-#: Small packs this process writes (one per ref update) before it starts a
-#: background ``git repack --geometric`` that merges them.
-PACK_EVERY = 64
-#: Packs written between two tries to start a repack while one is running.
-PACK_RETRY = 4
 
 _SIG_NAME = "gitckpt"
 _SIG_EMAIL = "gitckpt@localhost"
 
 ATTRIBUTES = "* diff=gitckpt\n"
-
-
-def _libc_syncfs():
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.syncfs
-        fn.argtypes = [ctypes.c_int]
-        return fn
-    except (OSError, AttributeError):
-        return None
-
-
-_SYNCFS = _libc_syncfs()
-
-
-def _libc_renameat2():
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.renameat2
-        fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-        return fn
-    except (OSError, AttributeError):
-        return None
-
-
-_RENAMEAT2 = _libc_renameat2()
-_AT_FDCWD = -100
-_RENAME_NOREPLACE = 1
-
-
-def _claim(src: str, dst: str) -> bool | None:
-    """Rename ``src`` to ``dst`` only if ``dst`` does not exist (one atomic step,
-    ``renameat2(RENAME_NOREPLACE)``): an exclusive create of ``dst`` whose file
-    was made beforehand. True if claimed, False if ``dst`` exists, None if this
-    system or file system cannot do it (the caller creates ``dst`` itself).
-    Raises FileNotFoundError when ``dst``'s folder is missing."""
-    if _RENAMEAT2 is None:
-        return None
-    if _RENAMEAT2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err == errno.EEXIST:
-        return False
-    if err == errno.ENOENT and os.path.exists(src):
-        raise FileNotFoundError(err, os.strerror(err), dst)
-    return None  # EINVAL/ENOSYS (not supported here), EXDEV (objects/ elsewhere), ...
-
-
-class _Closer:
-    """Closes file descriptors, and runs small file-system chores, on a background thread.
-
-    Renaming a new ref file over the old one frees the old file's inode, and on
-    ext4 that is the slowest step of an update (115-190 µs measured, against
-    ~5 µs for the rename itself; with the ``discard`` mount option more). An
-    update keeps the old ref file open across its rename, so the inode is only
-    freed when that descriptor is closed: here, after the update has returned.
-    The same thread creates the empty files of :class:`_FilePool`.
-    """
-
-    def __init__(self, name: str = "gitckpt-closer") -> None:
-        self.name = name
-        self._items: list = []
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._waiting = False
-
-    def close_later(self, fd: int) -> None:
-        self._submit(fd)
-
-    def call_soon(self, fn) -> None:
-        self._submit(fn)
-
-    def _submit(self, item) -> None:
-        with self._cond:
-            self._items.append(item)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-                self._thread.start()
-            elif self._waiting:  # a busy thread takes the item when it looks again: no wake-up
-                self._cond.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._items:
-                    self._waiting = True
-                    try:
-                        woken = self._cond.wait(timeout=5.0)
-                    finally:
-                        self._waiting = False
-                    if not woken and not self._items:
-                        self._thread = None
-                        return
-                items, self._items = self._items, []
-            for item in items:
-                if isinstance(item, int):
-                    _close_all([item])
-                else:
-                    try:
-                        item()
-                    except Exception:  # a chore that fails is only not done
-                        pass
-
-    def after_fork_in_child(self) -> None:
-        items = self._items  # the parent's thread does not exist here: close them now
-        _Closer.__init__(self, self.name)
-        _close_all([i for i in items if isinstance(i, int)])
-
-
-def _close_all(fds: list[int]) -> None:
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-
-_closer = _Closer()
-#: The file pool's own thread: closing replaced ref files (freeing their inodes)
-#: took 1.7 ms an update on average on a loaded machine with ``discard``, and a
-#: refill queued behind those closes left the pool empty (format.md, 22).
-_filler = _Closer("gitckpt-filler")
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_closer.after_fork_in_child)
-    os.register_at_fork(after_in_child=_filler.after_fork_in_child)
-
-
-class _FilePool:
-    """Empty files in the pack directory, created ahead of time off the update's path.
-
-    Creating a file was measured at 40-45 µs on the benchmark machine while
-    other files were being written, and up to several hundred when the file
-    system was committing its journal; writing to a file created beforehand and
-    renaming it took 14 µs. So every update's ``.pack`` and ``.idx`` are written
-    into files this pool created on the background thread, open and empty, and
-    renamed to their names. They are named ``tmp_gitckpt_*`` (a crash leaves
-    empty files that ``git gc`` removes, as it does its own ``tmp_`` files) and
-    deleted on ``close()`` or at exit.
-
-    An update takes three: its ``.pack``, its ``.idx`` and its ref's lock file
-    (claimed with ``renameat2(RENAME_NOREPLACE)``, :func:`_claim`), so that no
-    file is created on the update's path (format.md, 22). The pool is refilled
-    when a third of it is used, so a burst of updates finds files ready.
-    """
-
-    def __init__(self, directory: str, size: int = 24) -> None:
-        self.dir = directory
-        self.size = size
-        # everything the finalizer needs, and nothing that refers back to self
-        self._state: dict[str, Any] = {"files": [], "pid": os.getpid(), "closed": False, "refilling": False,
-                                       "cond": threading.Condition()}
-        self._finalizer = weakref.finalize(self, _FilePool._discard, self._state)
-
-    def take(self) -> tuple[int, str] | None:
-        """An open, empty file ``(fd, path)`` of this process, or None (the caller creates one)."""
-        st = self._state
-        with st["cond"]:
-            if st["pid"] != os.getpid():  # inherited across fork(): the parent's files
-                st["files"], st["pid"], st["refilling"] = [], os.getpid(), False
-            got = st["files"].pop() if st["files"] else None
-            refill = not st["refilling"] and not st["closed"] and len(st["files"]) <= self.size * 2 // 3
-            if refill:
-                st["refilling"] = True
-        if refill:
-            _filler.call_soon(self._refill)
-        return got
-
-    def _refill(self) -> None:
-        st = self._state
-        made: list[tuple[int, str]] = []
-        try:
-            for _ in range(max(0, self.size - len(st["files"]))):
-                path = os.path.join(self.dir, f"tmp_gitckpt_{os.getpid()}_{os.urandom(6).hex()}")
-                made.append((os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444), path))
-        except OSError:
-            pass
-        finally:
-            with st["cond"]:
-                if not st["closed"] and st["pid"] == os.getpid():
-                    st["files"].extend(made)
-                else:  # deleted before close() (or exit) is told the refill is over
-                    _unlink_files(made)
-                st["refilling"] = False
-                st["cond"].notify_all()
-
-    def close(self) -> None:
-        self._finalizer()
-
-    def prune(self) -> None:
-        """Forget the files someone deleted (``git gc`` removes ``tmp_`` files
-        older than its expiry, and the pool may hold files that long)."""
-        st = self._state
-        with st["cond"]:
-            gone = [f for f in st["files"] if not os.path.exists(f[1])]
-            st["files"] = [f for f in st["files"] if f not in gone]
-        _close_all([fd for fd, _ in gone])
-
-    @staticmethod
-    def _discard(state: dict) -> None:
-        """Delete the unused files (on close(), or at exit), after any refill under way."""
-        if state["pid"] != os.getpid():
-            return
-        with state["cond"]:
-            state["closed"] = True
-            state["cond"].wait_for(lambda: not state["refilling"], timeout=10)
-            files, state["files"] = state["files"], []
-        _unlink_files(files)
-
-
-def _unlink_files(files: list[tuple[int, str]]) -> None:
-    for fd, path in files:
-        _close_all([fd])
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
 
 
 def open_repository(path: str | os.PathLike, *, create: bool = True) -> pygit2.Repository:
@@ -388,8 +163,9 @@ class GitRepo:
     ref compare-and-swap.
     """
 
-    def __init__(self, path: str | os.PathLike, *, create: bool = True, durability: str = "os",
-                 auto_pack: bool = True) -> None:
+    def __init__(
+        self, path: str | os.PathLike, *, create: bool = True, durability: str = "os", auto_pack: bool = True
+    ) -> None:
         if durability not in DURABILITY_MODES:
             raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
         self.path = Path(path).expanduser()
@@ -399,7 +175,7 @@ class GitRepo:
         self.lock = threading.RLock()
         self.sig = pygit2.Signature(_SIG_NAME, _SIG_EMAIL)
         self._maint = Maintenance(self.path) if auto_pack else None
-        self._pool = _FilePool(os.path.join(self.repo.path, "objects", "pack"))
+        self._pool = FilePool(os.path.join(self.repo.path, "objects", "pack"))
         self._packed_cache: tuple | None = None
         self.gitdir = self.repo.path
         # bounded caches, least recently used dropped first (cachetools; format.md 15)
@@ -737,7 +513,7 @@ class GitRepo:
         jr = self._journal if journal else None
         journaled = False
         try:
-            fd = _take_ref_lock(lock, name, self._pool)
+            fd = take_ref_lock(lock, name, self._pool)
         except OSError as exc:
             raise storage_error(self.path, f"updating ref {name}", exc) from exc
         if fd < 0:
@@ -779,7 +555,7 @@ class GitRepo:
                 except OSError:
                     pass
             if held >= 0:
-                _closer.close_later(held)
+                closer.close_later(held)
         if not journaled:
             try:
                 self.barrier()  # the ref's new value and its rename are durable
@@ -801,7 +577,7 @@ class GitRepo:
         path = os.path.join(self.gitdir, name)
         lock = path + ".lock"
         try:
-            fd = _take_ref_lock(lock, name)
+            fd = take_ref_lock(lock, name)
         except OSError as exc:
             raise storage_error(self.path, f"deleting ref {name}", exc) from exc
         if fd < 0:
@@ -836,7 +612,7 @@ class GitRepo:
         ``packed-refs.lock`` is held by a live writer."""
         packed = os.path.join(self.gitdir, "packed-refs")
         lock = packed + ".lock"
-        fd = _take_ref_lock(lock, "packed-refs")
+        fd = take_ref_lock(lock, "packed-refs")
         if fd < 0:
             return False
         done = False
@@ -878,10 +654,10 @@ class GitRepo:
         self._syncfs()
 
     def _syncfs(self) -> None:
-        if _SYNCFS is not None:
+        if SYNCFS is not None:
             fd = os.open(str(self.path), os.O_RDONLY)
             try:
-                if _SYNCFS(fd) == 0:
+                if SYNCFS(fd) == 0:
                     return
             finally:
                 os.close(fd)
@@ -956,8 +732,11 @@ class GitRepo:
 
     def _recovery_failed(self, exc: BaseException) -> int:
         cause = exc.__cause__ if isinstance(exc, StorageError) and isinstance(exc.__cause__, OSError) else exc
-        err = storage_error(self.path, "replaying the journal of a writer that died (durability=\"fsync\")",
-                            cause if isinstance(cause, OSError) else OSError(str(cause)))
+        err = storage_error(
+            self.path,
+            'replaying the journal of a writer that died (durability="fsync")',
+            cause if isinstance(cause, OSError) else OSError(str(cause)),
+        )
         err.__cause__ = exc
         self.recovery_error = err
         _log.warning("%s; the repository is read as it is, and writes wait until the replay succeeds", err)
@@ -1035,537 +814,6 @@ class GitRepo:
         if old != new:
             walk("", old, new)
         return out
-
-
-def _make_ref_folder(lock: str, name: str) -> None:
-    try:
-        os.makedirs(os.path.dirname(lock), exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as exc:
-        raise ConflictError(f"ref {name} collides with an existing ref ({exc})") from exc
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-#: A ref lock that no gitckpt process holds (flocks) and that has not changed
-#: for this many seconds was left by a process that died; it is removed
-#: (format.md 17.2). gitckpt holds a ref lock for microseconds (milliseconds in
-#: ``fsync`` mode); git holds one for a transaction, and gives up itself after
-#: 100 ms when it meets one. Shorter than a writer's retries (~10 s), so a
-#: write after a crash waits, then goes through.
-REF_LOCK_STALE = 5.0
-
-_busy = threading.local()
-
-
-def _take_ref_lock(lock: str, name: str, pool: _FilePool | None = None) -> int:
-    """Create and flock ``lock`` (git's ``<ref>.lock``); its descriptor, or -1 when
-    it exists (a stale one is removed first, and the caller retries).
-
-    With a ``pool``, the file is one the pool created beforehand: flocked, then
-    claimed as ``lock`` by an exclusive rename (:func:`_claim`), so no file is
-    created on the update's path (format.md, 22). Without a pooled file, or
-    where the exclusive rename is not available, it is created here."""
-    f = pool.take() if pool is not None else None
-    if f is not None:
-        fd, tmp = f
-        got: bool | None = None
-        try:
-            try:
-                os.fchmod(fd, 0o644)  # the pool's files are read-only; a ref file is not
-            except OSError:
-                pass
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)  # before the claim: the lock is never seen unflocked
-            except OSError:
-                pass
-            os.utime(fd)  # made a while ago: its age must not make it look stale (_clear_stale_lock)
-            for attempt in range(2):
-                try:
-                    got = _claim(tmp, lock)
-                    break
-                except FileNotFoundError:  # the ref's folder does not exist yet
-                    if attempt:
-                        break
-                    _make_ref_folder(lock, name)
-        finally:
-            if not got:
-                os.close(fd)
-                _unlink_quietly(tmp)
-        if got:
-            return fd
-        if got is False:
-            _clear_stale_lock(lock)
-            return -1
-    try:
-        try:
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        except FileNotFoundError:
-            try:
-                os.makedirs(os.path.dirname(lock), exist_ok=True)
-            except (FileExistsError, NotADirectoryError) as exc:
-                raise ConflictError(f"ref {name} collides with an existing ref ({exc})") from exc
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    except FileExistsError:
-        _clear_stale_lock(lock)
-        return -1
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # proof of life for other processes while we hold it
-    except OSError:  # no flock here (some network file systems): the age rule alone
-        pass
-    return fd
-
-
-def _clear_stale_lock(lock: str) -> bool:
-    """Remove ``lock`` if it is stale (format.md 17.2); True if it is gone.
-
-    Stale: no gitckpt process holds its flock, and it has not changed for
-    :data:`REF_LOCK_STALE` seconds. The check holds the lock's flock itself,
-    so two processes never both judge and remove the same file, and the file
-    is removed only if it is still the one judged (same inode). When it stays,
-    why is remembered for :func:`retry_cas`'s error.
-    """
-    try:
-        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return True
-    try:
-        st = os.fstat(fd)
-        age = time.time() - st.st_mtime
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            _busy.lock = (lock, "live", age)
-            return False
-        except OSError:
-            pass
-        if age <= REF_LOCK_STALE:
-            _busy.lock = (lock, "young", age)
-            return False
-        try:
-            if os.stat(lock).st_ino != st.st_ino:
-                return True  # replaced meanwhile: look again
-            os.unlink(lock)
-        except FileNotFoundError:
-            return True
-        _log.warning("removed the stale ref lock %s (unchanged for %.0f s, no process holding it)", lock, age)
-        return True
-    finally:
-        os.close(fd)
-
-
-def lock_in_error(exc: Exception) -> tuple[bool, str] | None:
-    """For a libgit2 error about a lock file (``failed to lock file '...lock'``):
-    the stale-lock rule applied to it, as ``(removed, advice)``; None for other errors."""
-    import re
-
-    m = re.search(r"'([^']+\.lock)'", str(exc))
-    if m is None or "lock" not in str(exc):
-        return None
-    lock = m.group(1)
-    _busy.lock = None
-    if _clear_stale_lock(lock):
-        return True, ""
-    return False, _lock_advice(*(_busy.lock or (lock, "young", 0.0)))
-
-
-def _lock_advice(lock: str, state: str, age: float) -> str:
-    if state == "live":
-        return (f"the ref lock {lock} is held by a running gitckpt process (for {age:.0f} s); "
-                "try again when it has finished")
-    return (f"the ref lock {lock} was not released (unchanged for {age:.0f} s, and no gitckpt process holds it); "
-            f"it is removed once unchanged for {REF_LOCK_STALE:.0f} s. If a git command is still running on "
-            "this repository, let it finish; if none is, delete the file and try again")
-
-
-_STORAGE_HINTS = {
-    errno.ENOSPC: "the disk is full: free some space and try again",
-    errno.EDQUOT: "the disk quota is used up: free some space and try again",
-    errno.EROFS: "the file system is read-only: reading works, writing needs a writable copy",
-    errno.EACCES: "permission denied: check who owns the repository's files",
-    errno.EPERM: "permission denied: check who owns the repository's files",
-    errno.EIO: "the disk reported an I/O error: check it (dmesg), then run `gitckpt verify`",
-}
-
-
-def storage_error(repo: str | os.PathLike, operation: str, exc: OSError) -> StorageError:
-    """A :class:`StorageError` for an ``OSError`` met while ``operation`` ran on ``repo``
-    (raise it ``from exc``): the repository, the operation and the cause, and what to do."""
-    cause = exc.strerror or str(exc)
-    hint = _STORAGE_HINTS.get(exc.errno or 0)
-    where = f" ({exc.filename})" if exc.filename else ""
-    return StorageError(
-        f"{operation} failed in {repo}: {cause}{where}"
-        + (f"; {hint}" if hint else "")
-        + ". Nothing written before this was lost."
-    )
-
-
-def retry_cas(attempt, what: str, tries: int = 200):
-    """Run ``attempt()`` until it returns a non-None result (a won CAS).
-
-    Gives up after ``tries`` (about 10 s): with :class:`RefLockError` naming the
-    lock file when a ref lock was what stood in the way, else ConflictError.
-    """
-    delay = 0.0005
-    for _ in range(tries):
-        _busy.lock = None
-        result = attempt()
-        if result is not None:
-            return result
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
-    blocked = getattr(_busy, "lock", None)
-    if blocked is not None:
-        raise RefLockError(f"{what}: {_lock_advice(*blocked)}")
-    raise ConflictError(f"{what}: gave up after {tries} concurrent updates; try again")
-
-
-class Maintenance:
-    """Keeps the repository packed without anyone running ``git gc``.
-
-    Every update writes one small pack (packs.py). After every
-    :data:`PACK_EVERY` packs a process writes, it starts
-    ``git repack -d --geometric=2`` in the background: small packs (and any
-    loose objects, e.g. from plain git) are rolled into larger ones with git's
-    delta compression (a growing message list then costs little), combined
-    geometrically, so the work stays proportional to what is new. Geometric
-    repacking keeps every object it rolls up, reachable or not, so it never
-    races with a writer that has written objects but not yet moved its ref.
-    One maintenance run at a time per repository (a lock file). A run that
-    cannot start because one is still going (here or in another process) is
-    tried again every :data:`PACK_RETRY` packs, so the next repack starts soon
-    after the last one ends rather than up to :data:`PACK_EVERY` packs later;
-    how many small packs gather meanwhile depends on how long a repack takes
-    (format.md, 9). Without a
-    ``git`` executable the small packs are merged with libgit2's pack builder.
-    """
-
-    def __init__(self, path: Path, every: int = PACK_EVERY) -> None:
-        self.path = Path(path).resolve()  # the lock is removed by a child with another cwd
-        self.every = every
-        self.count = 0
-        self._lock = threading.Lock()
-        self._proc: subprocess.Popen | None = None
-        self.git = shutil.which("git")
-        self._settled = threading.Event()  # no start is waiting on the background thread
-        self._settled.set()
-        self._pid = os.getpid()
-
-    def wrote(self, n: int) -> None:
-        """Count ``n`` new packs; at :data:`PACK_EVERY`, start a repack on the
-        background thread: spawning ``git`` took 1-12 ms, which an update
-        waited for (format.md, 22)."""
-        self._forked()
-        self.count += n
-        if self.count >= self.every and self._settled.is_set():
-            self._settled.clear()
-            _filler.call_soon(self._start_behind)
-
-    def _start_behind(self) -> None:
-        try:
-            if self.start():
-                self.count = 0
-            else:  # one is running: try again soon
-                self.count = self.every - PACK_RETRY
-        finally:
-            self._settled.set()
-
-    def _forked(self) -> None:
-        if self._pid != os.getpid():  # the parent's background thread is not here
-            self._pid, self._proc = os.getpid(), None
-            self._settled.set()
-
-    def settle(self) -> None:
-        """Wait until a start handed to the background thread has run."""
-        self._forked()
-        self._settled.wait(timeout=120)
-
-    def start(self) -> bool:
-        with self._lock:
-            if self._proc is not None and self._proc.poll() is None:
-                return False
-            self._proc = None
-            try:
-                held = take_maintenance_lock(self.path)
-            except OSError:  # disk full or read-only: no repack now, the writes go on
-                return False
-            if held is None:
-                return False
-            lock = self.path / MAINTENANCE_LOCK
-            if self.git is None:
-                try:
-                    merge_packs_in_process(self.path)
-                except (OSError, pygit2.GitError, ValueError) as exc:  # disk full: the small packs stay
-                    _log.warning("merging small packs in %s failed: %s", self.path, exc)
-                finally:
-                    held.release()
-                return True
-            try:
-                # the child inherits the flocked descriptor: the lock is held while
-                # git runs, and dropped by the kernel if it is killed (format.md 17.1)
-                self._proc = subprocess.Popen(
-                    ["sh", "-c", f'nice -n 10 "{self.git}" -c pack.threads=1 -c pack.depth=10 repack -d -q --geometric=2; rm -f "{lock}"'],
-                    cwd=self.path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL, env={**os.environ, "GIT_DIR": str(self.path)},
-                    pass_fds=(held.fd,),
-                )
-            except OSError:
-                held.release()
-                return False
-            try:  # the record names the process that holds it now
-                os.ftruncate(held.fd, 0)
-                packs.write_all(held.fd, _lock_record(self._proc.pid), 0)
-            except OSError:
-                pass
-            held.close_fd()
-            return True
-
-    def wait(self) -> None:
-        self.settle()
-        proc = self._proc
-        if proc is not None:
-            proc.wait()
-
-    def close(self) -> None:
-        """Wait for a running repack, then merge what this process wrote since."""
-        self.wait()
-        if self.count:
-            self.count = 0
-            if self.start():
-                self.wait()
-
-
-MAINTENANCE_LOCK = "gitckpt-maintenance.lock"
-#: A lock recorded by a holder on another host (flock does not reach across
-#: NFS reliably), or by a gitckpt that did not flock it, counts as held for
-#: this long after it was taken; on the same host a dead holder is seen at once.
-MAINTENANCE_STALE = 600.0
-#: An empty or unreadable lock younger than this may be an older gitckpt's,
-#: between creating the file and writing its pid; older, it is stale.
-MAINTENANCE_EMPTY_GRACE = 2.0
-
-
-def _host() -> str:
-    import socket
-
-    return socket.gethostname()
-
-
-def process_start(pid: int) -> str | None:
-    """When process ``pid`` started (clock ticks since boot, from /proc), or None
-    where that cannot be read; with the pid it names one process, even after the
-    pid is reused."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(b")") + 2:].split()
-    return fields[19].decode() if len(fields) > 19 else None
-
-
-def _pid_alive(pid: int, start: str | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's: it exists
-        pass
-    if start is not None:
-        now = process_start(pid)
-        if now is not None and now != start:
-            return False  # the pid was reused by another process
-    return True
-
-
-class MaintenanceLock:
-    """A held ``gitckpt-maintenance.lock`` (format.md 17.1).
-
-    The holder keeps an exclusive ``flock`` on the lock file for as long as it
-    runs (a background repack inherits the descriptor, so the lock lives as
-    long as git does); the kernel drops it when the holder dies, however it
-    dies. The file records who took it (``{"host", "pid", "start", "time"}``)
-    for the error messages and for the cases ``flock`` cannot decide.
-    """
-
-    def __init__(self, path: Path, fd: int) -> None:
-        self.path = path
-        self.fd = fd
-
-    def release(self) -> None:
-        """Remove the lock (if it is still ours), then drop the flock."""
-        if self.fd < 0:
-            return
-        try:
-            if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
-                os.unlink(self.path)
-        except OSError:
-            pass
-        self.close_fd()
-
-    def close_fd(self) -> None:
-        """Drop this process's descriptor (a child that inherited it keeps the lock)."""
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
-def _lock_record(pid: int | None = None) -> bytes:
-    import json
-
-    pid = pid or os.getpid()
-    return json.dumps({"host": _host(), "pid": pid, "start": process_start(pid), "time": int(time.time())}).encode()
-
-
-def describe_maintenance_lock(path: Path) -> str:
-    """Who holds the lock, as recorded in it, for an error message."""
-    import json
-
-    try:
-        rec = json.loads((Path(path) / MAINTENANCE_LOCK).read_bytes())
-        return f"pid {rec['pid']} on {rec['host']}, since {time.strftime('%H:%M:%S', time.localtime(rec['time']))}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "a process that recorded nothing readable"
-
-
-def _holder_gone(fd: int, flocked: bool) -> bool:
-    """Whether the lock open on ``fd`` belongs to nobody; ``flocked``: we hold its
-    flock now (False where the file system has no flock)."""
-    import json
-
-    st = os.fstat(fd)
-    age = time.time() - st.st_mtime
-    data = os.pread(fd, 4096, 0)
-    if not data.strip():
-        return age > MAINTENANCE_EMPTY_GRACE
-    try:
-        rec = json.loads(data)
-        host, pid, start = rec["host"], int(rec["pid"]), rec.get("start")
-        # this version flocks its locks: the flock we hold proves the holder gone
-    except (ValueError, KeyError, TypeError):
-        try:  # an older gitckpt wrote its bare pid and did not flock
-            host, pid, start, flocked = _host(), int(data.strip()), None, False
-        except ValueError:
-            return age > MAINTENANCE_EMPTY_GRACE  # unreadable: stale
-    if host != _host():
-        return age > MAINTENANCE_STALE
-    if flocked:
-        return True
-    return not _pid_alive(pid, start) or age > MAINTENANCE_STALE
-
-
-def take_maintenance_lock(path: Path) -> MaintenanceLock | None:
-    """Take the repository's maintenance lock if it is free, or its holder is gone.
-
-    Returns the held lock, or None when a live process holds it. Raises
-    ``OSError`` when the lock cannot be written (disk full, read-only).
-    """
-    path = Path(path)
-    lock = path / MAINTENANCE_LOCK
-    for _ in range(5):
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            # a new lock appears complete and flocked (a link of a written temp file), never empty
-            tmp = path / f"{MAINTENANCE_LOCK}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                packs.write_all(fd, _lock_record())
-                os.link(tmp, lock)
-            except FileExistsError:
-                os.close(fd)
-                continue
-            except BaseException:
-                os.close(fd)
-                raise
-            finally:
-                tmp.unlink(missing_ok=True)
-            return MaintenanceLock(lock, fd)
-        flocked = True
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None  # its holder is alive
-        except OSError:  # no flock on this file system: judge by the record alone
-            flocked = False
-        try:
-            if os.stat(lock).st_ino != os.fstat(fd).st_ino:
-                os.close(fd)  # released and replaced meanwhile: look again
-                continue
-        except FileNotFoundError:
-            os.close(fd)
-            continue
-        if not _holder_gone(fd, flocked):
-            os.close(fd)
-            return None
-        # taken over: the inode at the path is flocked by us from now on
-        try:
-            os.ftruncate(fd, 0)
-            packs.write_all(fd, _lock_record(), 0)
-        except BaseException:
-            os.close(fd)
-            raise
-        return MaintenanceLock(lock, fd)
-    return None
-
-
-@contextmanager
-def maintenance_lock(path: str | os.PathLike, wait: float = 60.0) -> Iterator[MaintenanceLock]:
-    """Hold the maintenance lock (waiting up to ``wait`` seconds for a live
-    holder): one repack or gc at a time per repository, across processes."""
-    path = Path(path).resolve()
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            held = take_maintenance_lock(path)
-        except OSError as exc:
-            raise storage_error(path, "taking the maintenance lock", exc) from exc
-        if held is not None:
-            break
-        if time.monotonic() > deadline:
-            raise RepositoryError(
-                f"another maintenance run holds {path / MAINTENANCE_LOCK} ({describe_maintenance_lock(path)}) "
-                f"and is still running; try again when it has finished"
-            )
-        time.sleep(0.1)
-    try:
-        yield held
-    finally:
-        held.release()
-
-
-def _idx_object_ids(idx: Path) -> list[pygit2.Oid]:
-    data = idx.read_bytes()
-    if data[:4] != b"\xfftOc":
-        raise ValueError(f"{idx} is not a version 2 pack index")
-    n = int.from_bytes(data[8 + 255 * 4 : 8 + 256 * 4], "big")
-    base = 8 + 256 * 4
-    return [pygit2.Oid(raw=data[base + 20 * i : base + 20 * (i + 1)]) for i in range(n)]
-
-
-def merge_packs_in_process(path: Path, small: int = 1 << 20) -> None:
-    """Without a ``git`` executable: merge the small packs (under ``small``
-    bytes) into one with libgit2's pack builder, then remove them."""
-    repo = pygit2.Repository(str(path))
-    pack_dir = Path(repo.path) / "objects" / "pack"
-    idxs = [p for p in pack_dir.glob("pack-*.idx") if p.with_suffix(".pack").stat().st_size < small]
-    if len(idxs) < 2:
-        return
-    pb = pygit2.PackBuilder(repo)
-    for idx in idxs:
-        for oid in _idx_object_ids(idx):
-            pb.add(oid)
-    pb.write(str(pack_dir))
-    for idx in idxs:
-        idx.unlink(missing_ok=True)  # the index first: readers stop using the pack
-        idx.with_suffix(".pack").unlink(missing_ok=True)
 
 
 def iter_commits(repo: GitRepo, tips: Iterable[pygit2.Oid], stop: set[bytes]) -> Iterator[CommitInfo]:

@@ -17,7 +17,6 @@ KIND = "Gitckpt"
 _SAFE = "".join(chr(c) for c in range(32, 127) if chr(c) != "%")
 
 
-
 def esc(value: Any) -> str:
     return quote(str(value), safe=_SAFE)
 

@@ -215,7 +215,7 @@ def unpack_item(data: bytes, what: str = "store item") -> dict:
     if not data.startswith(_HEADER):
         raise CorruptObjectError(f"{what}: not a gitckpt store item (no {ITEM_HEADER.decode()} header)")
     try:
-        body = msgpack.unpackb(data[len(_HEADER):], raw=False)
+        body = msgpack.unpackb(data[len(_HEADER) :], raw=False)
         if not isinstance(body, dict) or body.get("format") != FORMAT:
             raise ValueError(f"unknown item format {body.get('format') if isinstance(body, dict) else body!r}")
         body["namespace"] = tuple(body["namespace"])
@@ -284,8 +284,9 @@ def _short(key: str, width: int = 32) -> str:
     return key if len(key) <= width else key[: width - 1] + "…"
 
 
-def commit_message(changes: list[tuple[str, tuple[str, ...], str]], max_subject: int = 160,
-                   subject: str | None = None) -> str:
+def commit_message(
+    changes: list[tuple[str, tuple[str, ...], str]], max_subject: int = 160, subject: str | None = None
+) -> str:
     """Subject naming what changed (``put memories/1: a, b; delete memories/2: c``),
     unless one is given, and one trailer per change (``Store-Put: ["memories", "1", "a"]``)."""
     if subject is None:

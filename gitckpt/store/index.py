@@ -31,8 +31,21 @@ class Rec:
     """One stored item as the index keeps it."""
 
     __slots__ = (
-        "ns", "key", "value", "vbytes", "created", "updated", "_created_dt", "_updated_dt",
-        "ttl", "expires", "stored_expires", "index", "vecs", "oid", "id",
+        "ns",
+        "key",
+        "value",
+        "vbytes",
+        "created",
+        "updated",
+        "_created_dt",
+        "_updated_dt",
+        "ttl",
+        "expires",
+        "stored_expires",
+        "index",
+        "vecs",
+        "oid",
+        "id",
     )
 
     def __init__(self, ns, key, value, vbytes, created, updated, ttl, expires, index, oid) -> None:
@@ -342,7 +355,9 @@ class StoreIndex:
                     return out
         return out
 
-    def search(self, prefix, pred, limit: int, offset: int, query: np.ndarray | None, now: int) -> list[tuple[Rec, float | None]]:
+    def search(
+        self, prefix, pred, limit: int, offset: int, query: np.ndarray | None, now: int
+    ) -> list[tuple[Rec, float | None]]:
         """InMemoryStore's search: filtered items in order, or, with a query
         vector, ranked by their best-matching vector (cosine), ties in order,
         topped up with unembedded items when a page is short."""

@@ -53,7 +53,8 @@ from langgraph.store.base import (
 )
 
 from ..errors import CorruptObjectError, GitckptError, InvalidInputError
-from ..git.repo import BLOB, GitRepo, Oid, retry_cas
+from ..git.locks import retry_cas
+from ..git.repo import BLOB, GitRepo, Oid
 from .format import (
     DELETE,
     EXPIRE,
@@ -427,8 +428,11 @@ class GitStore(BaseStore):
         if op.refresh_ttl and rec.ttl is not None:
             self._refresh(rec, now, refresh)
         return Item(
-            value=load_value(rec.vbytes), key=rec.key, namespace=rec.ns,
-            created_at=rec.created_dt, updated_at=rec.updated_dt,
+            value=load_value(rec.vbytes),
+            key=rec.key,
+            namespace=rec.ns,
+            created_at=rec.created_dt,
+            updated_at=rec.updated_dt,
         )
 
     def _search(self, op: SearchOp, query: np.ndarray | None, now: int, refresh: dict) -> list[SearchItem]:
@@ -438,10 +442,16 @@ class GitStore(BaseStore):
         for rec, score in found:
             if op.refresh_ttl and rec.ttl is not None:
                 self._refresh(rec, now, refresh)
-            out.append(SearchItem(
-                namespace=rec.ns, key=rec.key, value=load_value(rec.vbytes),
-                created_at=rec.created_dt, updated_at=rec.updated_dt, score=score,
-            ))
+            out.append(
+                SearchItem(
+                    namespace=rec.ns,
+                    key=rec.key,
+                    value=load_value(rec.vbytes),
+                    created_at=rec.created_dt,
+                    updated_at=rec.updated_dt,
+                    score=score,
+                )
+            )
         return out
 
     def _refresh(self, rec: Rec, now: int, refresh: dict) -> None:
@@ -509,9 +519,16 @@ class GitStore(BaseStore):
         try:
             value = load_value(body["value"])
             rec = Rec(
-                body["namespace"], body["key"], value, body["value"],
-                parse_iso(body["created_at"]), parse_iso(body["updated_at"]),
-                body.get("ttl"), parse_iso(body.get("expires_at")), body.get("index"), oid,
+                body["namespace"],
+                body["key"],
+                value,
+                body["value"],
+                parse_iso(body["created_at"]),
+                parse_iso(body["updated_at"]),
+                body.get("ttl"),
+                parse_iso(body.get("expires_at")),
+                body.get("index"),
+                oid,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptObjectError(f"store item {path}: {exc}") from exc
