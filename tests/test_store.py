@@ -196,10 +196,65 @@ def test_bad_namespace_raises_and_writes_nothing(store, repo_path, namespace):
     store.put(("ok",), "k", {"v": 1})
     with pytest.raises(InvalidNamespaceError):
         store.put(namespace, "k", {"v": 1})
-    with pytest.raises(InvalidNamespaceError):
-        store.batch([PutOp(("ok",), "k2", {"v": 2}), PutOp(namespace, "k", {"v": 1})])
+    if namespace != ("langgraph", "x"):  # a raw PutOp may use the reserved root label: see below
+        with pytest.raises(InvalidNamespaceError):
+            store.batch([PutOp(("ok",), "k2", {"v": 2}), PutOp(namespace, "k", {"v": 1})])
     assert commits(repo_path) == 1
     assert store.get(("ok",), "k2") is None
+
+
+def _reserved_root_story(s) -> list:
+    """What a store answers about the reserved root label "langgraph": the public
+    put() refuses it, a raw PutOp through batch() stores it (LangGraph's stores
+    keep internal namespaces there), and it reads, lists and deletes like any other."""
+    seen: list = []
+    try:
+        s.put(("langgraph", "x"), "k", {"v": 0})
+        seen.append("put accepted")
+    except InvalidNamespaceError as exc:
+        seen.append(("put refused", str(exc)))
+    seen.append(s.batch([PutOp(("langgraph", "x"), "k", {"v": 1}), PutOp(("langgraph",), "top", {"v": 2})]))
+    seen.append(s.batch([GetOp(("langgraph", "x"), "k")])[0].value)
+    seen.append(sorted((tuple(i.namespace), i.key, i.value["v"]) for i in s.search(("langgraph",))))
+    seen.append(s.list_namespaces(prefix=("langgraph",)))
+    seen.append(s.get(("langgraph",), "top").value)
+    s.batch([PutOp(("langgraph",), "top", None)])  # a delete
+    seen.append(s.get(("langgraph",), "top"))
+    return seen
+
+
+async def _reserved_root_story_async(s) -> list:
+    seen: list = []
+    try:
+        await s.aput(("langgraph", "y"), "k", {"v": 0})
+        seen.append("aput accepted")
+    except InvalidNamespaceError as exc:
+        seen.append(("aput refused", str(exc)))
+    seen.append(await s.abatch([PutOp(("langgraph", "y"), "k", {"v": 3})]))
+    seen.append((await s.abatch([GetOp(("langgraph", "y"), "k")]))[0].value)
+    seen.append(sorted((tuple(i.namespace), i.key, i.value["v"]) for i in await s.asearch(("langgraph", "y"))))
+    seen.append(await s.alist_namespaces(prefix=("langgraph",)))
+    await s.abatch([PutOp(("langgraph", "y"), "k", None)])
+    seen.append(await s.aget(("langgraph", "y"), "k"))
+    return seen
+
+
+def test_reserved_root_label_matches_inmemorystore(repo_path):
+    ref = _reserved_root_story(InMemoryStore())
+    assert ref[0][0] == "put refused" and ref[1] == [None, None]  # the reference's rule, as observed
+    with GitStore(repo_path) as s:
+        assert _reserved_root_story(s) == ref
+    assert commits(repo_path) == 2  # the batch's two puts are one commit, the delete another
+    with GitStore(repo_path) as s:  # what batch() stored is in the repository, not only in memory
+        assert s.get(("langgraph", "x"), "k").value == {"v": 1}
+        assert s.list_namespaces() == [("langgraph", "x")]
+
+
+async def test_reserved_root_label_matches_inmemorystore_async(repo_path):
+    ref = await _reserved_root_story_async(InMemoryStore())
+    assert ref[0][0] == "aput refused" and ref[1] == [None]
+    with GitStore(repo_path) as s:
+        assert await _reserved_root_story_async(s) == ref
 
 
 def test_bad_namespace_on_reads(store):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import operator
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -68,7 +69,16 @@ def server(tmp_path: Path):
         ["git", "daemon", "--reuseaddr", "--export-all", "--enable=receive-pack", f"--base-path={base}",
          "--listen=127.0.0.1", f"--port={port}", str(base)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,  # `git daemon` forks git-daemon: kill the whole group, or it outlives the test
     )
+
+    def stop() -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
     deadline = time.monotonic() + 5
     while True:
         try:
@@ -76,14 +86,13 @@ def server(tmp_path: Path):
             break
         except OSError:
             if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
+                stop()
                 pytest.fail("git daemon did not start")
             time.sleep(0.05)
     try:
         yield {"url": f"git://127.0.0.1:{port}/team.git", "path": base / "team.git", "port": port}
     finally:
-        proc.kill()
-        proc.wait()
+        stop()
 
 
 @pytest.fixture

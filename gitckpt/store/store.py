@@ -335,8 +335,9 @@ class GitStore(BaseStore):
                 continue
             if not ns:
                 raise InvalidNamespaceError("Namespace cannot be empty.")
-            if ns[0] == "langgraph":
-                raise InvalidNamespaceError(f'Root label for namespace cannot be "langgraph". Got: {ns}')
+            # The root label "langgraph" is refused by BaseStore.put/aput only: like
+            # LangGraph's own stores, a raw PutOp through batch/abatch may use it
+            # (LangGraph keeps internal namespaces there).
             if op.ttl is not None and (isinstance(op.ttl, bool) or not isinstance(op.ttl, (int, float))):
                 raise InvalidInputError(f"ttl must be a number of minutes or None, not {op.ttl!r}")
             if op.index not in (None, False) and (
