@@ -32,10 +32,10 @@ from itertools import islice
 from typing import Any, NamedTuple
 
 import msgpack
-from cachetools import LRUCache
 
 from ..errors import CorruptObjectError
 from ..git import names
+from ..git.cache import LRU
 from ..git.repo import CommitInfo, GitRepo, Oid, iter_commits
 from . import format as fmt
 
@@ -342,19 +342,6 @@ def line_tips(repo: GitRepo, encoded: str) -> dict[str, Oid]:
     return repo.refs(forks[:-1], subs[:-1], names=(main,))
 
 
-class _IndexCache(LRUCache):
-    """The thread indexes kept in memory; one leaving it saves its cache file if worth it."""
-
-    def __init__(self, maxsize: int, evicted) -> None:
-        super().__init__(maxsize)
-        self._evicted = evicted
-
-    def popitem(self):  # cachetools' documented hook for eviction
-        key, value = super().popitem()
-        self._evicted(key, value)
-        return key, value
-
-
 class ThreadIndexes:
     """The index of every thread of one repository that has been asked about.
 
@@ -367,7 +354,7 @@ class ThreadIndexes:
     def __init__(self, repo: GitRepo) -> None:
         self.repo = repo
         self.lock = repo.lock
-        self._indexes = _IndexCache(CACHE_THREADS, self._evicted)
+        self._indexes: LRU[str, ThreadIndex] = LRU(CACHE_THREADS, on_evict=self._evicted)
 
     def save(self) -> None:
         """Write the index cache files of the threads that changed."""

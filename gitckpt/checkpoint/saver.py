@@ -30,7 +30,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import ormsgpack
-from cachetools import LRUCache
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -50,6 +49,7 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from ..errors import ConfigError, CorruptObjectError, InvalidInputError, NotFoundError
 from ..git import names
+from ..git.cache import LRU
 from ..git.locks import retry_cas
 from ..git.repo import BLOB, TREE, GitRepo, Oid
 from . import format as fmt
@@ -185,9 +185,9 @@ class GitSaver(BaseCheckpointSaver[str]):
     def serde(self, value: SerializerProtocol) -> None:
         self._serde = value
         # (thread, ns, cid) -> (channel entries, channel versions, versions_seen)
-        self._bases: LRUCache[tuple, tuple] = LRUCache(4 * CACHE_THREADS)
+        self._bases: LRU[tuple, tuple] = LRU(4 * CACHE_THREADS)
         # (thread, ns, channel) -> (items of the full chunks, chunk oids, group oids)
-        self._chunks: LRUCache[tuple, tuple] = LRUCache(4 * CACHE_THREADS)
+        self._chunks: LRU[tuple, tuple] = LRU(4 * CACHE_THREADS)
         # blob id -> decoded value (reads get fresh copies; see values.py)
         self._decoded = DecodedCache(self._decoded_cache_bytes)
         # LangGraph's own serializer: its msgpack values are decoded with an ext_hook

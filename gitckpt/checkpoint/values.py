@@ -28,8 +28,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from cachetools import LRUCache
 from pydantic import BaseModel
+
+from ..git.cache import LRU
 
 #: Immutable scalars marshal stores as they are.
 _ATOMIC: frozenset[type] = frozenset({str, int, float, bool, type(None), bytes, complex})
@@ -210,11 +211,11 @@ class DecodedCache:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         # key -> (template, weight), least recently used dropped first
-        self.data: LRUCache[Any, tuple[Any, int]] = LRUCache(max(max_bytes, 1), getsizeof=_weight)
+        self.data: LRU[Any, tuple[Any, int]] = LRU(max(max_bytes, 1), getsizeof=_weight)
         # Blobs read once. A value is kept from its second read on: a one-off
         # read (an old checkpoint looked up once) pays no template, and the
         # values a chat re-reads at every turn are kept from the second turn.
-        self._once: LRUCache[Any, None] = LRUCache(8192)
+        self._once: LRU[Any, None] = LRU(8192)
 
     def get(self, oid: Any) -> tuple[bool, Any]:
         hit = self.data.get(oid)

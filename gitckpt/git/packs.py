@@ -181,7 +181,8 @@ def put_file(path: str, data: bytes, fsync: bool = False, file: tuple[int, str] 
     new ``tmp_`` file next to ``path``) and rename it to ``path``."""
     if file is None:
         folder, base = os.path.split(path)
-        tmp = os.path.join(folder, f"tmp_gitckpt_{os.getpid()}_{threading.get_ident()}_{base}")
+        # never ending in .pack or .idx: git (a concurrent repack) takes such a name for a pack
+        tmp = os.path.join(folder, f"tmp_gitckpt_{os.getpid()}_{threading.get_ident()}_{base}.tmp")
         file = (os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o444), tmp)
     fd, tmp = file
     try:

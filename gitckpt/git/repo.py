@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pygit2
-from cachetools import LRUCache
 from pygit2.enums import FileMode, SortMode
 
 from ..errors import (
@@ -35,6 +34,7 @@ from ..errors import (
 )
 from . import journal as _journal
 from . import packs
+from .cache import LRU
 from .files import SYNCFS, FilePool, closer
 from .locks import storage_error, take_ref_lock
 from .maintenance import Maintenance
@@ -148,7 +148,7 @@ class CommitInfo(NamedTuple):
     commit_time: int
 
 
-def _keep(cache: LRUCache, key, value) -> None:
+def _keep(cache: LRU, key, value) -> None:
     """Put ``value`` in a bounded cache unless it is there or weighs over a quarter of it."""
     if key not in cache and cache.getsizeof(value) <= cache.maxsize // 4:
         cache[key] = value
@@ -178,14 +178,14 @@ class GitRepo:
         self._pool = FilePool(os.path.join(self.repo.path, "objects", "pack"))
         self._packed_cache: tuple | None = None
         self.gitdir = self.repo.path
-        # bounded caches, least recently used dropped first (cachetools; format.md 15)
-        self._small: LRUCache[bytes, pygit2.Oid] = LRUCache(4096)
+        # bounded caches, least recently used dropped first (cache.py; format.md 15)
+        self._small: LRU[bytes, pygit2.Oid] = LRU(4096)
         self._written: set[bytes] = set()  # raw ids this process wrote since _written_at
         self._written_at = time.monotonic()
         self._staged: dict[bytes, tuple[int, bytes]] = {}
-        self._blob_cache: LRUCache[pygit2.Oid, bytes] = LRUCache(64 << 20, getsizeof=len)
-        self._tree_cache: LRUCache[pygit2.Oid, dict] = LRUCache(65536)
-        self._commit_cache: LRUCache[pygit2.Oid, CommitInfo] = LRUCache(65536)
+        self._blob_cache: LRU[pygit2.Oid, bytes] = LRU(64 << 20, getsizeof=len)
+        self._tree_cache: LRU[pygit2.Oid, dict] = LRU(65536)
+        self._commit_cache: LRU[pygit2.Oid, CommitInfo] = LRU(65536)
         # fsync mode: updates are made durable by a journal (journal.py); packs
         # written since the last journal record or barrier wait here to go in it.
         self._journal = _journal.Journal(self.gitdir, self._syncfs) if durability == "fsync" else None
