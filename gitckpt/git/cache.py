@@ -4,8 +4,7 @@ Written by hand on purpose (docs/format.md 15): it is an ``OrderedDict``, so
 ``in``, ``len``, iteration and plain indexing run at C speed, and only ``get``
 (which marks an entry as used) and insertion (which weighs and evicts) are
 Python. cachetools' ``LRUCache`` was used for a while and measured: every
-operation is several Python calls, and a ``GitStore.put`` took 17 % more
-instructions with it (callgrind, 300 puts).
+operation is several Python calls (format.md 15 gives the callgrind counts).
 """
 
 from __future__ import annotations
