@@ -5,7 +5,9 @@ Loaded by the tests and by ``gitckpt reproduce --graph tests/agent_app.py:builde
 Environment: ``AGENT_COUNT`` (model call log), ``AGENT_TOOLS`` (tool run log),
 ``AGENT_SYSTEM`` (the system prompt), ``AGENT_ROUTE`` (``tools``, default, or ``end``:
 the route after a tool-calling answer), ``AGENT_CITY_SUFFIX`` (added to the city the
-fan graph's review node asks the weather of).
+fan graph's review node asks the weather of), ``AGENT_RESEARCH_PROMPT`` and
+``AGENT_NOTE_SUFFIX`` (the fan graph's subgraph: its prompt, and added to the topic
+of the note it writes).
 """
 
 from __future__ import annotations
@@ -135,8 +137,9 @@ def make_fan_builder(model: BaseChatModel | None = None) -> StateGraph:
         notes: Annotated[list, lambda a, b: a + b]
 
     def research(state: Sub) -> dict:
-        msg = model.invoke([HumanMessage(f"write about {state['topic']}")])
-        return {"notes": [f"{state['topic']}: {msg.content}"]}
+        prompt = os.environ.get("AGENT_RESEARCH_PROMPT", "write about")
+        msg = model.invoke([HumanMessage(f"{prompt} {state['topic']}")])
+        return {"notes": [f"{state['topic']}{os.environ.get('AGENT_NOTE_SUFFIX', '')}: {msg.content}"]}
 
     sub = StateGraph(Sub)
     sub.add_node("research", research)

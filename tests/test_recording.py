@@ -66,7 +66,7 @@ def logs(tmp_path: Path, monkeypatch):
     count, tools = tmp_path / "model-calls.txt", tmp_path / "tool-runs.txt"
     monkeypatch.setenv("AGENT_COUNT", str(count))
     monkeypatch.setenv("AGENT_TOOLS", str(tools))
-    for var in ("AGENT_SYSTEM", "AGENT_ROUTE", "AGENT_CITY_SUFFIX"):
+    for var in ("AGENT_SYSTEM", "AGENT_ROUTE", "AGENT_CITY_SUFFIX", "AGENT_RESEARCH_PROMPT", "AGENT_NOTE_SUFFIX"):
         monkeypatch.delenv(var, raising=False)
 
     class Logs:
