@@ -24,7 +24,10 @@ next nodes, every channel value, and (once all runs are done, since a later
 resume or update adds to them) the pending writes. Message ids, checkpoint ids,
 task ids and timestamps that LangGraph or LangChain generate are ignored. The
 first difference is returned as a :class:`Divergence`; the scratch thread is
-deleted unless ``keep``.
+deleted unless ``keep``. Then each recorded subgraph namespace is compared with
+the scratch thread's namespace of the same node path, parent step and task path
+(task ids differ between runs; :func:`_ns_keys`); ``ns`` restricts the
+comparison to one namespace (docs/format.md, 18).
 """
 
 from __future__ import annotations
@@ -664,7 +667,12 @@ def _compare_namespaces(
     checkpoints before that recorded one (their writes made it or an earlier one)."""
     recorded = _ns_keys(saver, thread_id, only)
     new = _ns_keys(saver, scratch, None)
-    items = sorted(recorded.items(), key=lambda kv: _id(kv[1][1][0]))
+    # in the order the root ran them, then of their keys (a Send's index), not of the
+    # clock: parallel tasks start in any order
+    items = sorted(
+        recorded.items(),
+        key=lambda kv: (((kv[1][1][0].metadata or {}).get("parents") or {}).get("", ""), _key(kv[0])),
+    )
     if upto is not None:
         items = [kv for kv in items if ((kv[1][1][0].metadata or {}).get("parents") or {}).get("", "") < upto]
     count = 0
