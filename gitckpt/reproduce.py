@@ -649,7 +649,7 @@ def _ns_keys(saver: Any, thread: str, only: str | None) -> dict[tuple, tuple[str
     for key, names in groups.items():
         names.sort(key=lambda n: _id(firsts[n][0]))
         for k, ns in enumerate(names):
-            out[(*key, k)] = (ns, firsts[ns])
+            out[key + (k,)] = (ns, firsts[ns])
     return out
 
 
