@@ -247,6 +247,43 @@ def make_approvals_builder(model: BaseChatModel | None = None) -> StateGraph:
     return b
 
 
+class Nest(TypedDict):
+    x: Annotated[list, lambda a, b: a + b]
+
+
+def make_nested_builder(model: BaseChatModel | None = None) -> StateGraph:
+    """Nodes that call a subgraph (``invoke`` inside the node) whose node is a
+    subgraph again: namespaces ``outer:<id>|mid:<id>``. The innermost node pauses
+    with ``interrupt()``, then asks the model; ``AGENT_INNER_VALUE`` is the value
+    it writes (default ``v``)."""
+    model = model or RandomModel()
+
+    def inner(state: Nest) -> dict:
+        answer = interrupt("ok?")
+        reply = model.invoke([HumanMessage(f"inner was answered {answer}")])
+        return {"x": [f"{os.environ.get('AGENT_INNER_VALUE', 'v')}={answer}: {reply.content}"]}
+
+    leaf = StateGraph(Nest)
+    leaf.add_node("inner", inner)
+    leaf.add_edge(START, "inner")
+    mid = StateGraph(Nest)
+    mid.add_node("mid", leaf.compile())
+    mid.add_edge(START, "mid")
+    mid_graph = mid.compile()
+
+    def outer(state: Nest) -> dict:
+        return {"x": mid_graph.invoke({"x": []})["x"]}
+
+    b = StateGraph(Nest)
+    b.add_node("outer", outer)
+    b.add_node("outer2", outer)
+    b.add_edge(START, "outer")
+    b.add_edge("outer", "outer2")
+    b.add_edge("outer2", END)
+    return b
+
+
+nested_builder = make_nested_builder()
 approvals_builder = make_approvals_builder()
 stream_builder = make_stream_builder()
 async_builder = make_async_builder()

@@ -66,7 +66,8 @@ def logs(tmp_path: Path, monkeypatch):
     count, tools = tmp_path / "model-calls.txt", tmp_path / "tool-runs.txt"
     monkeypatch.setenv("AGENT_COUNT", str(count))
     monkeypatch.setenv("AGENT_TOOLS", str(tools))
-    for var in ("AGENT_SYSTEM", "AGENT_ROUTE", "AGENT_CITY_SUFFIX", "AGENT_RESEARCH_PROMPT", "AGENT_NOTE_SUFFIX"):
+    for var in ("AGENT_SYSTEM", "AGENT_ROUTE", "AGENT_CITY_SUFFIX", "AGENT_RESEARCH_PROMPT", "AGENT_NOTE_SUFFIX",
+                "AGENT_INNER_VALUE"):
         monkeypatch.delenv(var, raising=False)
 
     class Logs:
@@ -568,3 +569,27 @@ def test_reproduce_ns_of_a_subgraph(repo_path, logs):
     )
     r = gitckpt(repo_path, "reproduce", "fan", "--graph", f"{APP}:fan_builder", "--ns", "worker")
     assert r.returncode != 0 and "namespace 'worker' is ambiguous in thread 'fan'" in r.stderr
+
+
+def test_reproduce_nested_subgraphs_with_interrupts(repo_path, logs):
+    """Subgraphs inside subgraphs, each paused and resumed: the innermost namespace's
+    change is reported there, not in the subgraph or root checkpoints it reaches."""
+    saver = GitSaver(repo_path, record=True)
+    graph = agent_app.nested_builder.compile(checkpointer=saver)
+    assert "__interrupt__" in graph.invoke({"x": []}, cfg("nest"))
+    graph.invoke(Command(resume="y"), cfg("nest"))
+    done = graph.invoke(Command(resume="z"), cfg("nest"))
+    assert [v.split(":")[0] for v in done["x"]] == ["v=y", "v=z"]
+    spaces = [n for n in saver.indexes.get("nest").namespaces() if n]
+    saver.close()
+    assert len(spaces) == 4 and sum("|mid:" in n for n in spaces) == 2
+    logs.clear()
+    r = gitckpt(repo_path, "reproduce", "nest", "--graph", f"{APP}:nested_builder", "--json")
+    out = json.loads(r.stdout)
+    assert r.returncode == 0 and out["ok"] and out["namespaces"] == 4 and out["runs"] == 3, r.stdout + r.stderr
+    assert out["subgraph_checkpoints"] >= 8 and out["answered"]["model"] == 2 and logs.models() == 0
+    r = gitckpt(repo_path, "reproduce", "nest", "--graph", f"{APP}:nested_builder", "--json",
+                env={"AGENT_INNER_VALUE": "w"})
+    d = json.loads(r.stdout)["divergence"]
+    assert r.returncode == 1 and d["node"] == "inner" and d["what"] == "channel", r.stdout
+    assert d["ns"] in spaces and d["ns"].startswith("outer:") and "|mid:" in d["ns"] and '"w=y: answer' in d["diff"]
