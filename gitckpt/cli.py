@@ -1046,7 +1046,7 @@ def reproduce(
     \b
     Examples:
         gitckpt reproduce 1 --graph agent.py:graph
-        gitckpt reproduce 1 --graph agent.py:graph --ns worker   # one subgraph
+        gitckpt reproduce 1 --graph agent.py:graph --ns child    # one subgraph
         gitckpt reproduce 1 --graph agent.py:graph --json     # for CI
     """
     from .reproduce import reproduce as run_reproduce
