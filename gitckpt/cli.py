@@ -1037,12 +1037,16 @@ def reproduce(
     recording (GitSaver(record=True)): no model is contacted, no tool runs. Each
     new checkpoint is compared with the recorded one (next nodes, channel
     values, pending writes; generated ids and timestamps are not differences).
+    Subgraph checkpoints are compared too, namespace by namespace (task ids in
+    namespaces differ between runs: they are matched by node, step and task
+    path); --ns NS compares only that namespace (and those nested in it).
     Exit status 0 and one line when everything matches; 1 and the first
-    divergence (step, node, channel or call, and a diff) when not.
+    divergence (step, node, namespace, channel or call, and a diff) when not.
 
     \b
     Examples:
         gitckpt reproduce 1 --graph agent.py:graph
+        gitckpt reproduce 1 --graph agent.py:graph --ns child    # one subgraph
         gitckpt reproduce 1 --graph agent.py:graph --json     # for CI
     """
     from .reproduce import reproduce as run_reproduce
@@ -1050,16 +1054,12 @@ def reproduce(
     s = _session(repo)
     hist = s.history(thread)
     ns = ops.resolve_namespace(hist, ns)
-    if ns:
-        raise InvalidInputError(
-            "reproduce compares the root graph's checkpoints (subgraphs run inside it); leave out --ns"
-        )
     if not s.saver.recorded_calls(thread) and not as_json:
         click.echo(f"note: thread {thread} has no recorded calls (was it run with GitSaver(record=True)?)", err=True)
     graph = ops.load_graph(graph_spec, s.saver, s.store)
     base = _run_config(s, thread, "", hist.checkpoints("")[-1] if hist.checkpoints("") else None, config_json)
     base["configurable"].pop("thread_id", None)
-    result = run_reproduce(s.saver, graph, thread, keep=keep, configurable=base["configurable"])
+    result = run_reproduce(s.saver, graph, thread, keep=keep, configurable=base["configurable"], ns=ns or None)
     if as_json:
         _echo_json(result.as_dict())
     else:

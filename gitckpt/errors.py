@@ -62,13 +62,22 @@ class ReplayMissError(GitckptError):
     """A model or tool call during an offline replay that the recording has no answer for.
 
     ``kind`` (``"model"`` or ``"tool"``), ``node`` and ``step`` say where it was
-    made; ``diff`` compares it with the nearest recorded call."""
+    made (``ns``: the subgraph namespace, as recorded when a recorded call of that
+    namespace is nearest, else without task ids; ``""`` for the root graph);
+    ``diff`` compares it with the nearest recorded call."""
 
     def __init__(
-        self, message: str, *, kind: str = "", node: str | None = None, step: object = None, diff: str = ""
+        self,
+        message: str,
+        *,
+        kind: str = "",
+        node: str | None = None,
+        step: object = None,
+        diff: str = "",
+        ns: str = "",
     ) -> None:
         super().__init__(message)
-        self.kind, self.node, self.step, self.diff = kind, node, step, diff
+        self.kind, self.node, self.step, self.diff, self.ns = kind, node, step, diff, ns
 
 
 class UntrustedDataError(GitckptError):

@@ -24,7 +24,10 @@ next nodes, every channel value, and (once all runs are done, since a later
 resume or update adds to them) the pending writes. Message ids, checkpoint ids,
 task ids and timestamps that LangGraph or LangChain generate are ignored. The
 first difference is returned as a :class:`Divergence`; the scratch thread is
-deleted unless ``keep``.
+deleted unless ``keep``. Then each recorded subgraph namespace is compared with
+the scratch thread's namespace of the same node path, parent step and task path
+(task ids differ between runs; :func:`_ns_keys`); ``ns`` restricts the
+comparison to one namespace (docs/format.md, 18).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class Divergence:
     diff: str = ""
     recorded_checkpoint: str | None = None
     new_checkpoint: str | None = None
+    ns: str = ""  # the subgraph namespace, as recorded ("" for the root graph)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -71,6 +75,9 @@ class ReproduceResult:
     live: dict[str, int]
     divergence: Divergence | None
     kept: bool
+    subgraph_checkpoints: int = 0  # recorded subgraph checkpoints compared
+    namespaces: int = 0  # recorded subgraph namespaces compared
+    only_ns: str | None = None  # --ns: the namespace the comparison was restricted to
 
     @property
     def ok(self) -> bool:
@@ -78,15 +85,29 @@ class ReproduceResult:
 
     def summary(self) -> str:
         if self.ok:
+            if self.only_ns:
+                what = (
+                    f"{self.subgraph_checkpoints} checkpoints of namespace {self.only_ns}"
+                    + (f" and {self.namespaces - 1} nested in it" if self.namespaces > 1 else "")
+                    + f" of thread {self.thread_id}"
+                )
+            else:
+                what = f"{self.compared}/{self.checkpoints} checkpoints of thread {self.thread_id}"
+                if self.namespaces:
+                    what += (
+                        f" and {self.subgraph_checkpoints} subgraph checkpoint"
+                        f"{'s' if self.subgraph_checkpoints != 1 else ''} in {self.namespaces} namespace"
+                        f"{'s' if self.namespaces != 1 else ''}"
+                    )
             return (
-                f"reproduced {self.compared}/{self.checkpoints} checkpoints of thread {self.thread_id} "
+                f"reproduced {what} "
                 f"({self.runs} run{'s' if self.runs != 1 else ''}; {self.answered['model']} model call"
                 f"{'s' if self.answered['model'] != 1 else ''} and {self.answered['tool']} tool call"
                 f"{'s' if self.answered['tool'] != 1 else ''} answered from the recording)"
             )
         d = self.divergence
         assert d is not None
-        where = f"step {d.step}" + (f", node {d.node}" if d.node else "")
+        where = f"step {d.step}" + (f", node {d.node}" if d.node else "") + (f" in namespace {d.ns}" if d.ns else "")
         return f"first divergence at {where}: {d.message}"
 
     def as_dict(self) -> dict[str, Any]:
@@ -135,10 +156,10 @@ class _Stop(Exception):
         self.divergence = divergence
 
 
-def _cfg(thread_id: str, cid: str | None = None, base: dict | None = None) -> dict:
+def _cfg(thread_id: str, cid: str | None = None, base: dict | None = None, ns: str = "") -> dict:
     conf = dict(base or {})
     conf["thread_id"] = thread_id
-    conf["checkpoint_ns"] = ""
+    conf["checkpoint_ns"] = ns
     if cid:
         conf["checkpoint_id"] = cid
     return {"configurable": conf}
@@ -163,10 +184,14 @@ def _id(t: Any) -> str:
     return t.config["configurable"]["checkpoint_id"]
 
 
-def _writer(saver: Any, thread_id: str, cid: str) -> dict[str, str]:
+def _ns(t: Any) -> str:
+    return t.config["configurable"].get("checkpoint_ns") or ""
+
+
+def _writer(saver: Any, thread_id: str, cid: str, ns: str = "") -> dict[str, str]:
     """``{channel: node}`` of the pending writes stored for a checkpoint (from their task paths)."""
     out: dict[str, str] = {}
-    for task_id, _idx, channel, path, _typed in saver.write_details(thread_id, "", cid):
+    for task_id, _idx, channel, path, _typed in saver.write_details(thread_id, ns, cid):
         out.setdefault(channel, fmt.writer_of(task_id, path, [channel]))
     return out
 
@@ -210,11 +235,14 @@ def reproduce(
     configurable: dict | None = None,
     scratch: str | None = None,
     use_async: bool | None = None,
+    ns: str | None = None,
 ) -> ReproduceResult:
     """Re-run thread ``thread_id``'s runs on a scratch thread, answered from its
     recording, and compare every new checkpoint with the recorded one (module docstring).
 
-    ``use_async``: run with ``ainvoke`` (default: when a node has only an async body)."""
+    ``use_async``: run with ``ainvoke`` (default: when a node has only an async body).
+    ``ns``: compare only that subgraph namespace (and those nested in it), not the
+    root's checkpoints (the root's runs are still run again: subgraphs run inside them)."""
     from langgraph.types import Command
 
     invoke = _runner(graph, use_async)
@@ -231,6 +259,8 @@ def reproduce(
     runs = 0
     divergence: Divergence | None = None
     replay = None
+    sub = (0, 0)
+    root = ns is None
     try:
         with saver.replaying(thread_id) as replay:
             i = 0
@@ -270,7 +300,17 @@ def reproduce(
                         invoke(Command(resume=resume[0]) if resume else None, cfg)
                 except ReplayMissError as exc:
                     raise _Stop(
-                        Divergence(exc.step, exc.node, "call", exc.kind, str(exc).split("\n", 1)[0], exc.diff, _id(r))
+                        Divergence(
+                            exc.step,
+                            exc.node,
+                            "call",
+                            exc.kind,
+                            str(exc).split("\n", 1)[0],
+                            exc.diff,
+                            _id(r),
+                            # a call's namespace is its task's: the checkpoints' is the part before it
+                            ns=(getattr(exc, "ns", "") or "").rpartition("|")[0],
+                        )
                     ) from None
                 except Exception as exc:  # the graph failed: a difference if the recording did not
                     error = exc
@@ -296,7 +336,8 @@ def reproduce(
                             )
                         )
                     rec = chain[i + k]
-                    _compare(saver, caches, scratch, rec, n)
+                    if root:
+                        _compare(saver, caches, scratch, rec, n)
                     mapping[_id(rec)] = _id(n)
                     pairs.append((rec, n))
                 if error is not None:
@@ -325,10 +366,19 @@ def reproduce(
                         )
                     )
                 i += len(new)
-            for rec, n in pairs:  # now that every run added its writes
+            for rec, n in pairs if root else ():  # now that every run added its writes
                 _compare_writes(saver, thread_id, scratch, rec, n)
+            sub = _compare_namespaces(saver, caches, thread_id, scratch, ns)
     except _Stop as stop:
         divergence = stop.divergence
+        if root and not divergence.ns and divergence.what != "call" and divergence.recorded_checkpoint:
+            # a root checkpoint differs: a subgraph run before it may have differed first
+            try:
+                _compare_namespaces(saver, caches, thread_id, scratch, None, upto=divergence.recorded_checkpoint)
+            except _Stop as first:
+                divergence = first.divergence
+            except Exception:  # noqa: BLE001 - the root's divergence stands
+                pass
     finally:
         if not keep:
             saver.delete_thread(scratch)
@@ -342,6 +392,9 @@ def reproduce(
         live=dict(replay.live) if replay else {"model": 0, "tool": 0},
         divergence=divergence,
         kept=keep,
+        subgraph_checkpoints=sub[0],
+        namespaces=sub[1],
+        only_ns=ns,
     )
 
 
@@ -411,7 +464,7 @@ def _new_checkpoints(saver: Any, scratch: str, known: set[str]) -> list[Any]:
 def _last_writer(saver: Any, thread: str, t: Any) -> str | None:
     if not t.parent_config:
         return None
-    writers = _writer(saver, thread, t.parent_config["configurable"]["checkpoint_id"])
+    writers = _writer(saver, thread, t.parent_config["configurable"]["checkpoint_id"], _ns(t))
     return next(iter(sorted(set(writers.values()))), None)
 
 
@@ -445,6 +498,14 @@ def _next(t: Any) -> tuple:
 
 
 def _compare(saver: Any, caches: tuple[dict, dict], scratch: str, rec: Any, new: Any) -> None:
+    try:
+        _compare_one(saver, caches, scratch, rec, new)
+    except _Stop as stop:
+        stop.divergence.ns = stop.divergence.ns or _ns(rec)
+        raise
+
+
+def _compare_one(saver: Any, caches: tuple[dict, dict], scratch: str, rec: Any, new: Any) -> None:
     step = rec.metadata.get("step")
     rid, nid = _id(rec), _id(new)
     for field in ("step", "source"):
@@ -482,7 +543,7 @@ def _compare(saver: Any, caches: tuple[dict, dict], scratch: str, rec: Any, new:
         if a != b:
             a, b = canon(av.get(ch)), canon(bv.get(ch))
             parent = new.parent_config["configurable"]["checkpoint_id"] if new.parent_config else None
-            writers = _writer(saver, scratch, parent) if parent else {}
+            writers = _writer(saver, scratch, parent, _ns(new)) if parent else {}
             raise _Stop(
                 Divergence(
                     step,
@@ -510,12 +571,12 @@ def _compare_writes(saver: Any, thread_id: str, scratch: str, rec: Any, new: Any
     a = bag(rec)  # the recorded thread's tuples were read once its recording was complete
     with saver.lock:  # the scratch checkpoint's writes as they are now (later runs added to them)
         idx = saver.indexes.get(scratch)
-        b = sorted(_key([c, canon(v)]) for _task, c, v in saver._pending_writes(scratch, idx, "", _id(new)))
+        b = sorted(_key([c, canon(v)]) for _task, c, v in saver._pending_writes(scratch, idx, _ns(new), _id(new)))
     if a != b:
         only_a = [json.loads(x) for x in a if x not in b]
         only_b = [json.loads(x) for x in b if x not in a]
         ch = (only_a or only_b)[0][0]
-        writers = _writer(saver, thread_id, _id(rec))
+        writers = _writer(saver, thread_id, _id(rec), _ns(rec))
         raise _Stop(
             Divergence(
                 rec.metadata.get("step"),
@@ -526,5 +587,159 @@ def _compare_writes(saver: Any, thread_id: str, scratch: str, rec: Any, new: Any
                 _diff(only_a, only_b),
                 _id(rec),
                 _id(new),
+                _ns(rec),
             )
         )
+
+
+# -- subgraph namespaces ------------------------------------------------------------
+
+
+def _ns_checkpoints(saver: Any, thread: str, ns: str) -> list[Any]:
+    """The checkpoints of namespace ``ns``, oldest first."""
+    out = [t for t in saver.list(_cfg(thread, ns=ns)) if _ns(t) == ns]
+    out.sort(key=_id)
+    return out
+
+
+def _ns_keys(saver: Any, thread: str, only: str | None) -> dict[tuple, tuple[str, list[Any]]]:
+    """``{key: (namespace, its checkpoints)}`` for the thread's subgraph namespaces
+    (``only``: that one and those nested in it).
+
+    A namespace is ``parent|node:<task id>`` (LangGraph's checkpoint_ns); task ids
+    differ between runs, so each ``node:<task id>`` part is keyed by what stays:
+    the node, the step of the parent's checkpoint the task ran from (the
+    ``parents`` of the subgraph's checkpoint metadata) and the task's path (from
+    the pending writes of that parent checkpoint: ``~__pregel_push, <n>, ...``
+    for a Send, ``~__pregel_pull, node`` for a node); namespaces that still share
+    a key are told apart by the order of their first checkpoints."""
+    with saver.lock:
+        spaces = [n for n in saver.indexes.get(thread).namespaces() if n]
+    if only is not None:
+        spaces = [n for n in spaces if n == only or n.startswith(only + "|")]
+    firsts: dict[str, list[Any]] = {}
+    for ns in spaces:
+        cps = _ns_checkpoints(saver, thread, ns)
+        if cps:
+            firsts[ns] = cps
+    paths: dict[tuple[str, str], dict[str, str]] = {}
+
+    def part(ns: str) -> tuple:
+        parent_ns, _, last = ns.rpartition("|")
+        node, _, task_id = last.partition(":")
+        first = firsts.get(ns)
+        parents = ((first[0].metadata or {}).get("parents") or {}) if first else {}
+        pcid = parents.get(parent_ns)
+        step, path = None, ""
+        if pcid:
+            if (parent_ns, pcid) not in paths:
+                paths[(parent_ns, pcid)] = {t: p for t, _i, _c, p, _ty in saver.write_details(thread, parent_ns, pcid)}
+                ptup = saver.get_tuple(_cfg(thread, pcid, ns=parent_ns))
+                paths[(parent_ns, pcid)]["\0step"] = str((ptup.metadata or {}).get("step")) if ptup else ""
+            found = paths[(parent_ns, pcid)]
+            step, path = found.get("\0step"), found.get(task_id, "")
+        return (node, step, path)
+
+    groups: dict[tuple, list[str]] = {}
+    for ns in firsts:
+        parts = ns.split("|")
+        key = tuple(part("|".join(parts[: k + 1])) for k in range(len(parts)))
+        groups.setdefault(key, []).append(ns)
+    out: dict[tuple, tuple[str, list[Any]]] = {}
+    for key, names in groups.items():
+        names.sort(key=lambda n: _id(firsts[n][0]))
+        for k, ns in enumerate(names):
+            out[key + (k,)] = (ns, firsts[ns])
+    return out
+
+
+def _compare_namespaces(
+    saver: Any,
+    caches: tuple[dict, dict],
+    thread_id: str,
+    scratch: str,
+    only: str | None,
+    upto: str | None = None,
+) -> tuple[int, int]:
+    """Compare each recorded subgraph namespace's checkpoints (and pending writes)
+    with the scratch thread's namespace of the same key (:func:`_ns_keys`); returns
+    (checkpoints, namespaces) compared. ``upto``: only the namespaces run from root
+    checkpoints before that recorded one (their writes made it or an earlier one)."""
+    recorded = _ns_keys(saver, thread_id, only)
+    new = _ns_keys(saver, scratch, None)
+    # in the order the root ran them, then of their keys (a Send's index), not of the
+    # clock: parallel tasks start in any order
+    items = sorted(
+        recorded.items(),
+        key=lambda kv: (((kv[1][1][0].metadata or {}).get("parents") or {}).get("", ""), _key(kv[0])),
+    )
+    if upto is not None:
+        items = [kv for kv in items if ((kv[1][1][0].metadata or {}).get("parents") or {}).get("", "") < upto]
+    done: set[str] = set()
+
+    def one(key: tuple, ns: str, recs: list[Any]) -> None:
+        done.add(ns)
+        found = new.get(key)
+        first = recs[0].metadata or {}
+        if found is None:
+            raise _Stop(
+                Divergence(
+                    first.get("step"),
+                    key[-2][0],
+                    "end",
+                    None,
+                    f"the new run made no checkpoint in subgraph namespace {ns}",
+                    recorded_checkpoint=_id(recs[0]),
+                    ns=ns,
+                )
+            )
+        _, news = found
+        for k, rec in enumerate(recs):
+            if k >= len(news):
+                raise _Stop(
+                    Divergence(
+                        rec.metadata.get("step"),
+                        key[-2][0],
+                        "end",
+                        None,
+                        f"the new run stopped before step {rec.metadata.get('step')} of subgraph namespace {ns}",
+                        recorded_checkpoint=_id(rec),
+                        ns=ns,
+                    )
+                )
+            _compare(saver, caches, scratch, rec, news[k])
+        if len(news) > len(recs):
+            n = news[len(recs)]
+            raise _Stop(
+                Divergence(
+                    n.metadata.get("step"),
+                    _last_writer(saver, scratch, n) or key[-2][0],
+                    "end",
+                    None,
+                    f"the new run went on past the end of subgraph namespace {ns}",
+                    new_checkpoint=_id(n),
+                    ns=ns,
+                )
+            )
+        for rec, n in zip(recs, news):
+            _compare_writes(saver, thread_id, scratch, rec, n)
+
+    def checked(key: tuple, ns: str, recs: list[Any]) -> None:
+        try:
+            one(key, ns, recs)
+        except _Stop as stop:
+            d = stop.divergence
+            if d.what not in ("channel", "next", "writes", "source") or not d.recorded_checkpoint:
+                raise
+            # a checkpoint of ns differs: a subgraph run inside ns before it may have differed first
+            for k2, (ns2, recs2) in items:
+                if ns2 not in done and ns2.startswith(ns + "|"):
+                    parent = ((recs2[0].metadata or {}).get("parents") or {}).get(ns, "")
+                    if parent < d.recorded_checkpoint:
+                        checked(k2, ns2, recs2)
+            raise
+
+    for key, (ns, recs) in items:
+        if ns not in done:
+            checked(key, ns, recs)
+    return sum(len(recs) for _k, (_n, recs) in items), len(items)

@@ -5,7 +5,9 @@ Loaded by the tests and by ``gitckpt reproduce --graph tests/agent_app.py:builde
 Environment: ``AGENT_COUNT`` (model call log), ``AGENT_TOOLS`` (tool run log),
 ``AGENT_SYSTEM`` (the system prompt), ``AGENT_ROUTE`` (``tools``, default, or ``end``:
 the route after a tool-calling answer), ``AGENT_CITY_SUFFIX`` (added to the city the
-fan graph's review node asks the weather of).
+fan graph's review node asks the weather of), ``AGENT_RESEARCH_PROMPT`` and
+``AGENT_NOTE_SUFFIX`` (the fan graph's subgraph: its prompt, and added to the topic
+of the note it writes).
 """
 
 from __future__ import annotations
@@ -135,8 +137,9 @@ def make_fan_builder(model: BaseChatModel | None = None) -> StateGraph:
         notes: Annotated[list, lambda a, b: a + b]
 
     def research(state: Sub) -> dict:
-        msg = model.invoke([HumanMessage(f"write about {state['topic']}")])
-        return {"notes": [f"{state['topic']}: {msg.content}"]}
+        prompt = os.environ.get("AGENT_RESEARCH_PROMPT", "write about")
+        msg = model.invoke([HumanMessage(f"{prompt} {state['topic']}")])
+        return {"notes": [f"{state['topic']}{os.environ.get('AGENT_NOTE_SUFFIX', '')}: {msg.content}"]}
 
     sub = StateGraph(Sub)
     sub.add_node("research", research)
@@ -244,6 +247,43 @@ def make_approvals_builder(model: BaseChatModel | None = None) -> StateGraph:
     return b
 
 
+class Nest(TypedDict):
+    x: Annotated[list, lambda a, b: a + b]
+
+
+def make_nested_builder(model: BaseChatModel | None = None) -> StateGraph:
+    """Nodes that call a subgraph (``invoke`` inside the node) whose node is a
+    subgraph again: namespaces ``outer:<id>|mid:<id>``. The innermost node pauses
+    with ``interrupt()``, then asks the model; ``AGENT_INNER_VALUE`` is the value
+    it writes (default ``v``)."""
+    model = model or RandomModel()
+
+    def inner(state: Nest) -> dict:
+        answer = interrupt("ok?")
+        reply = model.invoke([HumanMessage(f"inner was answered {answer}")])
+        return {"x": [f"{os.environ.get('AGENT_INNER_VALUE', 'v')}={answer}: {reply.content}"]}
+
+    leaf = StateGraph(Nest)
+    leaf.add_node("inner", inner)
+    leaf.add_edge(START, "inner")
+    mid = StateGraph(Nest)
+    mid.add_node("mid", leaf.compile())
+    mid.add_edge(START, "mid")
+    mid_graph = mid.compile()
+
+    def outer(state: Nest) -> dict:
+        return {"x": mid_graph.invoke({"x": []})["x"]}
+
+    b = StateGraph(Nest)
+    b.add_node("outer", outer)
+    b.add_node("outer2", outer)
+    b.add_edge(START, "outer")
+    b.add_edge("outer", "outer2")
+    b.add_edge("outer2", END)
+    return b
+
+
+nested_builder = make_nested_builder()
 approvals_builder = make_approvals_builder()
 stream_builder = make_stream_builder()
 async_builder = make_async_builder()

@@ -66,7 +66,8 @@ def logs(tmp_path: Path, monkeypatch):
     count, tools = tmp_path / "model-calls.txt", tmp_path / "tool-runs.txt"
     monkeypatch.setenv("AGENT_COUNT", str(count))
     monkeypatch.setenv("AGENT_TOOLS", str(tools))
-    for var in ("AGENT_SYSTEM", "AGENT_ROUTE", "AGENT_CITY_SUFFIX"):
+    for var in ("AGENT_SYSTEM", "AGENT_ROUTE", "AGENT_CITY_SUFFIX", "AGENT_RESEARCH_PROMPT", "AGENT_NOTE_SUFFIX",
+                "AGENT_INNER_VALUE"):
         monkeypatch.delenv(var, raising=False)
 
     class Logs:
@@ -481,3 +482,114 @@ def test_batch_inside_a_node_is_recorded_and_answered(repo_path, logs):
     assert again["messages"][-1].content == out["messages"][-1].content
     assert logs.models() == 0
     saver.close()
+
+
+def record_fan(repo: Path, topics: list[str]) -> dict[str, str]:
+    """The fan graph's thread "fan" (a subgraph per topic, each asking the model);
+    returns ``{topic: its subgraph namespace}``."""
+    saver = GitSaver(repo, record=True)
+    graph = agent_app.fan_builder.compile(checkpointer=saver)
+    graph.invoke({"topics": topics}, cfg("fan"))
+    graph.invoke(Command(resume="Oslo"), cfg("fan"))
+    saver.close()
+    saver = GitSaver(repo)
+    out = {}
+    for ns in saver.indexes.get("fan").namespaces():
+        if ns:
+            first = min(saver.list({"configurable": {"thread_id": "fan", "checkpoint_ns": ns}}),
+                        key=lambda t: t.config["configurable"]["checkpoint_id"])
+            out[first.checkpoint["channel_values"]["__start__"]["topic"]] = ns
+    saver.close()
+    return out
+
+
+def test_reproduce_compares_subgraph_checkpoints(repo_path, logs):
+    spaces = record_fan(repo_path, ["a", "b", "c"])
+    assert sorted(spaces) == ["a", "b", "c"] and all(ns.startswith("worker:") for ns in spaces.values())
+    logs.clear()
+    r = gitckpt(repo_path, "reproduce", "fan", "--graph", f"{APP}:fan_builder")
+    assert r.returncode == 0, r.stdout + r.stderr
+    # each worker subgraph: input, step 0, step 1
+    assert r.stdout.startswith("reproduced 4/4 checkpoints of thread fan and 9 subgraph checkpoints in 3 namespaces ")
+    r = gitckpt(repo_path, "reproduce", "fan", "--graph", f"{APP}:fan_builder", "--json")
+    out = json.loads(r.stdout)
+    assert r.returncode == 0 and out["ok"] and out["compared"] == 4
+    assert out["subgraph_checkpoints"] == 9 and out["namespaces"] == 3 and out["answered"]["model"] == 3
+    assert logs.models() == 0 and logs.tools() == 0
+    assert GitSaver(repo_path).threads() == ["fan"]
+
+
+@pytest.mark.parametrize(
+    "env, what",
+    [
+        ({"AGENT_NOTE_SUFFIX": "-x"}, "channel 'notes' differs"),
+        ({"AGENT_RESEARCH_PROMPT": "an essay on"}, "the model was asked something it was not asked before"),
+    ],
+    ids=["written-value", "prompt"],
+)
+def test_reproduce_names_the_subgraph_namespace_of_a_change(repo_path, logs, env, what):
+    spaces = record_fan(repo_path, ["a", "b"])
+    logs.clear()
+    r = gitckpt(repo_path, "reproduce", "fan", "--graph", f"{APP}:fan_builder", "--json", env=env)
+    assert r.returncode == 1, r.stdout + r.stderr
+    d = json.loads(r.stdout)["divergence"]
+    assert d["ns"] in spaces.values() and d["node"] == "research" and d["step"] == 1 and what in d["message"]
+    if "AGENT_NOTE_SUFFIX" in env:  # the first Send's subgraph is reported, not the root's later checkpoint
+        assert d["ns"] == spaces["a"] and '"a-x: answer' in d["diff"] and d["what"] == "channel"
+    r = gitckpt(repo_path, "reproduce", "fan", "--graph", f"{APP}:fan_builder", env=env)
+    assert r.returncode == 1
+    assert r.stdout.startswith(f"first divergence at step 1, node research in namespace {d['ns']}: "), r.stdout
+    assert what in r.stdout and logs.models() == 0
+    # --ns: only that subgraph's checkpoints are compared (the root's differ too, unreported)
+    if "AGENT_NOTE_SUFFIX" in env:
+        r = gitckpt(repo_path, "reproduce", "fan", "--graph", f"{APP}:fan_builder", "--ns", spaces["b"][:15],
+                    "--json", env=env)
+        d = json.loads(r.stdout)["divergence"]
+        assert r.returncode == 1 and d["ns"] == spaces["b"] and '"b-x: answer' in d["diff"], r.stdout
+
+
+def test_reproduce_ns_of_a_subgraph(repo_path, logs):
+    spaces = record_fan(repo_path, ["a", "b"])
+    logs.clear()
+    r = gitckpt(repo_path, "reproduce", "fan", "--graph", f"{APP}:fan_builder", "--ns", spaces["b"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.startswith(f"reproduced 3 checkpoints of namespace {spaces['b']} of thread fan "), r.stdout
+    r = gitckpt(repo_path, "reproduce", "fan", "--graph", f"{APP}:fan_builder", "--ns", spaces["a"][:12], "--json")
+    out = json.loads(r.stdout)
+    assert r.returncode == 0 and out["only_ns"] == spaces["a"] and out["subgraph_checkpoints"] == 3
+    assert out["namespaces"] == 1 and logs.models() == 0
+    # a call the recording cannot answer stops the runs: it is reported with --ns too
+    r = gitckpt(repo_path, "reproduce", "fan", "--graph", f"{APP}:fan_builder", "--ns", spaces["a"],
+                env={"AGENT_CITY_SUFFIX": "-x"})
+    assert r.returncode == 1 and "node review" in r.stdout  # a call miss stops the runs: it is still named
+    r = gitckpt(repo_path, "reproduce", "fan", "--graph", f"{APP}:fan_builder", "--ns", "nosuch")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.strip() == (
+        f"Error: thread 'fan' has no namespace 'nosuch' (its subgraph namespaces: {', '.join(sorted(spaces.values()))})"
+    )
+    r = gitckpt(repo_path, "reproduce", "fan", "--graph", f"{APP}:fan_builder", "--ns", "worker")
+    assert r.returncode != 0 and "namespace 'worker' is ambiguous in thread 'fan'" in r.stderr
+
+
+def test_reproduce_nested_subgraphs_with_interrupts(repo_path, logs):
+    """Subgraphs inside subgraphs, each paused and resumed: the innermost namespace's
+    change is reported there, not in the subgraph or root checkpoints it reaches."""
+    saver = GitSaver(repo_path, record=True)
+    graph = agent_app.nested_builder.compile(checkpointer=saver)
+    assert "__interrupt__" in graph.invoke({"x": []}, cfg("nest"))
+    graph.invoke(Command(resume="y"), cfg("nest"))
+    done = graph.invoke(Command(resume="z"), cfg("nest"))
+    assert [v.split(":")[0] for v in done["x"]] == ["v=y", "v=z"]
+    spaces = [n for n in saver.indexes.get("nest").namespaces() if n]
+    saver.close()
+    assert len(spaces) == 4 and sum("|mid:" in n for n in spaces) == 2
+    logs.clear()
+    r = gitckpt(repo_path, "reproduce", "nest", "--graph", f"{APP}:nested_builder", "--json")
+    out = json.loads(r.stdout)
+    assert r.returncode == 0 and out["ok"] and out["namespaces"] == 4 and out["runs"] == 3, r.stdout + r.stderr
+    assert out["subgraph_checkpoints"] >= 8 and out["answered"]["model"] == 2 and logs.models() == 0
+    r = gitckpt(repo_path, "reproduce", "nest", "--graph", f"{APP}:nested_builder", "--json",
+                env={"AGENT_INNER_VALUE": "w"})
+    d = json.loads(r.stdout)["divergence"]
+    assert r.returncode == 1 and d["node"] == "inner" and d["what"] == "channel", r.stdout
+    assert d["ns"] in spaces and d["ns"].startswith("outer:") and "|mid:" in d["ns"] and '"w=y: answer' in d["diff"]

@@ -678,6 +678,9 @@ class Replay:
         where = f"step {step}, node {node!r}" + (f" (namespace {ns})" if ns and ns.count("|") else "")
         text = f"no recorded answer at {where}: {what}"
         diff = ""
+        where_ns = ns
+        if near and ns and near[0].ns == ns:  # the namespace as recorded (its task ids are the recording's)
+            where_ns = near[0].data.get("ns") or ns
         if near:
             c = near[0]
             try:
@@ -689,7 +692,7 @@ class Replay:
                 text += "\n" + diff
         else:
             text += "; the recording has no call of that kind"
-        return ReplayMissError(text, kind=kind, node=node, step=step, diff=diff)
+        return ReplayMissError(text, kind=kind, node=node, step=step, diff=diff, ns=where_ns)
 
     def answer_model(self, run_id: uuid.UUID, name: str, asked: ModelAsk, ctx: dict | None) -> bool:
         with self._lock:
