@@ -20,44 +20,9 @@ from langgraph.types import Command
 
 from gitckpt import GitSaver, ReplayMissError
 from tests import agent_app
-from tests.test_sync import _free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "tests" / "agent_app.py")
-
-
-@pytest.fixture
-def server(tmp_path: Path):
-    """``git daemon`` on 127.0.0.1 serving ``<base>/team.git`` (as tests/test_sync.py's,
-    in a process group of its own: ``git daemon`` runs ``git-daemon`` as a child, and
-    the whole group is stopped afterwards)."""
-    import signal
-    import socket
-    import time
-
-    base = tmp_path / "served"
-    base.mkdir()
-    subprocess.run(["git", "init", "-q", "--bare", str(base / "team.git")], check=True)
-    port = _free_port()
-    proc = subprocess.Popen(
-        ["git", "daemon", "--reuseaddr", "--export-all", "--enable=receive-pack", f"--base-path={base}",
-         "--listen=127.0.0.1", f"--port={port}", str(base)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail("git daemon did not start")
-                time.sleep(0.05)
-        yield {"url": f"git://127.0.0.1:{port}/team.git", "path": base / "team.git", "port": port}
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 @pytest.fixture

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import operator
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +21,7 @@ from click.testing import CliRunner
 from langgraph.graph import END, START, StateGraph
 
 from gitckpt import GitSaver, GitStore, RemoteError, sync
+from tests.conftest import free_port
 from gitckpt.cli import cli
 from gitckpt.errors import NotFoundError
 from gitckpt.git.repo import GitRepo
@@ -50,49 +49,6 @@ def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 
 def ids_of(graph, thread: str = "1") -> list[str]:
     return [s.config["configurable"]["checkpoint_id"] for s in graph.get_state_history(cfg(thread))]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def server(tmp_path: Path):
-    """``git daemon`` on 127.0.0.1 serving ``<base>/team.git``; yields its URL."""
-    base = tmp_path / "served"
-    base.mkdir()
-    subprocess.run(["git", "init", "-q", "--bare", str(base / "team.git")], check=True)
-    port = _free_port()
-    proc = subprocess.Popen(
-        ["git", "daemon", "--reuseaddr", "--export-all", "--enable=receive-pack", f"--base-path={base}",
-         "--listen=127.0.0.1", f"--port={port}", str(base)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,  # `git daemon` forks git-daemon: kill the whole group, or it outlives the test
-    )
-
-    def stop() -> None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                stop()
-                pytest.fail("git daemon did not start")
-            time.sleep(0.05)
-    try:
-        yield {"url": f"git://127.0.0.1:{port}/team.git", "path": base / "team.git", "port": port}
-    finally:
-        stop()
 
 
 @pytest.fixture
@@ -249,7 +205,7 @@ def test_named_threads_and_errors(people, server, tmp_path):
                                                                     "threads/two%20words": sync.CREATED}
     assert sync.pull(bob_path, f"file://{server['path']}").ok
     assert not [r for r in git(bob_path, "for-each-ref").stdout.splitlines() if "gitckpt-fetch" in r]
-    dead = f"git://127.0.0.1:{_free_port()}/team.git"
+    dead = f"git://127.0.0.1:{free_port()}/team.git"
     with pytest.raises(RemoteError, match=r"^cannot reach remote .*Connection refused"):
         sync.push(bob_path, dead)
 
@@ -310,7 +266,7 @@ def test_cli_errors(people, server, tmp_path):
         f"Error: no remote 'upstream' in {bob_path} (add one with "
         f"`git --git-dir {bob_path} remote add upstream URL`, or give a URL)"
     )
-    dead = f"git://127.0.0.1:{_free_port()}/team.git"
+    dead = f"git://127.0.0.1:{free_port()}/team.git"
     assert fails("push", dead, "--repo", str(bob_path)) == (
         f"Error: cannot reach remote '{dead}': failed to connect to 127.0.0.1: Connection refused"
     )

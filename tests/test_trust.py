@@ -20,7 +20,6 @@ import operator
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -468,48 +467,6 @@ def test_scan_finds_every_variant_without_constructing(tmp_path):
 
 
 # -- pull, sync, clone against a real git daemon ------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def server(tmp_path: Path):
-    base = tmp_path / "served"
-    base.mkdir()
-    subprocess.run(["git", "init", "-q", "--bare", str(base / "team.git")], check=True)
-    port = _free_port()
-    proc = subprocess.Popen(
-        ["git", "daemon", "--reuseaddr", "--export-all", "--enable=receive-pack", f"--base-path={base}",
-         "--listen=127.0.0.1", f"--port={port}", str(base)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,  # `git daemon` forks git-daemon: kill the whole group, or it outlives the test
-    )
-
-    def stop() -> None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                stop()
-                pytest.fail("git daemon did not start")
-            time.sleep(0.05)
-    try:
-        yield {"url": f"git://127.0.0.1:{port}/team.git", "path": base / "team.git"}
-    finally:
-        stop()
 
 
 def local_refs(path: Path) -> dict[str, str]:
