@@ -7,7 +7,7 @@ Environment: ``AGENT_COUNT`` (model call log), ``AGENT_TOOLS`` (tool run log),
 the route after a tool-calling answer), ``AGENT_CITY_SUFFIX`` (added to the city the
 fan graph's review node asks the weather of), ``AGENT_RESEARCH_PROMPT`` and
 ``AGENT_NOTE_SUFFIX`` (the fan graph's subgraph: its prompt, and added to the topic
-of the note it writes).
+of the note it writes), ``AGENT_JUDGE`` (the judge graph's instruction: structured output).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode
 from langgraph.types import Send, interrupt
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 from typing_extensions import TypedDict
 
 SECRET_KEY = "sk-test-DO-NOT-RECORD-5f3a9c1e7b"
@@ -288,3 +288,47 @@ approvals_builder = make_approvals_builder()
 stream_builder = make_stream_builder()
 async_builder = make_async_builder()
 leaky_builder = make_builder(LeakyModel())
+
+
+class Verdict(BaseModel):
+    """A grade, as structured output."""
+
+    score: int
+    reason: str
+
+
+class JudgeModel(RandomModel):
+    """Asked with tools bound (``with_structured_output``), calls the first one with random arguments."""
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
+        tools = kwargs.get("tools") or []
+        if not tools:
+            return super()._generate(messages, stop, run_manager, **kwargs)
+        _log("AGENT_COUNT", f"judge {len(messages)}")
+        args = {"score": random.randint(0, 10), "reason": f"reason {random.random():.12f}"}
+        call = {"name": tools[0]["function"]["name"], "args": args, "id": f"call_{uuid.uuid4().hex[:8]}"}
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content="", tool_calls=[call]))])
+
+
+class Judged(TypedDict):
+    messages: Annotated[list, add_messages]
+    score: int
+    reason: str
+
+
+def make_judge_builder(model: BaseChatModel | None = None) -> StateGraph:
+    judge = (model or JudgeModel()).with_structured_output(Verdict)
+
+    def grade(state: Judged) -> dict:
+        asked = [SystemMessage(os.environ.get("AGENT_JUDGE", "Grade the answer from 0 to 10.")), *state["messages"]]
+        verdict = judge.invoke(asked)
+        return {"score": verdict.score, "reason": verdict.reason}
+
+    b = StateGraph(Judged)
+    b.add_node("grade", grade)
+    b.add_edge(START, "grade")
+    b.add_edge("grade", END)
+    return b
+
+
+judge_builder = make_judge_builder()

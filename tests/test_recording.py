@@ -558,3 +558,28 @@ def test_reproduce_nested_subgraphs_with_interrupts(repo_path, logs):
     d = json.loads(r.stdout)["divergence"]
     assert r.returncode == 1 and d["node"] == "inner" and d["what"] == "channel", r.stdout
     assert d["ns"] in spaces and d["ns"].startswith("outer:") and "|mid:" in d["ns"] and '"w=y: answer' in d["diff"]
+
+
+def test_structured_output_is_recorded_and_reproduced(repo_path, logs):
+    """``with_structured_output`` (tools bound, the answer parsed into a pydantic model)."""
+    saver = GitSaver(repo_path, record=True)
+    graph = agent_app.judge_builder.compile(checkpointer=saver)
+    out = graph.invoke({"messages": [("user", "Paris is the capital of France.")]}, cfg("j"))
+    calls = saver.recorded_calls("j")
+    saver.close()
+    assert logs.models() == 1 and isinstance(out["score"], int) and out["reason"].startswith("reason ")
+    assert [(c["kind"], c["node"]) for c in calls] == [("model", "grade")]
+    logs.clear()
+    r = gitckpt(repo_path, "reproduce", "j", "--graph", f"{APP}:judge_builder", "--json")
+    result = json.loads(r.stdout)
+    assert r.returncode == 0 and result["ok"] and result["answered"] == {"model": 1, "tool": 0}, r.stdout + r.stderr
+    assert logs.models() == 0
+    # offline on a new thread: the recorded verdict, parsed again, and no model call
+    with GitSaver(repo_path) as saver, saver.replaying("j"):
+        again = agent_app.judge_builder.compile(checkpointer=saver).invoke(
+            {"messages": [("user", "Paris is the capital of France.")]}, cfg("j2"))
+    assert (again["score"], again["reason"]) == (out["score"], out["reason"]) and logs.models() == 0
+    # another instruction to the judge is a divergence at its node
+    r = gitckpt(repo_path, "reproduce", "j", "--graph", f"{APP}:judge_builder", env={"AGENT_JUDGE": "Be harsh."})
+    assert r.returncode == 1 and r.stdout.startswith("first divergence at step 1, node grade: "), r.stdout + r.stderr
+    assert logs.models() == 0
