@@ -42,6 +42,7 @@ from langchain_core.messages import BaseMessage
 from .checkpoint import format as fmt
 from .checkpoint.recording import _diff, normalize_message, to_plain
 from .errors import GitckptError, NotFoundError, ReplayMissError
+from .ops import read_writes
 
 _START = "__start__"
 _RESUME = "__resume__"
@@ -191,7 +192,7 @@ def _ns(t: Any) -> str:
 def _writer(saver: Any, thread_id: str, cid: str, ns: str = "") -> dict[str, str]:
     """``{channel: node}`` of the pending writes stored for a checkpoint (from their task paths)."""
     out: dict[str, str] = {}
-    for task_id, _idx, channel, path, _typed in saver.write_details(thread_id, ns, cid):
+    for task_id, _idx, channel, path, _typed in _writes(saver, thread_id, ns, cid):
         out.setdefault(channel, fmt.writer_of(task_id, path, [channel]))
     return out
 
@@ -473,7 +474,7 @@ def _update_of(saver: Any, thread_id: str, parent: Any, update: Any) -> tuple[di
     values: dict[str, Any] = {}
     if parent is not None:
         pid = _id(parent)
-        paths = {(t, c): p for t, _i, c, p, _ in saver.write_details(thread_id, "", pid)}
+        paths = {(t, c): p for t, _i, c, p, _ in _writes(saver, thread_id, "", pid)}
         for task_id, channel, value in parent.pending_writes:
             path = paths.get((task_id, channel)) or ""
             # update_state's task: no path, or LangGraph's "~__interrupt__, <n>" one (langgraph 1.2)
@@ -633,7 +634,7 @@ def _ns_keys(saver: Any, thread: str, only: str | None) -> dict[tuple, tuple[str
         step, path = None, ""
         if pcid:
             if (parent_ns, pcid) not in paths:
-                paths[(parent_ns, pcid)] = {t: p for t, _i, _c, p, _ty in saver.write_details(thread, parent_ns, pcid)}
+                paths[(parent_ns, pcid)] = {t: p for t, _i, _c, p, _ty in _writes(saver, thread, parent_ns, pcid)}
                 ptup = saver.get_tuple(_cfg(thread, pcid, ns=parent_ns))
                 paths[(parent_ns, pcid)]["\0step"] = str((ptup.metadata or {}).get("step")) if ptup else ""
             found = paths[(parent_ns, pcid)]
@@ -743,3 +744,12 @@ def _compare_namespaces(
         if ns not in done:
             checked(key, ns, recs)
     return sum(len(recs) for _k, (_n, recs) in items), len(items)
+
+
+def _writes(saver: Any, thread_id: str, ns: str, cid: str) -> list[tuple[str, int, str, str, tuple[str, bytes]]]:
+    """``(task_id, idx, channel, task_path, (type, payload))`` of a checkpoint's pending
+    writes, undecoded (their task paths pair subgraph namespaces)."""
+    with saver.lock:
+        idx = saver.indexes.get(str(thread_id))
+        blobs = saver.indexes.write_blobs(idx.writes.get((ns, cid), ()), cid)
+    return read_writes(saver.repo, blobs)

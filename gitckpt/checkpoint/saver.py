@@ -353,16 +353,6 @@ class GitSaver(BaseCheckpointSaver[str]):
         rows.sort(key=lambda r: r[0])
         return [w for _, w in rows]
 
-    def write_details(self, thread_id: str, ns: str, cid: str) -> list[tuple[str, int, str, str, tuple[str, bytes]]]:
-        """``(task_id, idx, channel, task_path, (type, payload))`` of each pending write
-        stored for a checkpoint, undecoded (``gitckpt reproduce`` reads the task paths)."""
-        with self.lock:
-            idx = self.indexes.get(str(thread_id))
-            return [
-                fmt.unpack_write(self.repo.read_blob(oid, f"pending write {name}"))
-                for name, oid in sorted(self._write_blobs(idx, ns, cid).items())
-            ]
-
     def _tuple(self, thread_id: str, idx: ThreadIndex, ns: str, cid: str, entry: Entry) -> CheckpointTuple:
         checkpoint, metadata = self._read_checkpoint(thread_id, ns, cid, entry)
         return CheckpointTuple(
