@@ -510,7 +510,7 @@ def log(thread: str, ns: str, limit: int | None, draw: bool, repo: str | None, a
         summary = row.summary
         if row.source == "fork" and row.parent_checkpoint_id and summary.startswith("fork of"):
             summary = f"fork of {short.get(row.parent_checkpoint_id, row.parent_checkpoint_id[:13])}"
-        ncalls = len(row.calls)
+        ncalls = row.call_count
         if ncalls:
             summary += f" · {ncalls} call{'s' if ncalls != 1 else ''} recorded"
         what = (f"({', '.join(tips)}) " if tips else "") + summary
@@ -1054,7 +1054,7 @@ def reproduce(
     s = _session(repo)
     hist = s.history(thread)
     ns = ops.resolve_namespace(hist, ns)
-    if not s.saver.recorded_calls(thread) and not as_json:
+    if not any(hist.writes.calls(key) for key in hist.writes) and not as_json:  # names only, nothing read
         click.echo(f"note: thread {thread} has no recorded calls (was it run with GitSaver(record=True)?)", err=True)
     graph = ops.load_graph(graph_spec, s.saver, s.store)
     base = _run_config(s, thread, "", hist.checkpoints("")[-1] if hist.checkpoints("") else None, config_json)

@@ -218,13 +218,22 @@ class CheckpointRow:
                 )
         return self._wrote
 
+    def _call_blobs(self) -> dict[str, Oid]:
+        """The recorded calls of the step that made this checkpoint (stored with
+        its parent's pending writes): entry names and blobs, nothing read."""
+        if self._hist is None or not self.parent_checkpoint_id or self.source not in ("loop", "fork"):
+            return {}
+        return self._hist.writes.calls((self.checkpoint_ns, self.parent_checkpoint_id))
+
     @property
     def calls(self) -> list[dict[str, Any]]:
-        """The model and tool calls recorded for the step that made this checkpoint
-        (they are stored with its parent's pending writes)."""
-        if self._hist is None or not self.parent_checkpoint_id or self.source not in ("loop", "fork"):
-            return []
-        return read_calls(self._repo, self._hist.writes.calls((self.checkpoint_ns, self.parent_checkpoint_id)))
+        """The model and tool calls recorded for the step that made this checkpoint, decoded."""
+        return read_calls(self._repo, self._call_blobs())
+
+    @property
+    def call_count(self) -> int:
+        """How many calls :attr:`calls` holds, without reading them (``gitckpt log``)."""
+        return len(self._call_blobs())
 
     @property
     def summary(self) -> str:
@@ -247,7 +256,7 @@ class CheckpointRow:
             "checkpoint_ns": self.checkpoint_ns,
             "run_id": self.run_id,
             "wrote": self.wrote,
-            "calls": len(self.calls),
+            "calls": self.call_count,
             "summary": self.summary,
             "time": self.time,
             "commit": self.commit,

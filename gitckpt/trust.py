@@ -413,6 +413,12 @@ def scan_blob(data: bytes, allowed: frozenset = frozenset(), cipher: Any = None)
         except Exception:
             return scan_msgpack(body, allowed)
         return scan_msgpack(body, allowed) + scan_typed(kind, payload, allowed, cipher)
+    if head == fmt.CALL_HEADER:  # a recorded call: its answer (and any value in it) is [type, payload]
+        try:
+            record = fmt.unpack_call(data)
+        except Exception:
+            return scan_msgpack(body, allowed)
+        return scan_msgpack(body, allowed) + _scan_typed_values(record, allowed, cipher)
     if head == ITEM_HEADER:
         found = scan_msgpack(body, allowed)
         try:
@@ -431,6 +437,19 @@ def scan_blob(data: bytes, allowed: frozenset = frozenset(), cipher: Any = None)
     if kind in ("msgpack", "json", "pickle", "null", "bytes", "bytearray") or _ENCRYPTED.match(kind):
         return scan_typed(kind, body, allowed, cipher)
     return scan_msgpack(body, allowed)  # a kind this version does not know: scan it as msgpack
+
+
+def _scan_typed_values(obj: Any, allowed: frozenset, cipher: Any) -> list[str]:
+    """Every ``[type, payload]`` pair (a value serialized by the saver's serde) inside a
+    decoded structure, scanned as such: the payload is bytes, which msgpack scanning of
+    the structure around it does not look into."""
+    if isinstance(obj, dict):
+        return [f for v in obj.values() for f in _scan_typed_values(v, allowed, cipher)]
+    if isinstance(obj, (list, tuple)):
+        if len(obj) == 2 and isinstance(obj[0], str) and isinstance(obj[1], (bytes, bytearray)):
+            return scan_typed(obj[0], bytes(obj[1]), allowed, cipher)
+        return [f for v in obj for f in _scan_typed_values(v, allowed, cipher)]
+    return []
 
 
 @dataclasses.dataclass
@@ -492,6 +511,8 @@ class ScanReport:
 
 
 def _what(path: str, kind: str | None) -> str:
+    if fmt.is_call_entry(path.rpartition("/")[2]):
+        return "recorded call"
     if path.startswith("writes/") or "/writes/" in path or kind == "writes":
         return "pending write"
     return "checkpoint" if kind in ("checkpoint", None) else kind

@@ -463,6 +463,12 @@ def test_scan_finds_every_variant_without_constructing(tmp_path):
     assert trust.scan_blob(b"json\n" + lc) == ["subprocess.Popen"]
     assert trust.scan_blob(b"pickle\n...")[0].startswith("pickle")
     assert trust.scan_blob(b"msgpack+aes\n...")[0].startswith("encrypted msgpack+aes (not scanned")
+    # a recorded call: its answer is a [type, payload] pair whose payload is bytes (a replay decodes it)
+    call = fmt.pack_call({"kind": "model", "output": ["msgpack", ormsgpack.packb([P["positional"]])], "n": 0})
+    assert trust.scan_blob(call) == ["subprocess.Popen"]
+    safe = fmt.pack_call({"kind": "model", "output": list(JsonPlusSerializer().dumps_typed(HumanMessage("hi")))})
+    assert trust.scan_blob(safe) == []
+    assert trust._what("writes/abc/task%2E1.call00", "writes") == "recorded call"
     no_marks(tmp_path)
 
 

@@ -330,9 +330,16 @@ class Recorder(BaseCallbackHandler):
             return saver
         return None
 
-    def _start(self, run_id: uuid.UUID, parent_run_id: uuid.UUID | None, record: dict[str, Any], ctx: dict) -> None:
-        saver = self._target(ctx)
-        if saver is None:
+    def _start(
+        self,
+        run_id: uuid.UUID,
+        parent_run_id: uuid.UUID | None,
+        record: dict[str, Any],
+        ctx: dict[str, Any] | None,
+        saver: Any = None,
+    ) -> None:
+        saver = saver if saver is not None else self._target(ctx)
+        if saver is None or ctx is None:
             return
         with self._lock:
             if parent_run_id is not None and parent_run_id in self._open:
@@ -362,7 +369,8 @@ class Recorder(BaseCallbackHandler):
     ):
         replay = _REPLAY.get()
         ctx = task_context()
-        if ctx is None and replay is None:
+        saver = self._target(ctx) if ctx is not None else None
+        if saver is None and replay is None:  # not a call of a recording saver's run: no work at all
             return
         params = kwargs.get("invocation_params") or {}
         model = _current_models.get(None)
@@ -379,12 +387,13 @@ class Recorder(BaseCallbackHandler):
         replayed = False
         if replay is not None:
             replayed = replay.answer_model(run_id, str(name), asked, ctx)
-        if ctx is not None:
+        if saver is not None:
             self._start(
                 run_id,
                 parent_run_id,
                 {"kind": "model", "name": str(name), "input": asked, "digest": asked.digest, "replayed": replayed},
                 ctx,
+                saver,
             )
 
     def on_llm_start(self, serialized, prompts, **kwargs):  # completion models are not recorded
@@ -408,7 +417,8 @@ class Recorder(BaseCallbackHandler):
         self, serialized, input_str, *, run_id, parent_run_id=None, tags=None, metadata=None, inputs=None, **kwargs
     ):
         ctx = task_context()
-        if ctx is None:
+        saver = self._target(ctx) if ctx is not None else None
+        if saver is None:  # not a call of a recording saver's run: no work at all
             return
         name = (serialized or {}).get("name") or "tool"
         asked = tool_input(name, inputs if inputs is not None else input_str)
@@ -417,6 +427,7 @@ class Recorder(BaseCallbackHandler):
             parent_run_id,
             {"kind": "tool", "name": name, "input": asked, "digest": digest(asked), "replayed": False},
             ctx,
+            saver,
         )
 
     def on_tool_end(self, output, *, run_id, **kwargs):

@@ -21,7 +21,7 @@ from ..errors import (
     RepositoryError,
 )
 from . import packs
-from .files import filler
+from .files import closer
 from .locks import storage_error
 
 _log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class Maintenance:
         self.count += n
         if self.count >= self.every and self._settled.is_set():
             self._settled.clear()
-            filler.call_soon(self._start_behind)
+            closer.call_soon(self._start_behind)  # not on the pool's refill thread: a refill never waits for it
 
     def _start_behind(self) -> None:
         try:

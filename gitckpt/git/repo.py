@@ -548,12 +548,12 @@ class GitRepo:
         except OSError as exc:
             raise storage_error(self.path, f"updating ref {name}", exc) from exc
         finally:
-            os.close(fd)  # drops the flock, after the rename (format.md 17.2)
-            if not done:
+            if not done:  # remove our lock while we still hold its flock: no one can judge it stale
                 try:
                     os.unlink(lock)
                 except OSError:
                     pass
+            os.close(fd)  # drops the flock, after the rename or the removal (format.md 17.2)
             if held >= 0:
                 closer.close_later(held)
         if not journaled:
@@ -595,11 +595,11 @@ class GitRepo:
         except OSError as exc:
             raise storage_error(self.path, f"deleting ref {name}", exc) from exc
         finally:
-            os.close(fd)
-            try:
+            try:  # removed while its flock is held, then released (format.md 17.2)
                 os.unlink(lock)
             except OSError:
                 pass
+            os.close(fd)
         try:
             self.barrier()
         except OSError as exc:
@@ -634,12 +634,12 @@ class GitRepo:
             done = True
             return True
         finally:
-            os.close(fd)
-            if not done:
+            if not done:  # removed while its flock is held (format.md 17.2)
                 try:
                     os.unlink(lock)
                 except OSError:
                     pass
+            os.close(fd)
 
     def barrier(self) -> None:
         """In ``fsync`` mode, wait until everything written so far is on disk.
