@@ -286,19 +286,18 @@ def parse_allowlist(value: str) -> list[tuple[str, str]]:
     value = value.strip()
     if value.lower() == "strict":
         return []
+    from .trust import parse_allow  # the CLI's --allow rule, so both accept the same names
+
     allowed: list[tuple[str, str]] = []
     for item in value.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        module, sep, name = item.partition(":")
-        module, name = module.strip(), name.strip()
-        if not sep or not module or not name or ":" in name:
-            raise InvalidInputError(
-                f"${ALLOW_ENV}: {item!r} is not module:Name (a list is module:Name,module:Name; "
-                "'strict' allows LangGraph's safe types only)"
-            )
-        allowed.append((module, name))
+        if item.strip():
+            try:
+                allowed.append(parse_allow(item))
+            except InvalidInputError as exc:
+                raise InvalidInputError(
+                    f"${ALLOW_ENV}: {exc} (a list is module:Name,module:Name; "
+                    "'strict' allows LangGraph's safe types only)"
+                ) from None
     if not allowed:
         raise InvalidInputError(f"${ALLOW_ENV} is set but names no type: give module:Name,... or 'strict'")
     return allowed

@@ -70,7 +70,7 @@ def test_default_repo_is_outside_the_project_and_stable(clean_env, tmp_path):
 def test_allowlist_parsing():
     assert ls.parse_allowlist("a.b:C, d:E") == [("a.b", "C"), ("d", "E")]
     assert ls.parse_allowlist("strict") == []
-    for bad in ("nocolon", "a:", ":B", "a:b:c", " , "):
+    for bad in ("nocolon", "a:", ":B", "a:b:c", " , ", "a b:C", "mod:Na.me"):
         with pytest.raises(InvalidInputError, match="GITCKPT_ALLOW"):
             ls.parse_allowlist(bad)
 
