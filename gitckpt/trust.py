@@ -252,6 +252,10 @@ def _strict_base():
         types and marks the rest (:class:`NotConstructed`); pickled values are not
         unpickled but marked too. Writes exactly as LangGraph's serializer does."""
 
+        #: its msgpack values decode as LangGraph's do, with its own ext hook: GitSaver may
+        #: wrap that hook to decode each message once (format.md 11), strictness kept
+        gitckpt_wraps_ext_hook = True
+
         def __init__(self, allowed: Iterable[Any] = ()) -> None:
             self.allowed = normalize(allowed)
             super().__init__(

@@ -194,12 +194,14 @@ class GitSaver(BaseCheckpointSaver[str]):
         # that decodes each message once (values.DecodedCache.ext_hook; format.md 11).
         # The hook is the serializer's own (its allowlist, strict or not), wrapped.
         inner = getattr(value, "_unpack_ext_hook", None)
+        # A serializer that declares its msgpack branch is LangGraph's with a hook of its
+        # own (gitckpt.trust's strict one: the CLI's and verify's) is wrapped the same way.
+        plain = type(value) is JsonPlusSerializer and not getattr(value, "_custom_unpack_ext_hook", True)
         self._msgpack_hook = (
             self._decoded.ext_hook(inner)
-            if type(value) is JsonPlusSerializer
+            if (plain or getattr(type(value), "gitckpt_wraps_ext_hook", False))
             and inner is not None
             and self._decoded_cache_bytes > 0
-            and not getattr(value, "_custom_unpack_ext_hook", True)
             else None
         )
 
