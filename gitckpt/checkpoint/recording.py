@@ -55,6 +55,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, BaseMessage
 
 from ..errors import InvalidInputError, ReplayMissError
+from . import format as fmt
 
 # -- normalisation: what counts as "the same input" -------------------------------
 
@@ -581,7 +582,7 @@ def _install_model_wrappers() -> None:
         if replay is None:
             return False, None
         filtered = tool._filter_injected_args(tool_input) if isinstance(tool_input, dict) else tool_input
-        asked = tool_input_of(tool.name, filtered)
+        asked = tool_input(tool.name, filtered)
         ctx = task_context(kwargs.get("config")) or task_context()
         found = replay.answer_tool(tool.name, asked, ctx)
         if found is None:
@@ -606,10 +607,6 @@ def _install_model_wrappers() -> None:
 
     BaseTool.run = run_w  # type: ignore[method-assign]
     BaseTool.arun = arun_w  # type: ignore[method-assign]
-
-
-def tool_input_of(name: str, args: Any) -> dict[str, Any]:
-    return tool_input(name, args)
 
 
 # -- a replay ---------------------------------------------------------------------
@@ -938,7 +935,7 @@ class SaverRecording:
                 out["output"] = list(dumps(str(output)))
                 out["output_note"] = f"stored as text: {exc}"
             out["summary"] = _summary(output)
-        return fmt_pack_call(out)
+        return fmt.pack_call(out)
 
     # reading back
 
@@ -953,7 +950,7 @@ class SaverRecording:
             for key in keys:
                 blobs = saver.indexes.write_blobs(idx.writes[key], key[1], calls=None)
                 for name in sorted(blobs):
-                    data = fmt_unpack_call(saver.repo.read_blob(blobs[name], f"recorded call {name}"))
+                    data = fmt.unpack_call(saver.repo.read_blob(blobs[name], f"recorded call {name}"))
                     data["checkpoint_ns"], data["checkpoint_id"], data["entry"] = key[0], key[1], name
                     data["thread_id"] = thread_id
                     out.append(data)
@@ -1006,15 +1003,3 @@ def resolve_input(saver: Any, data: dict, cache: dict | None = None) -> dict:
         items = cache[key].get(seg[1]) or []
         messages.extend(normalize_message(m) for m in items[seg[2] : seg[3]])
     return {"messages": messages, "settings": data.get("settings") or {}}
-
-
-def fmt_pack_call(record: dict) -> bytes:
-    from . import format as fmt
-
-    return fmt.pack_call(record)
-
-
-def fmt_unpack_call(data: bytes) -> dict:
-    from . import format as fmt
-
-    return fmt.unpack_call(data)
