@@ -577,11 +577,11 @@ def _install_model_wrappers() -> None:
 
     run, arun = BaseTool.run, BaseTool.arun
 
-    def _tool_answer(tool: Any, tool_input: Any, kwargs: dict) -> tuple[bool, Any]:
+    def _tool_answer(tool: Any, given: Any, kwargs: dict) -> tuple[bool, Any]:
         replay = _REPLAY.get()
         if replay is None:
             return False, None
-        filtered = tool._filter_injected_args(tool_input) if isinstance(tool_input, dict) else tool_input
+        filtered = tool._filter_injected_args(given) if isinstance(given, dict) else given
         asked = tool_input(tool.name, filtered)
         ctx = task_context(kwargs.get("config")) or task_context()
         found = replay.answer_tool(tool.name, asked, ctx)
