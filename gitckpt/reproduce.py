@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
+from datetime import timezone
 from typing import Any
 
 from langchain_core.messages import BaseMessage
@@ -79,6 +80,7 @@ class ReproduceResult:
     subgraph_checkpoints: int = 0  # recorded subgraph checkpoints compared
     namespaces: int = 0  # recorded subgraph namespaces compared
     only_ns: str | None = None  # --ns: the namespace the comparison was restricted to
+    scratch_store: str | None = None  # the store the runs used: a scratch branch, "memory", or None (no store)
 
     @property
     def ok(self) -> bool:
@@ -227,6 +229,119 @@ def _runner(graph: Any, use_async: bool | None):
     return run
 
 
+# -- the scratch store -----------------------------------------------------------------
+
+#: Where a reproduce's scratch store branch lives (not a thread line, not the store:
+#: push, pull and the thread listings leave it alone).
+SCRATCH_STORE_PREFIX = "refs/gitckpt/reproduce/"
+
+
+class _ScratchStore:
+    """The store a reproduce's runs use instead of the graph's own (docs/format.md, 18.7).
+
+    A :class:`GitStore`: a scratch branch that starts at the store's commit as of
+    the recorded thread's first checkpoint (what its first run saw), in the same
+    repository, deleted afterwards unless kept. Any other ``BaseStore``: an
+    ``InMemoryStore`` filled with a copy of the items it holds that were created
+    by then (with their values as they are now: older values are not known)."""
+
+    def __init__(self, store: Any, since_us: int | None, name: str) -> None:
+        from .store.store import GitStore
+
+        self.ref: str | None = None
+        self.repo: Any = None
+        if isinstance(store, GitStore):
+            self.repo = store.repo
+            self.ref = SCRATCH_STORE_PREFIX + name
+            start = _store_commit_at(store.repo, store.ref, since_us)
+            if start is not None and not store.repo.update_ref(self.ref, None, start):
+                raise GitckptError(f"the scratch store branch {self.ref} exists already")
+            index = {k: v for k, v in (store.index_config or {}).items() if not k.startswith("__")} or None
+            ttl = {k: v for k, v in (store.ttl_config or {}).items() if k != "sweep_interval_minutes"} or None
+            self.store: Any = GitStore(store.repo, index=index, ttl=ttl, ref=self.ref)  # type: ignore[arg-type]
+            self.name = self.ref
+        else:
+            self.store = _memory_copy(store, since_us)
+            self.name = "memory"
+
+    def discard(self, keep: bool) -> None:
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()
+        if self.ref is not None and not keep:
+            self.repo.delete_ref(self.ref)
+
+
+def _store_commit_at(repo: Any, ref: str, since_us: int | None) -> Any:
+    """The newest commit of store branch ``ref`` made at or before ``since_us`` (µs),
+    or None (the store was empty then). A commit's time is the newest
+    ``updated_at`` of the items it put (µs, the store's own clock); a commit that
+    only deleted or refreshed items has git's commit time (seconds)."""
+    from .store.format import PUT, item_path, parse_changes, parse_iso, unpack_item
+
+    oid = repo.ref(ref)
+    if since_us is None:
+        return oid
+    while oid is not None:
+        commit = repo.get(oid, "store commit")
+        when = None
+        for kind, ns, key in parse_changes(commit.message):
+            if kind != PUT:
+                continue
+            obj: Any = commit.tree
+            try:
+                for part in item_path(tuple(ns), key):
+                    obj = obj[part]
+                t = parse_iso(unpack_item(repo.read_blob(obj.id, "store item"))["updated_at"])
+            except (KeyError, GitckptError, ValueError, TypeError):
+                continue
+            if t is not None and (when is None or t > when):
+                when = t
+        if when is None:
+            when = commit.commit_time * 1_000_000
+        if when <= since_us:
+            return oid
+        oid = commit.parent_ids[0] if commit.parent_ids else None
+    return None
+
+
+def _memory_copy(store: Any, since_us: int | None) -> Any:
+    """An ``InMemoryStore`` holding a copy of ``store``'s items created at or before
+    ``since_us`` (µs), with their values as they are now (values, not vectors)."""
+    from langgraph.store.memory import InMemoryStore
+
+    from .store.format import datetime_to_us
+
+    copy = InMemoryStore()
+    page = 1000
+    for ns in store.list_namespaces(limit=1_000_000):
+        offset = 0
+        while True:
+            items = store.search(ns, limit=page, offset=offset)
+            for item in items:
+                created = getattr(item, "created_at", None)
+                if since_us is not None and created is not None:
+                    if created.tzinfo is None:
+                        created = created.replace(tzinfo=timezone.utc)
+                    if datetime_to_us(created) > since_us:
+                        continue  # made after the thread began: the first run did not see it
+                if tuple(item.namespace) == tuple(ns):
+                    copy.put(tuple(ns), item.key, item.value, index=False)
+            if len(items) < page:
+                break
+            offset += page
+    return copy
+
+
+def _ts_us(checkpoint: Any) -> int | None:
+    from .store.format import parse_iso
+
+    try:
+        return parse_iso(checkpoint.get("ts"))
+    except (TypeError, ValueError):
+        return None
+
+
 def reproduce(
     saver: Any,
     graph: Any,
@@ -246,14 +361,22 @@ def reproduce(
     root's checkpoints (the root's runs are still run again: subgraphs run inside them)."""
     from langgraph.types import Command
 
-    invoke = _runner(graph, use_async)
     caches: tuple[dict, dict] = ({}, {})  # normalised messages of the recorded and the new thread
 
     thread_id = str(thread_id)
     chain = _chain(saver, thread_id)
-    scratch = scratch or f"reproduce-{uuid.uuid4().hex[:8]}-{thread_id}"
+    token = uuid.uuid4().hex[:8]
+    scratch = scratch or f"reproduce-{token}-{thread_id}"
     if saver.indexes.thread_refs(scratch):
         raise GitckptError(f"thread {scratch!r} exists already")
+    store = getattr(graph, "store", None)
+    scratch_store: _ScratchStore | None = None
+    if store is not None:  # the runs write to a scratch store, never to the graph's own
+        if not hasattr(graph, "copy"):
+            raise GitckptError(f"the graph ({type(graph).__name__}) has a store but cannot be copied with another")
+        scratch_store = _ScratchStore(store, _ts_us(chain[0].checkpoint), token)
+        graph = graph.copy(update={"store": scratch_store.store})
+    invoke = _runner(graph, use_async)
     base = dict(configurable or {})
     mapping: dict[str, str] = {}
     pairs: list[tuple[Any, Any]] = []
@@ -383,6 +506,8 @@ def reproduce(
     finally:
         if not keep:
             saver.delete_thread(scratch)
+        if scratch_store is not None:
+            scratch_store.discard(keep)
     return ReproduceResult(
         thread_id=thread_id,
         scratch_thread=scratch,
@@ -396,6 +521,7 @@ def reproduce(
         subgraph_checkpoints=sub[0],
         namespaces=sub[1],
         only_ns=ns,
+        scratch_store=scratch_store.name if scratch_store is not None else None,
     )
 
 

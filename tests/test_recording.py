@@ -583,3 +583,73 @@ def test_structured_output_is_recorded_and_reproduced(repo_path, logs):
     r = gitckpt(repo_path, "reproduce", "j", "--graph", f"{APP}:judge_builder", env={"AGENT_JUDGE": "Be harsh."})
     assert r.returncode == 1 and r.stdout.startswith("first divergence at step 1, node grade: "), r.stdout + r.stderr
     assert logs.models() == 0
+
+
+# -- the scratch store (format.md 18.7) ---------------------------------------------------
+
+
+def _store_items(store) -> dict:
+    return {(tuple(i.namespace), i.key): (i.value, i.updated_at) for i in store.search(("memories",), limit=1000)}
+
+
+def test_reproduce_runs_on_a_scratch_git_store(repo_path, logs):
+    """A node that reads and writes the GitStore: reproduce leaves the real store as it
+    was, and its runs see the store as it was when the thread began."""
+    from gitckpt import GitStore
+
+    store = GitStore(repo_path)
+    store.put(("memories", "ann"), "seed", {"text": "likes tea"})
+    saver = GitSaver(repo_path, record=True)
+    graph = agent_app.memory_builder.compile(checkpointer=saver, store=store)
+    first = graph.invoke({"messages": [("user", "hello")]}, cfg("mem"))
+    assert first["messages"][-1].content.startswith("(1 known) ")
+    second = graph.invoke({"messages": [("user", "I live in Oslo")]}, cfg("mem"))
+    assert second["messages"][-1].content.startswith("(2 known) ")
+    store.put(("memories", "ann"), "later", {"text": "written after the thread"})  # not seen by the runs
+    before, tip = _store_items(store), store.repo.ref("refs/heads/store")
+    saver.close()
+    store.close()
+    logs.clear()
+    r = gitckpt(repo_path, "reproduce", "mem", "--graph", f"{APP}:memory_builder")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.startswith("reproduced 6/6 checkpoints of thread mem (2 runs; 2 model calls"), r.stdout
+    assert logs.models() == 0
+    store = GitStore(repo_path)
+    assert store.repo.ref("refs/heads/store") == tip and _store_items(store) == before  # the real store: unchanged
+    assert store.repo.refs("refs/gitckpt/") == {}  # the scratch branch is gone
+    store.close()
+    # --keep: the scratch branch holds what the runs wrote on the store as the thread began
+    r = gitckpt(repo_path, "reproduce", "mem", "--graph", f"{APP}:memory_builder", "--keep", "--json")
+    out = json.loads(r.stdout)
+    assert r.returncode == 0 and out["ok"] and out["scratch_store"].startswith("refs/gitckpt/reproduce/")
+    kept = GitStore(repo_path, ref=out["scratch_store"])
+    assert sorted(k for _ns, k in _store_items(kept)) == ["m1", "m2", "seed"]
+    assert kept.get(("memories", "ann"), "m2").value == {"text": "I live in Oslo"}
+    real = GitStore(repo_path)
+    assert real.repo.ref("refs/heads/store") == tip and _store_items(real) == before
+    kept.close()
+    real.close()
+
+
+def test_reproduce_copies_another_store(repo_path, logs):
+    """A graph compiled with a store that is not a GitStore: its runs use an
+    InMemoryStore holding the items created before the thread began."""
+    from langgraph.store.memory import InMemoryStore
+
+    from gitckpt.reproduce import reproduce
+
+    store = InMemoryStore()
+    store.put(("memories", "ann"), "seed", {"text": "likes tea"})
+    saver = GitSaver(repo_path, record=True)
+    graph = agent_app.memory_builder.compile(checkpointer=saver, store=store)
+    graph.invoke({"messages": [("user", "hello")]}, cfg("mem"))
+    graph.invoke({"messages": [("user", "I live in Oslo")]}, cfg("mem"))
+    before = _store_items(store)
+    assert len(before) == 3
+    logs.clear()
+    result = reproduce(saver, graph, "mem")
+    assert result.ok, result.summary()
+    assert result.scratch_store == "memory" and result.answered["model"] == 2 and logs.models() == 0
+    assert _store_items(store) == before  # the real store: unchanged
+    assert graph.store is store
+    saver.close()
