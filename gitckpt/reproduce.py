@@ -498,7 +498,15 @@ def reproduce(
         if root and not divergence.ns and divergence.what != "call" and divergence.recorded_checkpoint:
             # a root checkpoint differs: a subgraph run before it may have differed first
             try:
-                _compare_namespaces(saver, caches, thread_id, scratch, None, upto=divergence.recorded_checkpoint)
+                _compare_namespaces(
+                    saver,
+                    caches,
+                    thread_id,
+                    scratch,
+                    None,
+                    upto=divergence.recorded_checkpoint,
+                    new_upto=divergence.new_checkpoint,
+                )
             except _Stop as first:
                 divergence = first.divergence
             except Exception:  # noqa: BLE001 - the root's divergence stands
@@ -787,11 +795,15 @@ def _compare_namespaces(
     scratch: str,
     only: str | None,
     upto: str | None = None,
+    new_upto: str | None = None,
 ) -> tuple[int, int]:
     """Compare each recorded subgraph namespace's checkpoints (and pending writes)
-    with the scratch thread's namespace of the same key (:func:`_ns_keys`); returns
-    (checkpoints, namespaces) compared. ``upto``: only the namespaces run from root
-    checkpoints before that recorded one (their writes made it or an earlier one)."""
+    with the scratch thread's namespace of the same key (:func:`_ns_keys`); then a
+    namespace of the scratch thread that no recorded one corresponds to is a
+    divergence too. Returns (checkpoints, namespaces) compared. ``upto``: only the
+    namespaces run from root checkpoints before that recorded one (their writes
+    made it or an earlier one), and ``new_upto``, the new namespaces run from root
+    checkpoints before that new one. With ``only``, new namespaces are not looked at."""
     recorded = _ns_keys(saver, thread_id, only)
     new = _ns_keys(saver, scratch, None)
     # in the order the root ran them, then of their keys (a Send's index), not of the
@@ -869,7 +881,44 @@ def _compare_namespaces(
     for key, (ns, recs) in items:
         if ns not in done:
             checked(key, ns, recs)
+    if only is None and (upto is None or new_upto is not None):
+        _no_extra_namespace(saver, scratch, recorded, new, new_upto)
     return sum(len(recs) for _k, (_n, recs) in items), len(items)
+
+
+def _no_extra_namespace(
+    saver: Any, scratch: str, recorded: dict[tuple, Any], new: dict[tuple, Any], upto: str | None
+) -> None:
+    """A subgraph namespace the new run made that no recorded one corresponds to
+    (same node path, parent step and task path) is a divergence: the earliest one
+    (by the root checkpoint it ran from, then its key) is reported."""
+
+    def parent(cps: list[Any]) -> str:
+        return ((cps[0].metadata or {}).get("parents") or {}).get("", "")
+
+    extra = sorted(
+        ((key, ns_cps) for key, ns_cps in new.items() if key not in recorded),
+        key=lambda kv: (parent(kv[1][1]), _key(kv[0])),
+    )
+    if upto is not None:
+        extra = [kv for kv in extra if parent(kv[1][1]) < upto]
+    if not extra:
+        return
+    key, (ns, cps) = extra[0]
+    node, step, _path = key[-2]
+    raise _Stop(
+        Divergence(
+            (cps[0].metadata or {}).get("step"),
+            node,
+            "end",
+            None,
+            f"the new run made subgraph namespace {ns} (node {node}"
+            + (f", run from step {step}" if step not in (None, "") else "")
+            + "), which the recording has no counterpart of",
+            new_checkpoint=_id(cps[0]),
+            ns=ns,
+        )
+    )
 
 
 def _writes(saver: Any, thread_id: str, ns: str, cid: str) -> list[tuple[str, int, str, str, tuple[str, bytes]]]:

@@ -360,3 +360,26 @@ def make_memory_builder(model: BaseChatModel | None = None) -> StateGraph:
 
 
 memory_builder = make_memory_builder()
+
+
+def make_optional_sub_builder() -> StateGraph:
+    """A node that runs a subgraph (namespace ``step:<task id>``) only when
+    ``AGENT_EXTRA_SUB`` is set, and writes the same whatever it does."""
+    leaf = StateGraph(Nest)
+    leaf.add_node("check", lambda state: {"x": ["checked"]})
+    leaf.add_edge(START, "check")
+    leaf_graph = leaf.compile()
+
+    def step(state: Nest) -> dict:
+        if os.environ.get("AGENT_EXTRA_SUB"):
+            leaf_graph.invoke({"x": []})
+        return {"x": ["done"]}
+
+    b = StateGraph(Nest)
+    b.add_node("step", step)
+    b.add_edge(START, "step")
+    b.add_edge("step", END)
+    return b
+
+
+optional_sub_builder = make_optional_sub_builder()

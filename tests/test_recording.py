@@ -653,3 +653,35 @@ def test_reproduce_copies_another_store(repo_path, logs):
     assert _store_items(store) == before  # the real store: unchanged
     assert graph.store is store
     saver.close()
+
+
+def test_reproduce_reports_a_namespace_only_one_side_has(repo_path, logs, monkeypatch):
+    """A subgraph that runs only in the new run (or only in the recorded one) is a
+    divergence, though the root's checkpoints are the same."""
+    monkeypatch.delenv("AGENT_EXTRA_SUB", raising=False)
+    saver = GitSaver(repo_path, record=True)
+    graph = agent_app.optional_sub_builder.compile(checkpointer=saver)
+    graph.invoke({"x": []}, cfg("plain"))
+    monkeypatch.setenv("AGENT_EXTRA_SUB", "1")
+    graph.invoke({"x": []}, cfg("sub"))
+    assert [n for n in saver.indexes.get("sub").namespaces() if n]  # the recorded subgraph
+    assert not [n for n in saver.indexes.get("plain").namespaces() if n]
+    saver.close()
+    monkeypatch.delenv("AGENT_EXTRA_SUB")
+    app = f"{APP}:optional_sub_builder"
+    r = gitckpt(repo_path, "reproduce", "plain", "--graph", app)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = gitckpt(repo_path, "reproduce", "plain", "--graph", app, "--json", env={"AGENT_EXTRA_SUB": "1"})
+    assert r.returncode == 1, r.stdout + r.stderr
+    d = json.loads(r.stdout)["divergence"]
+    assert d["node"] == "step" and d["ns"].startswith("step:") and d["what"] == "end"
+    assert "the new run made subgraph namespace step:" in d["message"] and "no counterpart" in d["message"]
+    r = gitckpt(repo_path, "reproduce", "plain", "--graph", app, env={"AGENT_EXTRA_SUB": "1"})
+    assert r.returncode == 1 and r.stdout.startswith("first divergence at step -1, node step in namespace step:")
+    # the other way round: recorded with the subgraph, run without it
+    r = gitckpt(repo_path, "reproduce", "sub", "--graph", app, env={"AGENT_EXTRA_SUB": "1"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = gitckpt(repo_path, "reproduce", "sub", "--graph", app, "--json")
+    assert r.returncode == 1, r.stdout + r.stderr
+    d = json.loads(r.stdout)["divergence"]
+    assert d["ns"].startswith("step:") and "the new run made no checkpoint in subgraph namespace" in d["message"]
