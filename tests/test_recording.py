@@ -685,3 +685,56 @@ def test_reproduce_reports_a_namespace_only_one_side_has(repo_path, logs, monkey
     assert r.returncode == 1, r.stdout + r.stderr
     d = json.loads(r.stdout)["divergence"]
     assert d["ns"].startswith("step:") and "the new run made no checkpoint in subgraph namespace" in d["message"]
+
+
+def _ancestors(saver, thread: str, cid: str) -> set:
+    out, t = set(), saver.get_tuple({"configurable": {"thread_id": thread, "checkpoint_id": cid}})
+    while t.parent_config:
+        out.add(t.parent_config["configurable"]["checkpoint_id"])
+        t = saver.get_tuple(t.parent_config)
+    return out
+
+
+def test_fork_and_copy_carry_the_calls_of_their_steps(repo_path, logs):
+    """A fork carries the calls that made its checkpoints, wherever LangGraph stored
+    them (another line of the thread after a time-travel replay, or after the
+    checkpoint); replay and reproduce on a fork and on a copy find them."""
+    record_chat(repo_path)
+    saver = GitSaver(repo_path, record=True)
+    chain = sorted(saver.list(cfg("1")), key=lambda t: t.config["configurable"]["checkpoint_id"])
+    latest = chain[-1].config["configurable"]["checkpoint_id"]
+    saver.fork("1", latest, "forked")
+    saver.copy_thread("1", "copy")
+    assert len(saver.recorded_calls("forked")) == len(saver.recorded_calls("copy")) == 5
+    # time travel on thread 1 from step 1: a new line, whose calls LangGraph files with
+    # the step-1 checkpoint's writes on the main line, out of the new line's history
+    graph = agent_app.builder.compile(checkpointer=saver)
+    step1 = [t for t in chain if t.metadata["step"] == 1][0]
+    graph.invoke(None, step1.config)
+    tip = graph.get_state(cfg("1")).config["configurable"]["checkpoint_id"]
+    saver.fork("1", tip, "tt")
+    ancestors = _ancestors(saver, "1", tip)
+    want = {(c["checkpoint_id"], c["entry"]) for c in saver.recorded_calls("1") if c["checkpoint_id"] in ancestors}
+    have = {(c["checkpoint_id"], c["entry"]) for c in saver.recorded_calls("tt")}
+    assert len(want) == 6 and have == want
+    # the fork's checkpoints are those of the source
+    ids = [t.config["configurable"]["checkpoint_id"] for t in saver.list(cfg("tt"))]
+    assert set(ids) == ancestors | {tip}
+    for cid in ids:
+        a = saver.get_tuple({"configurable": {"thread_id": "1", "checkpoint_id": cid}})
+        b = saver.get_tuple({"configurable": {"thread_id": "tt", "checkpoint_id": cid}})
+        assert contents(b.checkpoint["channel_values"].get("messages", [])) == contents(
+            a.checkpoint["channel_values"].get("messages", []))
+        assert cid != tip or len(b.pending_writes) == len(a.pending_writes)  # its own writes (not its parents')
+    saver.close()
+    logs.clear()
+    # replay offline from the fork's step-1 checkpoint: every call is answered by the fork's recording
+    r = gitckpt(repo_path, "replay", "tt", step1.config["configurable"]["checkpoint_id"], "--to", "tt-b",
+                "--graph", f"{APP}:builder", "--offline")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Offline: 1 model call(s) and 2 tool call(s) answered from the recording of thread tt" in r.stdout
+    for thread in ("forked", "copy"):
+        r = gitckpt(repo_path, "reproduce", thread, "--graph", f"{APP}:builder")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "(3 runs; 3 model calls and 2 tool calls answered" in r.stdout, r.stdout
+    assert logs.models() == 0 and logs.tools() == 0
