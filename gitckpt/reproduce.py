@@ -41,7 +41,7 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 
 from .checkpoint import format as fmt
-from .checkpoint.recording import _diff, normalize_message, to_plain
+from .checkpoint.recording import _diff, message_digest, normalize_message, to_plain
 from .errors import GitckptError, NotFoundError, ReplayMissError
 from .ops import read_writes
 
@@ -120,33 +120,28 @@ class ReproduceResult:
         return out
 
 
-def canon(value: Any, cache: dict | None = None) -> Any:
+def canon(value: Any, fast: bool = False) -> Any:
     """A value as reproduce compares it: messages without ids, errors as type and text.
 
-    ``cache`` keeps normalised messages by (id, type, content hash): a thread's
-    checkpoints hold the same messages again and again, decoded anew each time."""
+    ``fast``: a message is its digest (recording's ``message_digest``, computed once
+    per message by id and content, the cache replay uses too): a thread's
+    checkpoints hold the same messages again and again, decoded anew each time.
+    The normalised form is for showing a difference."""
     if isinstance(value, BaseMessage):
-        if cache is None or not value.id:
-            return normalize_message(value)
-        content = value.content
-        key = (value.id, value.type, hash(content) if isinstance(content, str) else _key(content))
-        hit = cache.get(key)
-        if hit is None:
-            hit = cache[key] = normalize_message(value)
-        return hit
+        return message_digest(value) if fast else normalize_message(value)
     if isinstance(value, BaseException):
         return {"error": type(value).__name__, "message": str(value)}
     cls = type(value).__name__
     if cls == "Interrupt" and hasattr(value, "value"):
-        return {"interrupt": canon(value.value, cache)}
+        return {"interrupt": canon(value.value, fast)}
     if cls == "Send" and hasattr(value, "node"):
-        return {"send": value.node, "arg": canon(value.arg, cache)}
+        return {"send": value.node, "arg": canon(value.arg, fast)}
     if cls == "Command" and hasattr(value, "resume"):
         return {"command": {k: canon(getattr(value, k, None)) for k in ("update", "resume", "goto", "graph")}}
     if isinstance(value, dict):
-        return {str(k): canon(v, cache) for k, v in value.items()}
+        return {str(k): canon(v, fast) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [canon(v, cache) for v in value]
+        return [canon(v, fast) for v in value]
     return to_plain(value)
 
 
@@ -361,8 +356,6 @@ def reproduce(
     root's checkpoints (the root's runs are still run again: subgraphs run inside them)."""
     from langgraph.types import Command
 
-    caches: tuple[dict, dict] = ({}, {})  # normalised messages of the recorded and the new thread
-
     thread_id = str(thread_id)
     chain = _chain(saver, thread_id)
     token = uuid.uuid4().hex[:8]
@@ -461,7 +454,7 @@ def reproduce(
                         )
                     rec = chain[i + k]
                     if root:
-                        _compare(saver, caches, scratch, rec, n)
+                        _compare(saver, scratch, rec, n)
                     mapping[_id(rec)] = _id(n)
                     pairs.append((rec, n))
                 if error is not None:
@@ -492,7 +485,7 @@ def reproduce(
                 i += len(new)
             for rec, n in pairs if root else ():  # now that every run added its writes
                 _compare_writes(saver, thread_id, scratch, rec, n)
-            sub = _compare_namespaces(saver, caches, thread_id, scratch, ns)
+            sub = _compare_namespaces(saver, thread_id, scratch, ns)
     except _Stop as stop:
         divergence = stop.divergence
         if root and not divergence.ns and divergence.what != "call" and divergence.recorded_checkpoint:
@@ -500,7 +493,6 @@ def reproduce(
             try:
                 _compare_namespaces(
                     saver,
-                    caches,
                     thread_id,
                     scratch,
                     None,
@@ -632,15 +624,15 @@ def _next(t: Any) -> tuple:
     return tuple(sorted(derive_next(t.checkpoint)))
 
 
-def _compare(saver: Any, caches: tuple[dict, dict], scratch: str, rec: Any, new: Any) -> None:
+def _compare(saver: Any, scratch: str, rec: Any, new: Any) -> None:
     try:
-        _compare_one(saver, caches, scratch, rec, new)
+        _compare_one(saver, scratch, rec, new)
     except _Stop as stop:
         stop.divergence.ns = stop.divergence.ns or _ns(rec)
         raise
 
 
-def _compare_one(saver: Any, caches: tuple[dict, dict], scratch: str, rec: Any, new: Any) -> None:
+def _compare_one(saver: Any, scratch: str, rec: Any, new: Any) -> None:
     step = rec.metadata.get("step")
     rid, nid = _id(rec), _id(new)
     for field in ("step", "source"):
@@ -674,7 +666,7 @@ def _compare_one(saver: Any, caches: tuple[dict, dict], scratch: str, rec: Any, 
     av, bv = rec.checkpoint["channel_values"], new.checkpoint["channel_values"]
     chans = sorted(set(av) | set(bv), key=lambda c: (fmt.is_internal_channel(c), c))
     for ch in chans:
-        a, b = _canon_channel(av.get(ch), caches[0]), _canon_channel(bv.get(ch), caches[1])
+        a, b = _canon_channel(av.get(ch)), _canon_channel(bv.get(ch))
         if a != b:
             a, b = canon(av.get(ch)), canon(bv.get(ch))
             parent = new.parent_config["configurable"]["checkpoint_id"] if new.parent_config else None
@@ -693,10 +685,10 @@ def _compare_one(saver: Any, caches: tuple[dict, dict], scratch: str, rec: Any, 
             )
 
 
-def _canon_channel(value: Any, cache: dict) -> Any:
+def _canon_channel(value: Any) -> Any:
     if type(value) is list:
-        return [canon(v, cache) for v in value]
-    return canon(value, cache)
+        return [canon(v, True) for v in value]
+    return canon(value, True)
 
 
 def _compare_writes(saver: Any, thread_id: str, scratch: str, rec: Any, new: Any) -> None:
@@ -790,7 +782,6 @@ def _ns_keys(saver: Any, thread: str, only: str | None) -> dict[tuple, tuple[str
 
 def _compare_namespaces(
     saver: Any,
-    caches: tuple[dict, dict],
     thread_id: str,
     scratch: str,
     only: str | None,
@@ -846,7 +837,7 @@ def _compare_namespaces(
                         ns=ns,
                     )
                 )
-            _compare(saver, caches, scratch, rec, news[k])
+            _compare(saver, scratch, rec, news[k])
         if len(news) > len(recs):
             n = news[len(recs)]
             raise _Stop(

@@ -949,8 +949,7 @@ class SaverRecording:
             keys = sorted(k for k in idx.writes if (ns is None or k[0] == ns) and k in idx.ckpt)
             for key in keys:
                 blobs = saver.indexes.write_blobs(idx.writes[key], key[1], calls=None)
-                for name in sorted(blobs):
-                    data = fmt.unpack_call(saver.repo.read_blob(blobs[name], f"recorded call {name}"))
+                for name, data in fmt.read_call_blobs(saver.repo, blobs):
                     data["checkpoint_ns"], data["checkpoint_id"], data["entry"] = key[0], key[1], name
                     data["thread_id"] = thread_id
                     out.append(data)

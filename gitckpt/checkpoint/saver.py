@@ -799,7 +799,9 @@ class GitSaver(BaseCheckpointSaver[str]):
 
         def prepare(idx: ThreadIndex):
             nonlocal node
-            existing = self._write_blobs(idx, ns, cid)
+            # the checkpoint's writes trees, read once: the writes, and the calls when there are some to add
+            entries = self.indexes.write_blobs(idx.writes.get((ns, cid), ()), cid, calls=True if calls else False)
+            existing = {n: o for n, o in entries.items() if not fmt.is_call_entry(n)} if calls else entries
             new: dict[str, tuple[Oid, int]] = {}
             channels.clear()
             for widx, channel, typed in serialized:
@@ -811,11 +813,7 @@ class GitSaver(BaseCheckpointSaver[str]):
                 channels.add(channel)
             if calls:  # the task's recorded calls, numbered after those of an earlier attempt
                 tname = names.encode_tree_name(task_id)
-                done = sum(
-                    1
-                    for n in self.indexes.write_blobs(idx.writes.get((ns, cid), ()), cid, calls=None)
-                    if n.startswith(tname + fmt.CALL_MARK)
-                )
+                done = sum(1 for n in entries if n.startswith(tname + fmt.CALL_MARK) and fmt.is_call_entry(n))
                 for k, data in enumerate(calls):
                     new[fmt.call_entry(tname, done + k)] = (self.repo.blob(data), BLOB)
             if not new:
