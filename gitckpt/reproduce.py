@@ -232,11 +232,11 @@ SCRATCH_STORE_PREFIX = "refs/gitckpt/reproduce/"
 
 
 class _ScratchStore:
-    """The store a reproduce's runs use instead of the graph's own (docs/format.md, 18.7).
+    """The store a reproduce's runs use instead of the graph's own (docs/format.md, 18.1).
 
-    A :class:`GitStore`: a scratch branch that starts at the store's commit as of
-    the recorded thread's first checkpoint (what its first run saw), in the same
-    repository, deleted afterwards unless kept. Any other ``BaseStore``: an
+    A :class:`GitStore`: a scratch branch in the same repository, at the store's
+    commit as of the start of each recorded run (what that run saw: :meth:`reset`),
+    deleted afterwards unless kept. Any other ``BaseStore``: an
     ``InMemoryStore`` filled with a copy of the items it holds that were created
     by then (with their values as they are now: older values are not known)."""
 
@@ -244,9 +244,11 @@ class _ScratchStore:
         from .store.store import GitStore
 
         self.ref: str | None = None
+        self.source_ref = ""
         self.repo: Any = None
         if isinstance(store, GitStore):
             self.repo = store.repo
+            self.source_ref = store.ref
             self.ref = SCRATCH_STORE_PREFIX + name
             start = _store_commit_at(store.repo, store.ref, since_us)
             if start is not None and not store.repo.update_ref(self.ref, None, start):
@@ -259,6 +261,22 @@ class _ScratchStore:
             self.store = _memory_copy(store, since_us)
             self.name = "memory"
 
+    def reset(self, since_us: int | None) -> None:
+        """Before a run that starts at a checkpoint made before any node ran (an
+        ``input``, ``update`` or ``fork`` checkpoint): a GitStore's scratch branch
+        moves to the store as it was then, so the run sees what the recorded one
+        saw, other threads' writes and deletes between the runs included. (A
+        copied store keeps what the earlier runs wrote.)"""
+        if self.ref is None:
+            return
+        want = _store_commit_at(self.repo, self.source_ref, since_us)
+        have = self.repo.ref(self.ref)
+        if want == have:
+            return
+        moved = self.repo.delete_ref(self.ref, have) if want is None else self.repo.update_ref(self.ref, have, want)
+        if not moved:
+            raise GitckptError(f"the scratch store branch {self.ref} moved during the reproduce")
+
     def discard(self, keep: bool) -> None:
         close = getattr(self.store, "close", None)
         if close is not None:
@@ -269,18 +287,19 @@ class _ScratchStore:
 
 def _store_commit_at(repo: Any, ref: str, since_us: int | None) -> Any:
     """The newest commit of store branch ``ref`` made at or before ``since_us`` (µs),
-    or None (the store was empty then). A commit's time is the newest
-    ``updated_at`` of the items it put (µs, the store's own clock); a commit that
-    only deleted or refreshed items has git's commit time (seconds)."""
-    from .store.format import PUT, item_path, parse_changes, parse_iso, unpack_item
+    or None (the store was empty then). A commit's time is its ``Store-Time``
+    trailer (µs, the store's own clock); a commit written before that trailer
+    existed has the newest ``updated_at`` of the items it put (µs), or, if it put
+    none, git's commit time (seconds)."""
+    from .store.format import PUT, commit_time_us, item_path, parse_changes, parse_iso, unpack_item
 
     oid = repo.ref(ref)
     if since_us is None:
         return oid
     while oid is not None:
         commit = repo.get(oid, "store commit")
-        when = None
-        for kind, ns, key in parse_changes(commit.message):
+        when = commit_time_us(commit.message)
+        for kind, ns, key in parse_changes(commit.message) if when is None else ():
             if kind != PUT:
                 continue
             obj: Any = commit.tree
@@ -403,6 +422,8 @@ def reproduce(
                 before = set(mapping.values())
                 error: BaseException | None = None
                 runs += 1
+                if scratch_store is not None and src in ("input", "update", "fork"):
+                    scratch_store.reset(_ts_us(r.checkpoint))
                 try:
                     if src == "input":
                         invoke(r.checkpoint["channel_values"].get(_START), cfg)

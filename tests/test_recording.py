@@ -610,7 +610,8 @@ def _store_items(store) -> dict:
 
 def test_reproduce_runs_on_a_scratch_git_store(repo_path, logs):
     """A node that reads and writes the GitStore: reproduce leaves the real store as it
-    was, and its runs see the store as it was when the thread began."""
+    was, and each run sees the store as it was when the recorded run began (a
+    delete made between the runs, in the same second, included)."""
     from gitckpt import GitStore
 
     store = GitStore(repo_path)
@@ -619,10 +620,12 @@ def test_reproduce_runs_on_a_scratch_git_store(repo_path, logs):
     graph = agent_app.memory_builder.compile(checkpointer=saver, store=store)
     first = graph.invoke({"messages": [("user", "hello")]}, cfg("mem"))
     assert first["messages"][-1].content.startswith("(1 known) ")
+    store.delete(("memories", "ann"), "seed")  # outside the thread, between its runs
     second = graph.invoke({"messages": [("user", "I live in Oslo")]}, cfg("mem"))
-    assert second["messages"][-1].content.startswith("(2 known) ")
+    assert second["messages"][-1].content.startswith("(1 known) ")
     store.put(("memories", "ann"), "later", {"text": "written after the thread"})  # not seen by the runs
     before, tip = _store_items(store), store.repo.ref("refs/heads/store")
+    assert "\nStore-Time: " in store.repo.get(tip).message  # µs: git's commit time has seconds only
     saver.close()
     store.close()
     logs.clear()
@@ -634,13 +637,13 @@ def test_reproduce_runs_on_a_scratch_git_store(repo_path, logs):
     assert store.repo.ref("refs/heads/store") == tip and _store_items(store) == before  # the real store: unchanged
     assert store.repo.refs("refs/gitckpt/") == {}  # the scratch branch is gone
     store.close()
-    # --keep: the scratch branch holds what the runs wrote on the store as the thread began
+    # --keep: the scratch branch holds what the last run wrote on the store as that run began
     r = gitckpt(repo_path, "reproduce", "mem", "--graph", f"{APP}:memory_builder", "--keep", "--json")
     out = json.loads(r.stdout)
     assert r.returncode == 0 and out["ok"] and out["scratch_store"].startswith("refs/gitckpt/reproduce/")
     kept = GitStore(repo_path, ref=out["scratch_store"])
-    assert sorted(k for _ns, k in _store_items(kept)) == ["m1", "m2", "seed"]
-    assert kept.get(("memories", "ann"), "m2").value == {"text": "I live in Oslo"}
+    assert sorted(k for _ns, k in _store_items(kept)) == ["m1"]
+    assert kept.get(("memories", "ann"), "m1").value == {"text": "I live in Oslo"}
     real = GitStore(repo_path)
     assert real.repo.ref("refs/heads/store") == tip and _store_items(real) == before
     kept.close()

@@ -170,13 +170,14 @@ def message_digest(m: Any) -> bytes:
 class ModelAsk:
     """What a chat-model call was asked: its messages (the objects) and its settings.
     The digest is computed at once; the normalised messages only when needed (a
-    message stored inline, a miss's diff)."""
+    message stored inline, a miss's diff). ``settings_hash``: a sha256 already fed
+    with the settings (from :func:`model_input`'s cache; copied, not changed)."""
 
     __slots__ = ("objects", "settings", "digest", "_messages")
 
-    def __init__(self, objects: list, settings: dict) -> None:
+    def __init__(self, objects: list, settings: dict, settings_hash: Any = None) -> None:
         self.objects, self.settings = objects, settings
-        h = hashlib.sha256(_dump(settings).encode())
+        h = settings_hash.copy() if settings_hash is not None else hashlib.sha256(_dump(settings).encode())
         for m in objects:
             h.update(message_digest(m))
         self.digest = h.hexdigest()
@@ -238,11 +239,29 @@ def sanitize(value: Any, secrets: Sequence[str] = ()) -> Any:
     return value
 
 
+# A model sends the same settings with every call: their sanitised form and the hash
+# of it are kept by the settings' JSON text and the model's secrets (in memory only).
+_SETTINGS_CACHE: dict[tuple, tuple[dict, Any]] = {}
+_SETTINGS_MAX = 256
+
+
 def model_input(messages: list, params: dict[str, Any], secrets: Sequence[str] = ()) -> ModelAsk:
     """What a chat-model call was asked: its messages and its settings (without secrets)."""
-    settings = to_plain(sanitize({k: v for k, v in (params or {}).items()}, secrets))
-    settings = sanitize(settings, secrets)  # a secret inside a converted value
-    return ModelAsk(list(messages), settings)
+    try:
+        key: tuple | None = (json.dumps(params or {}, default=_default, sort_keys=True), tuple(secrets))
+    except (TypeError, ValueError):  # keys that cannot be sorted, a cycle: not cached
+        key = None
+    hit = _SETTINGS_CACHE.get(key) if key is not None else None
+    if hit is None:
+        settings = to_plain(sanitize({k: v for k, v in (params or {}).items()}, secrets))
+        settings = sanitize(settings, secrets)  # a secret inside a converted value
+        hit = (settings, hashlib.sha256(_dump(settings).encode()))
+        if key is not None:
+            if len(_SETTINGS_CACHE) >= _SETTINGS_MAX:
+                _SETTINGS_CACHE.clear()
+            _SETTINGS_CACHE[key] = hit
+    settings, h = hit
+    return ModelAsk(list(messages), settings, h)
 
 
 def tool_input(name: str, args: Any) -> dict[str, Any]:

@@ -1060,7 +1060,7 @@ class GitSaver(BaseCheckpointSaver[str]):
     def _carry_calls(
         self, idx: ThreadIndex, thread_id: str, new_thread_id: str, ns: str, entry: Any, line: str, tip: Oid
     ) -> None:
-        """Give a new fork the recorded calls of the steps it holds (docs/format.md, 18.8).
+        """Give a new fork the recorded calls of the steps it holds (docs/format.md, 18.2).
 
         The calls that made a checkpoint are stored with its parent's writes, in
         whichever commit LangGraph's ``put_writes`` made: often on another line of

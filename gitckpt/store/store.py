@@ -117,7 +117,7 @@ class GitStore(BaseStore):
         durability: ``"os"`` or ``"fsync"`` (see docs/store.md).
         ref: the branch holding the store (default ``refs/heads/store``);
             ``gitckpt reproduce`` runs a graph on a scratch branch
-            (docs/format.md, 18.7).
+            (docs/format.md, 18.1).
     """
 
     supports_ttl = True
@@ -596,7 +596,7 @@ class GitStore(BaseStore):
                 if new_tree is None:
                     new_tree = repo.tree({})
                 parents = [self._tip] if self._tip is not None else []
-                commit = repo.commit(new_tree, parents, commit_message(log))
+                commit = repo.commit(new_tree, parents, commit_message(log, when_us=self._tick()))
                 if not repo.update_ref(self.ref, self._tip, commit):
                     return None
                 for entry in apply:
