@@ -833,6 +833,7 @@ class SaverRecording:
         self._pending: dict[tuple[str, str], list[dict]] = {}
         self._values: dict[tuple[str, str, str], tuple[dict, dict | None]] = {}
         self._latest: dict[tuple[str, str], str] = {}
+        self._older: dict[tuple[str, str], str] = {}  # the checkpoint put before the latest
         self._lock = threading.Lock()
 
     def file(self, thread_id: str, task_id: str, record: dict) -> None:
@@ -863,10 +864,23 @@ class SaverRecording:
         return out
 
     def remember(self, thread_id: str, ns: str, cid: str, values: dict) -> None:
-        """The channel values LangGraph put for a checkpoint (the objects its tasks read)."""
+        """The channel values LangGraph put for a checkpoint (the objects its tasks read).
+
+        Only the newest few of a namespace are kept: a task's calls reach the saver
+        before the next checkpoint of its namespace is put, or soon after. Each kept
+        checkpoint holds a whole message list alive (LangGraph hands out copies),
+        which the garbage collector walks: 64 of a long chat's made a turn slower."""
         with self._lock:
             self._values[(thread_id, ns, cid)] = (values, None)
+            prev = self._latest.get((thread_id, ns))
             self._latest[(thread_id, ns)] = cid
+            older = self._older.get((thread_id, ns))
+            if prev is not None and prev != cid:
+                self._older[(thread_id, ns)] = prev
+                if older is not None and older not in (prev, cid):
+                    self._values.pop((thread_id, ns, older), None)
+            while len(self._older) > 64:
+                del self._older[next(iter(self._older))]
             while len(self._values) > 64:
                 del self._values[next(iter(self._values))]
             while len(self._latest) > 64:
