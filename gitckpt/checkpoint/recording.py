@@ -178,8 +178,23 @@ class ModelAsk:
     def __init__(self, objects: list, settings: dict, settings_hash: Any = None) -> None:
         self.objects, self.settings = objects, settings
         h = settings_hash.copy() if settings_hash is not None else hashlib.sha256(_dump(settings).encode())
+        # message_digest inlined for the cache hits (a prompt re-sends the whole history:
+        # hundreds of messages per call), and one update of the joined digests
+        cache, parts = _DIGEST_CACHE, []
         for m in objects:
-            h.update(message_digest(m))
+            hit = None
+            if isinstance(m, BaseMessage) and m.id:
+                content = m.content
+                hit = cache.get(
+                    (
+                        m.id,
+                        m.type,
+                        hash(content) if isinstance(content, str) else _dump(to_plain(content)),
+                        len(m.tool_calls) if isinstance(m, AIMessage) else 0,
+                    )
+                )
+            parts.append(hit if hit is not None else message_digest(m))
+        h.update(b"".join(parts))
         self.digest = h.hexdigest()
         self._messages: list | None = None
 
