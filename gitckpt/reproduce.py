@@ -250,7 +250,8 @@ class _ScratchStore:
             self.repo = store.repo
             self.source_ref = store.ref
             self.ref = SCRATCH_STORE_PREFIX + name
-            start = _store_commit_at(store.repo, store.ref, since_us)
+            self._seen: list = []  # the store's history as walked so far (_store_commit_at)
+            start = _store_commit_at(store.repo, store.ref, since_us, self._seen)
             if start is not None and not store.repo.update_ref(self.ref, None, start):
                 raise GitckptError(f"the scratch store branch {self.ref} exists already")
             index = {k: v for k, v in (store.index_config or {}).items() if not k.startswith("__")} or None
@@ -269,7 +270,7 @@ class _ScratchStore:
         copied store keeps what the earlier runs wrote.)"""
         if self.ref is None:
             return
-        want = _store_commit_at(self.repo, self.source_ref, since_us)
+        want = _store_commit_at(self.repo, self.source_ref, since_us, self._seen)
         have = self.repo.ref(self.ref)
         if want == have:
             return
@@ -285,38 +286,49 @@ class _ScratchStore:
             self.repo.delete_ref(self.ref)
 
 
-def _store_commit_at(repo: Any, ref: str, since_us: int | None) -> Any:
+def _store_commit_at(repo: Any, ref: str, since_us: int | None, seen: list | None = None) -> Any:
     """The newest commit of store branch ``ref`` made at or before ``since_us`` (µs),
     or None (the store was empty then). A commit's time is its ``Store-Time``
     trailer (µs, the store's own clock); a commit written before that trailer
     existed has the newest ``updated_at`` of the items it put (µs), or, if it put
-    none, git's commit time (seconds)."""
-    from .store.format import PUT, commit_time_us, item_path, parse_changes, parse_iso, unpack_item
-
-    oid = repo.ref(ref)
+    none, git's commit time (seconds). ``seen``: ``(time, commit)`` pairs of the
+    first-parent history from the tip down, extended as far as this walk went
+    (the runs of one reproduce look up later and later times: one walk in all)."""
+    seen = [] if seen is None else seen
     if since_us is None:
-        return oid
-    while oid is not None:
-        commit = repo.get(oid, "store commit")
-        when = commit_time_us(commit.message)
-        for kind, ns, key in parse_changes(commit.message) if when is None else ():
-            if kind != PUT:
-                continue
-            obj: Any = commit.tree
-            try:
-                for part in item_path(tuple(ns), key):
-                    obj = obj[part]
-                t = parse_iso(unpack_item(repo.read_blob(obj.id, "store item"))["updated_at"])
-            except (KeyError, GitckptError, ValueError, TypeError):
-                continue
-            if t is not None and (when is None or t > when):
-                when = t
-        if when is None:
-            when = commit.commit_time * 1_000_000
+        return seen[0][1] if seen else repo.ref(ref)
+    for when, oid, _parent in seen:
         if when <= since_us:
             return oid
-        oid = commit.parent_ids[0] if commit.parent_ids else None
+    oid = seen[-1][2] if seen else repo.ref(ref)
+    while oid is not None:
+        commit = repo.get(oid, "store commit")
+        when = _store_commit_time(repo, commit)
+        parent = commit.parent_ids[0] if commit.parent_ids else None
+        seen.append((when, oid, parent))
+        if when <= since_us:
+            return oid
+        oid = parent
     return None
+
+
+def _store_commit_time(repo: Any, commit: Any) -> int:
+    from .store.format import PUT, commit_time_us, item_path, parse_changes, parse_iso, unpack_item
+
+    when = commit_time_us(commit.message)
+    for kind, ns, key in parse_changes(commit.message) if when is None else ():
+        if kind != PUT:
+            continue
+        obj: Any = commit.tree
+        try:
+            for part in item_path(tuple(ns), key):
+                obj = obj[part]
+            t = parse_iso(unpack_item(repo.read_blob(obj.id, "store item"))["updated_at"])
+        except (KeyError, GitckptError, ValueError, TypeError):
+            continue
+        if t is not None and (when is None or t > when):
+            when = t
+    return when if when is not None else commit.commit_time * 1_000_000
 
 
 def _memory_copy(store: Any, since_us: int | None) -> Any:
@@ -387,7 +399,11 @@ def reproduce(
         if not hasattr(graph, "copy"):
             raise GitckptError(f"the graph ({type(graph).__name__}) has a store but cannot be copied with another")
         scratch_store = _ScratchStore(store, _ts_us(chain[0].checkpoint), token)
-        graph = graph.copy(update={"store": scratch_store.store})
+        try:
+            graph = graph.copy(update={"store": scratch_store.store})
+        except Exception:
+            scratch_store.discard(False)
+            raise
     invoke = _runner(graph, use_async)
     base = dict(configurable or {})
     mapping: dict[str, str] = {}
