@@ -1016,7 +1016,9 @@ def _replay_runs(
 @cli.command()
 @click.argument("thread")
 @graph_option()
-@click.option("--keep", is_flag=True, help="Keep the scratch thread the runs were made on (its name is printed).")
+@click.option(
+    "--keep", is_flag=True, help="Keep the scratch thread (and store branch) the runs were made on (names printed)."
+)
 @click.option(
     "--config",
     "config_json",
@@ -1040,6 +1042,8 @@ def reproduce(
     Subgraph checkpoints are compared too, namespace by namespace (task ids in
     namespaces differ between runs: they are matched by node, step and task
     path); --ns NS compares only that namespace (and those nested in it).
+    The runs use a scratch store, never the real one: a branch that starts as
+    the store was when THREAD began, deleted afterwards (kept with --keep).
     Exit status 0 and one line when everything matches; 1 and the first
     divergence (step, node, namespace, channel or call, and a diff) when not.
 
@@ -1074,6 +1078,8 @@ def reproduce(
                 click.echo(d.diff)
         if keep:
             click.echo(f"kept the scratch thread {result.scratch_thread}")
+            if result.scratch_store and result.scratch_store != "memory":
+                click.echo(f"kept the scratch store branch {result.scratch_store}")
     if not result.ok:
         raise SystemExit(1)
 

@@ -236,15 +236,12 @@ def run(repo_path: str | Path, emit: Callable[[str, dict], None], model: BaseCha
                 "user": "1",
             },
         )
-        from langgraph.store.memory import InMemoryStore
-
         from gitckpt.reproduce import reproduce
 
-        # a scratch store, as empty as the real one was when thread 1 began: the
-        # reproduction reads the same memories and leaves the real store alone
+        # the runs use a scratch branch of the store, as it was when each run began:
+        # they read the same memories and leave the real store alone
         before = DemoChatModel.calls
-        scratch_app = build_graph(model).compile(checkpointer=saver, store=InMemoryStore())
-        result = reproduce(saver, scratch_app, "1", configurable={"user_id": "1"})
+        result = reproduce(saver, app, "1", configurable={"user_id": "1"})
         summary["reproduce"] = result.as_dict()
         summary["reproduce_model_calls"] = DemoChatModel.calls - before
         emit(

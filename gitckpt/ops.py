@@ -354,13 +354,7 @@ def read_calls(repo: Any, blobs: dict[str, Oid]) -> list[dict[str, Any]]:
     step, order, input (a tool's arguments) and a one-line answer. Nothing is
     constructed: answers stay serialized (the summary was written with them)."""
     out = []
-    for name, oid in sorted(blobs.items()):
-        try:
-            c = fmt.unpack_call(repo.read_blob(oid, f"recorded call {name}"))
-        except CorruptObjectError:
-            raise
-        except Exception as exc:
-            raise CorruptObjectError(f"recorded call {name} (blob {oid}) cannot be decoded ({exc})") from exc
+    for _name, c in fmt.read_call_blobs(repo, blobs):
         out.append(
             {
                 "kind": c.get("kind"),

@@ -35,12 +35,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
+from datetime import timezone
 from typing import Any
 
 from langchain_core.messages import BaseMessage
 
 from .checkpoint import format as fmt
-from .checkpoint.recording import _diff, normalize_message, to_plain
+from .checkpoint.recording import _diff, message_digest, normalize_message, to_plain
 from .errors import GitckptError, NotFoundError, ReplayMissError
 from .ops import read_writes
 
@@ -79,6 +80,7 @@ class ReproduceResult:
     subgraph_checkpoints: int = 0  # recorded subgraph checkpoints compared
     namespaces: int = 0  # recorded subgraph namespaces compared
     only_ns: str | None = None  # --ns: the namespace the comparison was restricted to
+    scratch_store: str | None = None  # the store the runs used: a scratch branch, "memory", or None (no store)
 
     @property
     def ok(self) -> bool:
@@ -118,33 +120,28 @@ class ReproduceResult:
         return out
 
 
-def canon(value: Any, cache: dict | None = None) -> Any:
+def canon(value: Any, fast: bool = False) -> Any:
     """A value as reproduce compares it: messages without ids, errors as type and text.
 
-    ``cache`` keeps normalised messages by (id, type, content hash): a thread's
-    checkpoints hold the same messages again and again, decoded anew each time."""
+    ``fast``: a message is its digest (recording's ``message_digest``, computed once
+    per message by id and content, the cache replay uses too): a thread's
+    checkpoints hold the same messages again and again, decoded anew each time.
+    The normalised form is for showing a difference."""
     if isinstance(value, BaseMessage):
-        if cache is None or not value.id:
-            return normalize_message(value)
-        content = value.content
-        key = (value.id, value.type, hash(content) if isinstance(content, str) else _key(content))
-        hit = cache.get(key)
-        if hit is None:
-            hit = cache[key] = normalize_message(value)
-        return hit
+        return message_digest(value) if fast else normalize_message(value)
     if isinstance(value, BaseException):
         return {"error": type(value).__name__, "message": str(value)}
     cls = type(value).__name__
     if cls == "Interrupt" and hasattr(value, "value"):
-        return {"interrupt": canon(value.value, cache)}
+        return {"interrupt": canon(value.value, fast)}
     if cls == "Send" and hasattr(value, "node"):
-        return {"send": value.node, "arg": canon(value.arg, cache)}
+        return {"send": value.node, "arg": canon(value.arg, fast)}
     if cls == "Command" and hasattr(value, "resume"):
         return {"command": {k: canon(getattr(value, k, None)) for k in ("update", "resume", "goto", "graph")}}
     if isinstance(value, dict):
-        return {str(k): canon(v, cache) for k, v in value.items()}
+        return {str(k): canon(v, fast) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [canon(v, cache) for v in value]
+        return [canon(v, fast) for v in value]
     return to_plain(value)
 
 
@@ -227,6 +224,150 @@ def _runner(graph: Any, use_async: bool | None):
     return run
 
 
+# -- the scratch store -----------------------------------------------------------------
+
+#: Where a reproduce's scratch store branch lives (not a thread line, not the store:
+#: push, pull and the thread listings leave it alone).
+SCRATCH_STORE_PREFIX = "refs/gitckpt/reproduce/"
+
+
+class _ScratchStore:
+    """The store a reproduce's runs use instead of the graph's own (docs/format.md, 18.1).
+
+    A :class:`GitStore`: a scratch branch in the same repository, at the store's
+    commit as of the start of each recorded run (what that run saw: :meth:`reset`),
+    deleted afterwards unless kept. Any other ``BaseStore``: an
+    ``InMemoryStore`` filled with a copy of the items it holds that were created
+    by then (with their values as they are now: older values are not known)."""
+
+    def __init__(self, store: Any, since_us: int | None, name: str) -> None:
+        from .store.store import GitStore
+
+        self.ref: str | None = None
+        self.source_ref = ""
+        self.repo: Any = None
+        if isinstance(store, GitStore):
+            self.repo = store.repo
+            self.source_ref = store.ref
+            self.ref = SCRATCH_STORE_PREFIX + name
+            self._seen: list = []  # the store's history as walked so far (_store_commit_at)
+            start = _store_commit_at(store.repo, store.ref, since_us, self._seen)
+            if start is not None and not store.repo.update_ref(self.ref, None, start):
+                raise GitckptError(f"the scratch store branch {self.ref} exists already")
+            index = {k: v for k, v in (store.index_config or {}).items() if not k.startswith("__")} or None
+            ttl = {k: v for k, v in (store.ttl_config or {}).items() if k != "sweep_interval_minutes"} or None
+            self.store: Any = GitStore(store.repo, index=index, ttl=ttl, ref=self.ref)  # type: ignore[arg-type]
+            self.name = self.ref
+        else:
+            self.store = _memory_copy(store, since_us)
+            self.name = "memory"
+
+    def reset(self, since_us: int | None) -> None:
+        """Before a run that starts at a checkpoint made before any node ran (an
+        ``input``, ``update`` or ``fork`` checkpoint): a GitStore's scratch branch
+        moves to the store as it was then, so the run sees what the recorded one
+        saw, other threads' writes and deletes between the runs included. (A
+        copied store keeps what the earlier runs wrote.)"""
+        if self.ref is None:
+            return
+        want = _store_commit_at(self.repo, self.source_ref, since_us, self._seen)
+        have = self.repo.ref(self.ref)
+        if want == have:
+            return
+        moved = self.repo.delete_ref(self.ref, have) if want is None else self.repo.update_ref(self.ref, have, want)
+        if not moved:
+            raise GitckptError(f"the scratch store branch {self.ref} moved during the reproduce")
+
+    def discard(self, keep: bool) -> None:
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()
+        if self.ref is not None and not keep:
+            self.repo.delete_ref(self.ref)
+
+
+def _store_commit_at(repo: Any, ref: str, since_us: int | None, seen: list | None = None) -> Any:
+    """The newest commit of store branch ``ref`` made at or before ``since_us`` (µs),
+    or None (the store was empty then). A commit's time is its ``Store-Time``
+    trailer (µs, the store's own clock); a commit written before that trailer
+    existed has the newest ``updated_at`` of the items it put (µs), or, if it put
+    none, git's commit time (seconds). ``seen``: ``(time, commit)`` pairs of the
+    first-parent history from the tip down, extended as far as this walk went
+    (the runs of one reproduce look up later and later times: one walk in all)."""
+    seen = [] if seen is None else seen
+    if since_us is None:
+        return seen[0][1] if seen else repo.ref(ref)
+    for when, oid, _parent in seen:
+        if when <= since_us:
+            return oid
+    oid = seen[-1][2] if seen else repo.ref(ref)
+    while oid is not None:
+        commit = repo.get(oid, "store commit")
+        when = _store_commit_time(repo, commit)
+        parent = commit.parent_ids[0] if commit.parent_ids else None
+        seen.append((when, oid, parent))
+        if when <= since_us:
+            return oid
+        oid = parent
+    return None
+
+
+def _store_commit_time(repo: Any, commit: Any) -> int:
+    from .store.format import PUT, commit_time_us, item_path, parse_changes, parse_iso, unpack_item
+
+    when = commit_time_us(commit.message)
+    for kind, ns, key in parse_changes(commit.message) if when is None else ():
+        if kind != PUT:
+            continue
+        obj: Any = commit.tree
+        try:
+            for part in item_path(tuple(ns), key):
+                obj = obj[part]
+            t = parse_iso(unpack_item(repo.read_blob(obj.id, "store item"))["updated_at"])
+        except (KeyError, GitckptError, ValueError, TypeError):
+            continue
+        if t is not None and (when is None or t > when):
+            when = t
+    return when if when is not None else commit.commit_time * 1_000_000
+
+
+def _memory_copy(store: Any, since_us: int | None) -> Any:
+    """An ``InMemoryStore`` holding a copy of ``store``'s items created at or before
+    ``since_us`` (µs), with their values as they are now (values, not vectors)."""
+    from langgraph.store.memory import InMemoryStore
+
+    from .store.format import datetime_to_us
+
+    copy = InMemoryStore()
+    page = 1000
+    for ns in store.list_namespaces(limit=1_000_000):
+        offset = 0
+        while True:
+            items = store.search(ns, limit=page, offset=offset)
+            for item in items:
+                created = getattr(item, "created_at", None)
+                if since_us is not None and created is not None:
+                    if created.tzinfo is None:
+                        created = created.replace(tzinfo=timezone.utc)
+                    if datetime_to_us(created) > since_us:
+                        continue  # made after the thread began: the first run did not see it
+                if tuple(item.namespace) == tuple(ns):
+                    copy.put(tuple(ns), item.key, item.value, index=False)
+            if len(items) < page:
+                break
+            offset += page
+    return copy
+
+
+def _ts_us(checkpoint: Any) -> int | None:
+    from .store.format import parse_iso
+
+    try:
+        return parse_iso(checkpoint.get("ts"))
+    except (TypeError, ValueError):
+        return None
+
+
 def reproduce(
     saver: Any,
     graph: Any,
@@ -246,14 +387,24 @@ def reproduce(
     root's checkpoints (the root's runs are still run again: subgraphs run inside them)."""
     from langgraph.types import Command
 
-    invoke = _runner(graph, use_async)
-    caches: tuple[dict, dict] = ({}, {})  # normalised messages of the recorded and the new thread
-
     thread_id = str(thread_id)
     chain = _chain(saver, thread_id)
-    scratch = scratch or f"reproduce-{uuid.uuid4().hex[:8]}-{thread_id}"
+    token = uuid.uuid4().hex[:8]
+    scratch = scratch or f"reproduce-{token}-{thread_id}"
     if saver.indexes.thread_refs(scratch):
         raise GitckptError(f"thread {scratch!r} exists already")
+    store = getattr(graph, "store", None)
+    scratch_store: _ScratchStore | None = None
+    if store is not None:  # the runs write to a scratch store, never to the graph's own
+        if not hasattr(graph, "copy"):
+            raise GitckptError(f"the graph ({type(graph).__name__}) has a store but cannot be copied with another")
+        scratch_store = _ScratchStore(store, _ts_us(chain[0].checkpoint), token)
+        try:
+            graph = graph.copy(update={"store": scratch_store.store})
+        except Exception:
+            scratch_store.discard(False)
+            raise
+    invoke = _runner(graph, use_async)
     base = dict(configurable or {})
     mapping: dict[str, str] = {}
     pairs: list[tuple[Any, Any]] = []
@@ -287,6 +438,8 @@ def reproduce(
                 before = set(mapping.values())
                 error: BaseException | None = None
                 runs += 1
+                if scratch_store is not None and src in ("input", "update", "fork"):
+                    scratch_store.reset(_ts_us(r.checkpoint))
                 try:
                     if src == "input":
                         invoke(r.checkpoint["channel_values"].get(_START), cfg)
@@ -338,7 +491,7 @@ def reproduce(
                         )
                     rec = chain[i + k]
                     if root:
-                        _compare(saver, caches, scratch, rec, n)
+                        _compare(saver, scratch, rec, n)
                     mapping[_id(rec)] = _id(n)
                     pairs.append((rec, n))
                 if error is not None:
@@ -369,13 +522,20 @@ def reproduce(
                 i += len(new)
             for rec, n in pairs if root else ():  # now that every run added its writes
                 _compare_writes(saver, thread_id, scratch, rec, n)
-            sub = _compare_namespaces(saver, caches, thread_id, scratch, ns)
+            sub = _compare_namespaces(saver, thread_id, scratch, ns)
     except _Stop as stop:
         divergence = stop.divergence
         if root and not divergence.ns and divergence.what != "call" and divergence.recorded_checkpoint:
             # a root checkpoint differs: a subgraph run before it may have differed first
             try:
-                _compare_namespaces(saver, caches, thread_id, scratch, None, upto=divergence.recorded_checkpoint)
+                _compare_namespaces(
+                    saver,
+                    thread_id,
+                    scratch,
+                    None,
+                    upto=divergence.recorded_checkpoint,
+                    new_upto=divergence.new_checkpoint,
+                )
             except _Stop as first:
                 divergence = first.divergence
             except Exception:  # noqa: BLE001 - the root's divergence stands
@@ -383,6 +543,8 @@ def reproduce(
     finally:
         if not keep:
             saver.delete_thread(scratch)
+        if scratch_store is not None:
+            scratch_store.discard(keep)
     return ReproduceResult(
         thread_id=thread_id,
         scratch_thread=scratch,
@@ -396,6 +558,7 @@ def reproduce(
         subgraph_checkpoints=sub[0],
         namespaces=sub[1],
         only_ns=ns,
+        scratch_store=scratch_store.name if scratch_store is not None else None,
     )
 
 
@@ -498,15 +661,15 @@ def _next(t: Any) -> tuple:
     return tuple(sorted(derive_next(t.checkpoint)))
 
 
-def _compare(saver: Any, caches: tuple[dict, dict], scratch: str, rec: Any, new: Any) -> None:
+def _compare(saver: Any, scratch: str, rec: Any, new: Any) -> None:
     try:
-        _compare_one(saver, caches, scratch, rec, new)
+        _compare_one(saver, scratch, rec, new)
     except _Stop as stop:
         stop.divergence.ns = stop.divergence.ns or _ns(rec)
         raise
 
 
-def _compare_one(saver: Any, caches: tuple[dict, dict], scratch: str, rec: Any, new: Any) -> None:
+def _compare_one(saver: Any, scratch: str, rec: Any, new: Any) -> None:
     step = rec.metadata.get("step")
     rid, nid = _id(rec), _id(new)
     for field in ("step", "source"):
@@ -540,7 +703,7 @@ def _compare_one(saver: Any, caches: tuple[dict, dict], scratch: str, rec: Any, 
     av, bv = rec.checkpoint["channel_values"], new.checkpoint["channel_values"]
     chans = sorted(set(av) | set(bv), key=lambda c: (fmt.is_internal_channel(c), c))
     for ch in chans:
-        a, b = _canon_channel(av.get(ch), caches[0]), _canon_channel(bv.get(ch), caches[1])
+        a, b = _canon_channel(av.get(ch)), _canon_channel(bv.get(ch))
         if a != b:
             a, b = canon(av.get(ch)), canon(bv.get(ch))
             parent = new.parent_config["configurable"]["checkpoint_id"] if new.parent_config else None
@@ -559,10 +722,10 @@ def _compare_one(saver: Any, caches: tuple[dict, dict], scratch: str, rec: Any, 
             )
 
 
-def _canon_channel(value: Any, cache: dict) -> Any:
+def _canon_channel(value: Any) -> Any:
     if type(value) is list:
-        return [canon(v, cache) for v in value]
-    return canon(value, cache)
+        return [canon(v, True) for v in value]
+    return canon(value, True)
 
 
 def _compare_writes(saver: Any, thread_id: str, scratch: str, rec: Any, new: Any) -> None:
@@ -656,16 +819,19 @@ def _ns_keys(saver: Any, thread: str, only: str | None) -> dict[tuple, tuple[str
 
 def _compare_namespaces(
     saver: Any,
-    caches: tuple[dict, dict],
     thread_id: str,
     scratch: str,
     only: str | None,
     upto: str | None = None,
+    new_upto: str | None = None,
 ) -> tuple[int, int]:
     """Compare each recorded subgraph namespace's checkpoints (and pending writes)
-    with the scratch thread's namespace of the same key (:func:`_ns_keys`); returns
-    (checkpoints, namespaces) compared. ``upto``: only the namespaces run from root
-    checkpoints before that recorded one (their writes made it or an earlier one)."""
+    with the scratch thread's namespace of the same key (:func:`_ns_keys`); then a
+    namespace of the scratch thread that no recorded one corresponds to is a
+    divergence too. Returns (checkpoints, namespaces) compared. ``upto``: only the
+    namespaces run from root checkpoints before that recorded one (their writes
+    made it or an earlier one), and ``new_upto``, the new namespaces run from root
+    checkpoints before that new one. With ``only``, new namespaces are not looked at."""
     recorded = _ns_keys(saver, thread_id, only)
     new = _ns_keys(saver, scratch, None)
     # in the order the root ran them, then of their keys (a Send's index), not of the
@@ -708,7 +874,7 @@ def _compare_namespaces(
                         ns=ns,
                     )
                 )
-            _compare(saver, caches, scratch, rec, news[k])
+            _compare(saver, scratch, rec, news[k])
         if len(news) > len(recs):
             n = news[len(recs)]
             raise _Stop(
@@ -743,7 +909,44 @@ def _compare_namespaces(
     for key, (ns, recs) in items:
         if ns not in done:
             checked(key, ns, recs)
+    if only is None and (upto is None or new_upto is not None):
+        _no_extra_namespace(saver, scratch, recorded, new, new_upto)
     return sum(len(recs) for _k, (_n, recs) in items), len(items)
+
+
+def _no_extra_namespace(
+    saver: Any, scratch: str, recorded: dict[tuple, Any], new: dict[tuple, Any], upto: str | None
+) -> None:
+    """A subgraph namespace the new run made that no recorded one corresponds to
+    (same node path, parent step and task path) is a divergence: the earliest one
+    (by the root checkpoint it ran from, then its key) is reported."""
+
+    def parent(cps: list[Any]) -> str:
+        return ((cps[0].metadata or {}).get("parents") or {}).get("", "")
+
+    extra = sorted(
+        ((key, ns_cps) for key, ns_cps in new.items() if key not in recorded),
+        key=lambda kv: (parent(kv[1][1]), _key(kv[0])),
+    )
+    if upto is not None:
+        extra = [kv for kv in extra if parent(kv[1][1]) < upto]
+    if not extra:
+        return
+    key, (ns, cps) = extra[0]
+    node, step, _path = key[-2]
+    raise _Stop(
+        Divergence(
+            (cps[0].metadata or {}).get("step"),
+            node,
+            "end",
+            None,
+            f"the new run made subgraph namespace {ns} (node {node}"
+            + (f", run from step {step}" if step not in (None, "") else "")
+            + "), which the recording has no counterpart of",
+            new_checkpoint=_id(cps[0]),
+            ns=ns,
+        )
+    )
 
 
 def _writes(saver: Any, thread_id: str, ns: str, cid: str) -> list[tuple[str, int, str, str, tuple[str, bytes]]]:

@@ -905,6 +905,11 @@ ROWS: dict[str, Callable[..., None]] = {
     "growth": rows_growth, "reads": rows_reads, "store": rows_store,
 }
 
+# the cost of recording model and tool calls (issue 13): its own module, registered here
+import _bench_recording_rows  # noqa: E402
+
+_bench_recording_rows.register(sys.modules[__name__])
+
 # -- machine ---------------------------------------------------------------------------------
 
 
@@ -1158,7 +1163,8 @@ def profile(row: str, sizes: dict, workdir: Path, log: Callable[[str], None]) ->
             "shapes": f"{sizes['shape_invokes']} invokes of {':'.join(api_dur or ())}",
             "latency": f"{sizes['latency_n']} puts and put_writes",
             "growth": f"the last {sizes['growth_window']} puts of {sizes['growth_n']:,}",
-            "reads": f"a {sizes['thread_n']:,}-checkpoint thread", "store": f"{sizes['store_n']:,} items"}[spec.group]
+            "reads": f"a {sizes['thread_n']:,}-checkpoint thread", "store": f"{sizes['store_n']:,} items",
+            "recording": f"{sizes.get('record_turns')} turns"}[spec.group]
     head = f"profile of {row} (gitckpt {gmode}; {what})\n"
     return head + full, head + top
 

@@ -332,3 +332,54 @@ def make_judge_builder(model: BaseChatModel | None = None) -> StateGraph:
 
 
 judge_builder = make_judge_builder()
+
+
+# -- a node that reads and writes the store (cross-thread memory) ----------------------
+
+def make_memory_builder(model: BaseChatModel | None = None) -> StateGraph:
+    """A node that counts the memories under ``("memories", <user>)``, tells the model
+    how many it knows, and stores the user's message as a new memory: its prompt and
+    its answer depend on what the store held when it ran."""
+    model = model or RandomModel()
+
+    def remember(state: State) -> dict:
+        from langgraph.config import get_store
+
+        store = get_store()
+        known = store.search(("memories", "ann"), limit=1000)
+        last = state["messages"][-1]
+        reply = model.invoke([SystemMessage(f"You know {len(known)} things about the user."), last])
+        store.put(("memories", "ann"), f"m{len(known)}", {"text": str(last.content)})
+        return {"messages": [AIMessage(content=f"({len(known)} known) {reply.content}")]}
+
+    b = StateGraph(State)
+    b.add_node("remember", remember)
+    b.add_edge(START, "remember")
+    b.add_edge("remember", END)
+    return b
+
+
+memory_builder = make_memory_builder()
+
+
+def make_optional_sub_builder() -> StateGraph:
+    """A node that runs a subgraph (namespace ``step:<task id>``) only when
+    ``AGENT_EXTRA_SUB`` is set, and writes the same whatever it does."""
+    leaf = StateGraph(Nest)
+    leaf.add_node("check", lambda state: {"x": ["checked"]})
+    leaf.add_edge(START, "check")
+    leaf_graph = leaf.compile()
+
+    def step(state: Nest) -> dict:
+        if os.environ.get("AGENT_EXTRA_SUB"):
+            leaf_graph.invoke({"x": []})
+        return {"x": ["done"]}
+
+    b = StateGraph(Nest)
+    b.add_node("step", step)
+    b.add_edge(START, "step")
+    b.add_edge("step", END)
+    return b
+
+
+optional_sub_builder = make_optional_sub_builder()

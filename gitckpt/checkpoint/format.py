@@ -32,6 +32,7 @@ from typing import Any
 
 import msgpack
 
+from ..errors import CorruptObjectError
 from ..git.names import encode_ref_component
 from ..git.trailers import KIND, build_message, parse_trailers
 
@@ -229,6 +230,22 @@ def unpack_call(data: bytes) -> dict:
     out = msgpack.unpackb(body, raw=False, strict_map_key=False)
     if not isinstance(out, dict):
         raise ValueError("a recorded call is not a map")
+    return out
+
+
+def read_call_blobs(repo: Any, blobs: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``(entry name, decoded call)`` of the recorded calls among a checkpoint's
+    ``writes/<id>`` blobs, by name. Nothing is constructed: answers stay serialized.
+    Raises :class:`CorruptObjectError` for a call blob that cannot be decoded."""
+    out = []
+    for name, oid in sorted(blobs.items()):
+        try:
+            data = unpack_call(repo.read_blob(oid, f"recorded call {name}"))
+        except CorruptObjectError:
+            raise
+        except Exception as exc:
+            raise CorruptObjectError(f"recorded call {name} (blob {oid}) cannot be decoded ({exc})") from exc
+        out.append((name, data))
     return out
 
 

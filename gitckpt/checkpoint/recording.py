@@ -170,15 +170,31 @@ def message_digest(m: Any) -> bytes:
 class ModelAsk:
     """What a chat-model call was asked: its messages (the objects) and its settings.
     The digest is computed at once; the normalised messages only when needed (a
-    message stored inline, a miss's diff)."""
+    message stored inline, a miss's diff). ``settings_hash``: a sha256 already fed
+    with the settings (from :func:`model_input`'s cache; copied, not changed)."""
 
     __slots__ = ("objects", "settings", "digest", "_messages")
 
-    def __init__(self, objects: list, settings: dict) -> None:
+    def __init__(self, objects: list, settings: dict, settings_hash: Any = None) -> None:
         self.objects, self.settings = objects, settings
-        h = hashlib.sha256(_dump(settings).encode())
+        h = settings_hash.copy() if settings_hash is not None else hashlib.sha256(_dump(settings).encode())
+        # message_digest inlined for the cache hits (a prompt re-sends the whole history:
+        # hundreds of messages per call), and one update of the joined digests
+        cache, parts = _DIGEST_CACHE, []
         for m in objects:
-            h.update(message_digest(m))
+            hit = None
+            if isinstance(m, BaseMessage) and m.id:
+                content = m.content
+                hit = cache.get(
+                    (
+                        m.id,
+                        m.type,
+                        hash(content) if isinstance(content, str) else _dump(to_plain(content)),
+                        len(m.tool_calls) if isinstance(m, AIMessage) else 0,
+                    )
+                )
+            parts.append(hit if hit is not None else message_digest(m))
+        h.update(b"".join(parts))
         self.digest = h.hexdigest()
         self._messages: list | None = None
 
@@ -238,11 +254,29 @@ def sanitize(value: Any, secrets: Sequence[str] = ()) -> Any:
     return value
 
 
+# A model sends the same settings with every call: their sanitised form and the hash
+# of it are kept by the settings' JSON text and the model's secrets (in memory only).
+_SETTINGS_CACHE: dict[tuple, tuple[dict, Any]] = {}
+_SETTINGS_MAX = 256
+
+
 def model_input(messages: list, params: dict[str, Any], secrets: Sequence[str] = ()) -> ModelAsk:
     """What a chat-model call was asked: its messages and its settings (without secrets)."""
-    settings = to_plain(sanitize({k: v for k, v in (params or {}).items()}, secrets))
-    settings = sanitize(settings, secrets)  # a secret inside a converted value
-    return ModelAsk(list(messages), settings)
+    try:
+        key: tuple | None = (json.dumps(params or {}, default=_default, sort_keys=True), tuple(secrets))
+    except (TypeError, ValueError):  # keys that cannot be sorted, a cycle: not cached
+        key = None
+    hit = _SETTINGS_CACHE.get(key) if key is not None else None
+    if hit is None:
+        settings = to_plain(sanitize({k: v for k, v in (params or {}).items()}, secrets))
+        settings = sanitize(settings, secrets)  # a secret inside a converted value
+        hit = (settings, hashlib.sha256(_dump(settings).encode()))
+        if key is not None:
+            if len(_SETTINGS_CACHE) >= _SETTINGS_MAX:
+                _SETTINGS_CACHE.clear()
+            _SETTINGS_CACHE[key] = hit
+    settings, h = hit
+    return ModelAsk(list(messages), settings, h)
 
 
 def tool_input(name: str, args: Any) -> dict[str, Any]:
@@ -814,6 +848,7 @@ class SaverRecording:
         self._pending: dict[tuple[str, str], list[dict]] = {}
         self._values: dict[tuple[str, str, str], tuple[dict, dict | None]] = {}
         self._latest: dict[tuple[str, str], str] = {}
+        self._older: dict[tuple[str, str], str] = {}  # the checkpoint put before the latest
         self._lock = threading.Lock()
 
     def file(self, thread_id: str, task_id: str, record: dict) -> None:
@@ -844,10 +879,23 @@ class SaverRecording:
         return out
 
     def remember(self, thread_id: str, ns: str, cid: str, values: dict) -> None:
-        """The channel values LangGraph put for a checkpoint (the objects its tasks read)."""
+        """The channel values LangGraph put for a checkpoint (the objects its tasks read).
+
+        Only the newest few of a namespace are kept: a task's calls reach the saver
+        before the next checkpoint of its namespace is put, or soon after. Each kept
+        checkpoint holds a whole message list alive (LangGraph hands out copies),
+        which the garbage collector walks: 64 of a long chat's made a turn slower."""
         with self._lock:
             self._values[(thread_id, ns, cid)] = (values, None)
+            prev = self._latest.get((thread_id, ns))
             self._latest[(thread_id, ns)] = cid
+            older = self._older.get((thread_id, ns))
+            if prev is not None and prev != cid:
+                self._older[(thread_id, ns)] = prev
+                if older is not None and older not in (prev, cid):
+                    self._values.pop((thread_id, ns, older), None)
+            while len(self._older) > 64:
+                del self._older[next(iter(self._older))]
             while len(self._values) > 64:
                 del self._values[next(iter(self._values))]
             while len(self._latest) > 64:
@@ -949,8 +997,7 @@ class SaverRecording:
             keys = sorted(k for k in idx.writes if (ns is None or k[0] == ns) and k in idx.ckpt)
             for key in keys:
                 blobs = saver.indexes.write_blobs(idx.writes[key], key[1], calls=None)
-                for name in sorted(blobs):
-                    data = fmt.unpack_call(saver.repo.read_blob(blobs[name], f"recorded call {name}"))
+                for name, data in fmt.read_call_blobs(saver.repo, blobs):
                     data["checkpoint_ns"], data["checkpoint_id"], data["entry"] = key[0], key[1], name
                     data["thread_id"] = thread_id
                     out.append(data)

@@ -799,7 +799,9 @@ class GitSaver(BaseCheckpointSaver[str]):
 
         def prepare(idx: ThreadIndex):
             nonlocal node
-            existing = self._write_blobs(idx, ns, cid)
+            # the checkpoint's writes trees, read once: the writes, and the calls when there are some to add
+            entries = self.indexes.write_blobs(idx.writes.get((ns, cid), ()), cid, calls=True if calls else False)
+            existing = {n: o for n, o in entries.items() if not fmt.is_call_entry(n)} if calls else entries
             new: dict[str, tuple[Oid, int]] = {}
             channels.clear()
             for widx, channel, typed in serialized:
@@ -811,11 +813,7 @@ class GitSaver(BaseCheckpointSaver[str]):
                 channels.add(channel)
             if calls:  # the task's recorded calls, numbered after those of an earlier attempt
                 tname = names.encode_tree_name(task_id)
-                done = sum(
-                    1
-                    for n in self.indexes.write_blobs(idx.writes.get((ns, cid), ()), cid, calls=None)
-                    if n.startswith(tname + fmt.CALL_MARK)
-                )
+                done = sum(1 for n in entries if n.startswith(tname + fmt.CALL_MARK) and fmt.is_call_entry(n))
                 for k, data in enumerate(calls):
                     new[fmt.call_entry(tname, done + k)] = (self.repo.blob(data), BLOB)
             if not new:
@@ -1050,12 +1048,62 @@ class GitSaver(BaseCheckpointSaver[str]):
             )
             tree = self.repo.tree(root) if blobs else self.repo.commit_info(entry.commit).tree_id
             commit = self.repo.commit(tree, [entry.commit], message)
-            if not self.repo.update_ref(fmt.line_ref(new_thread_id, checkpoint_ns, None), None, commit):
+            line = fmt.line_ref(new_thread_id, checkpoint_ns, None)
+            if not self.repo.update_ref(line, None, commit):
                 raise InvalidInputError(f"thread {new_thread_id!r} was created concurrently")
             self._forget(new_thread_id)
+            self._carry_calls(idx, thread_id, new_thread_id, checkpoint_ns, entry, line, commit)
         return {
             "configurable": {"thread_id": new_thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint_id}
         }
+
+    def _carry_calls(
+        self, idx: ThreadIndex, thread_id: str, new_thread_id: str, ns: str, entry: Any, line: str, tip: Oid
+    ) -> None:
+        """Give a new fork the recorded calls of the steps it holds (docs/format.md, 18.2).
+
+        The calls that made a checkpoint are stored with its parent's writes, in
+        whichever commit LangGraph's ``put_writes`` made: often on another line of
+        the thread (a replay from an older checkpoint writes on the line of that
+        checkpoint) or after the checkpoint, out of the fork's history. Each
+        ancestor checkpoint whose calls the fork lacks gets them back in one
+        writes commit on the fork's line (the blobs are shared, nothing is copied)."""
+        fidx = self.indexes.get(new_thread_id)
+        carried: list[tuple[str, Any, dict[str, Oid]]] = []
+        cid = entry.parent
+        while cid is not None:
+            anc = idx.ckpt.get((ns, cid))
+            if anc is None:
+                break
+            trees = idx.writes.get((ns, cid), ())
+            if trees and not set(trees) <= set(fidx.writes.get((ns, cid), ())):
+                calls = self.indexes.write_blobs(trees, cid, calls=None)
+                if calls:
+                    have = self.indexes.write_blobs(fidx.writes.get((ns, cid), ()), cid, calls=None)
+                    missing = {n: o for n, o in calls.items() if n not in have}
+                    if missing:
+                        carried.append((cid, anc, missing))
+            cid = anc.parent
+        if not carried:
+            return
+        new_tip = tip
+        root = self.repo.tree_entries(self.repo.commit_info(tip).tree_id)
+        wtree = self.repo.tree_entries(root["writes"][0]) if "writes" in root else {}
+        for cid, anc, missing in reversed(carried):  # oldest first
+            sub = self.repo.tree({name: (o, BLOB) for name, o in missing.items()})
+            wtree[names.encode_tree_name(cid)] = (sub, TREE)
+            root["writes"] = (self.repo.tree(wtree), TREE)
+            message = fmt.writes_message(
+                f"step {anc.step} · {len(missing)} recorded call(s) carried by the fork of thread {thread_id}",
+                thread_id=new_thread_id,
+                ns=ns,
+                writes_for=cid,
+                writes_tree=sub,
+            )
+            new_tip = self.repo.commit(self.repo.tree(root), [new_tip], message)
+        if not self.repo.update_ref(line, tip, new_tip):
+            raise InvalidInputError(f"thread {new_thread_id!r} changed while it was being forked")
+        self._forget(new_thread_id)
 
     # -- recorded calls (docs/format.md, 18) -------------------------------------
 

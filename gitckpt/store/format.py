@@ -64,6 +64,9 @@ PUT = "Store-Put"
 DELETE = "Store-Delete"
 REFRESH = "Store-Refresh"
 EXPIRE = "Store-Expire"
+#: When the batch was written (µs since the epoch, the store's clock): the state of
+#: the store at a given time is found by it (``gitckpt reproduce``, docs/format.md 18.1).
+TIME = "Store-Time"
 
 
 # -- layout -------------------------------------------------------------------
@@ -285,15 +288,30 @@ def _short(key: str, width: int = 32) -> str:
 
 
 def commit_message(
-    changes: list[tuple[str, tuple[str, ...], str]], max_subject: int = 160, subject: str | None = None
+    changes: list[tuple[str, tuple[str, ...], str]],
+    max_subject: int = 160,
+    subject: str | None = None,
+    when_us: int | None = None,
 ) -> str:
     """Subject naming what changed (``put memories/1: a, b; delete memories/2: c``),
-    unless one is given, and one trailer per change (``Store-Put: ["memories", "1", "a"]``)."""
+    unless one is given, one trailer per change (``Store-Put: ["memories", "1", "a"]``),
+    and ``Store-Time`` (µs) when ``when_us`` is given."""
     if subject is None:
         subject = _subject(changes, max_subject)
     pairs: list[tuple[str, Any]] = [(trailers.KIND, "store")]
     pairs += [(kind, json.dumps([*ns, key], ensure_ascii=False)) for kind, ns, key in changes]
+    if when_us is not None:
+        pairs.append((TIME, str(when_us)))
     return trailers.build_message(subject, pairs)
+
+
+def commit_time_us(message: str) -> int | None:
+    """A store commit's ``Store-Time`` (µs), or None (written before it existed, or a merge)."""
+    value = trailers.parse_trailers(message).get(TIME)
+    try:
+        return int(value.split("\n")[-1]) if value else None
+    except ValueError:
+        return None
 
 
 def _subject(changes: list[tuple[str, tuple[str, ...], str]], max_subject: int) -> str:

@@ -115,6 +115,9 @@ class GitStore(BaseStore):
             background sweeper that deletes expired items, stopped by
             :meth:`close`).
         durability: ``"os"`` or ``"fsync"`` (see docs/store.md).
+        ref: the branch holding the store (default ``refs/heads/store``);
+            ``gitckpt reproduce`` runs a graph on a scratch branch
+            (docs/format.md, 18.1).
     """
 
     supports_ttl = True
@@ -126,8 +129,10 @@ class GitStore(BaseStore):
         index: IndexConfig | None = None,
         ttl: TTLConfig | None = None,
         durability: str = "os",
+        ref: str = STORE_REF,
     ) -> None:
         super().__init__()
+        self.ref = ref
         self._owns_repo = not isinstance(path, GitRepo)
         self.repo = path if isinstance(path, GitRepo) else GitRepo(path, durability=durability)
         self.index_config: dict[str, Any] | None = None
@@ -480,7 +485,7 @@ class GitStore(BaseStore):
         difference between the commit it reflects and the tip."""
         repo = self.repo
         with repo.lock:
-            tip = repo.ref(STORE_REF)
+            tip = repo.ref(self.ref)
             if tip == self._tip and self._loaded:
                 return
             tree = repo.commit_info(tip, "store commit").tree_id if tip is not None else None
@@ -591,8 +596,8 @@ class GitStore(BaseStore):
                 if new_tree is None:
                     new_tree = repo.tree({})
                 parents = [self._tip] if self._tip is not None else []
-                commit = repo.commit(new_tree, parents, commit_message(log))
-                if not repo.update_ref(STORE_REF, self._tip, commit):
+                commit = repo.commit(new_tree, parents, commit_message(log, when_us=self._tick()))
+                if not repo.update_ref(self.ref, self._tip, commit):
                     return None
                 for entry in apply:
                     if entry[0] == "put":
