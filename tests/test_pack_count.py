@@ -266,15 +266,32 @@ WRITER = textwrap.dedent(
 
 
 def test_packs_stay_bounded_when_the_background_repack_falls_behind(tmp_path):
-    # git that takes a second to start a repack: updates come far faster than it merges
+    # the first repack does not start merging before the repository holds PACK_LIMIT packs (at most
+    # 60 s): updates come faster than it merges, whatever this machine's speed
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     real = subprocess.run(["sh", "-c", "command -v git"], capture_output=True, text=True, check=True).stdout.strip()
-    (bin_dir / "git").write_text(f'#!/bin/sh\ncase " $* " in *" repack "*) sleep 1;; esac\nexec "{real}" "$@"\n')
+    marker = tmp_path / "first-repack"
+    (bin_dir / "git").write_text(
+        textwrap.dedent(
+            f"""\
+            #!/bin/sh
+            case " $* " in *" repack "*)
+                if mkdir "{marker}" 2>/dev/null; then
+                    i=0
+                    while [ "$(ls objects/pack | grep -c '[.]idx$')" -lt {PACK_LIMIT} ] && [ $i -lt 1200 ]; do
+                        sleep 0.05; i=$((i+1))
+                    done
+                fi;;
+            esac
+            exec "{real}" "$@"
+            """
+        )
+    )
     (bin_dir / "git").chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     repo = tmp_path / "r.git"
-    n = 2 * PACK_LIMIT + 100
+    n = PACK_LIMIT + 200
     proc = subprocess.run(
         [sys.executable, "-c", WRITER, str(repo), str(n)],
         env=env,

@@ -42,7 +42,7 @@ PACK_GOAL = 64
 
 #: Packs in the repository at which a writer stops and merges them itself
 #: (format.md 22): the background repack has fallen that far behind.
-PACK_LIMIT = 256
+PACK_LIMIT = 1024
 
 
 #: How long a writer waits for another process's maintenance run before it
