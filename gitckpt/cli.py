@@ -1295,6 +1295,8 @@ def gc(prune_now: bool, repo: str | None, as_json: bool) -> None:
     since an agent may have written them a moment ago, in one compressed
     cruft pack; the first gc after that frees them. --prune-now frees them at
     once: run it only while no other process writes to the repository.
+    With more than 64 packs, gitckpt's own small packs are first merged by
+    copying (thousands of packs would exhaust git's memory maps).
 
     \b
     Examples:
@@ -1311,6 +1313,8 @@ def gc(prune_now: bool, repo: str | None, as_json: bool) -> None:
         return
     with _Bar("gc") as bar:
         result = ops.gc(path, progress=bar, prune_now=prune_now)
+    if result["packs_merged"]:
+        click.echo(f"Merged {result['packs_merged']} small packs into {result['packs_made']} before git's repack.")
     click.echo(f"Disk use (du -s): {_size(result['before'])} → {_size(result['after'])}")
     if result["kept"] and result["kept_until"]:
         click.echo(

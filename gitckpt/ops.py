@@ -40,7 +40,7 @@ from .checkpoint import format as fmt
 from .checkpoint.index import ThreadIndexes
 from .errors import CorruptObjectError, GitckptError, InvalidInputError, NotFoundError, RepositoryError
 from .git import names
-from .git.maintenance import maintenance_lock
+from .git.maintenance import PACK_GOAL, maintenance_lock, merge_small_packs, pack_count
 from .git.repo import Oid
 from .trust import MARK, NotConstructed, jsonable_marker, marker_text  # noqa: F401 (the CLI's)
 
@@ -951,10 +951,18 @@ def gc(repo_path: str | os.PathLike, progress: Progress | None = None, prune_now
     is freed at once, which is safe only while no other process writes to the
     repository.
 
+    With more than ``PACK_GOAL`` (64) packs, the packs without deltas
+    (gitckpt's own, one per update) are first merged a few thousand at a time
+    by copying their entries (``maintenance.merge_small_packs``): git maps every
+    pack it opens, and past ~32,000 packs it fails ("cannot be mapped, check
+    sys.vm.max_map_count"). format.md 22.
+
     Returns sizes as ``du`` reports them (``before``/``after``: bytes allocated
     on disk, as ``du -s``; ``*_apparent``: file sizes, as ``du -s -b``), the
     unreachable bytes kept (``kept``) and when the last of them expires
-    (``kept_until``, a Unix time, or None), ``expire`` and the ``steps`` run.
+    (``kept_until``, a Unix time, or None), ``expire``, the ``steps`` run, and
+    how many packs were merged by copying into how many (``packs_merged``,
+    ``packs_made``).
     """
     from .git.repo import open_repository, prune_expire
 
@@ -978,7 +986,18 @@ def gc(repo_path: str | os.PathLike, progress: Progress | None = None, prune_now
         ("remove packed loose objects", ["prune-packed", "-q"]),
     ]
     done = []
+    merged = made = 0
     with maintenance_lock(path) as held:
+        count = pack_count(path)
+        if count > PACK_GOAL:
+            # git maps every pack it opens, and thousands of them exhaust
+            # vm.max_map_count: gitckpt's own packs (no deltas) are first merged
+            # by copying, a few at a time (format.md 22)
+            label = f"merge {count} packs"
+            if progress:
+                progress(0, count, label)
+            merged, made = merge_small_packs(path, _progress_of(progress, label))
+            done.append("merge small packs")
         for i, (label, args) in enumerate(steps):
             if progress:
                 progress(i, len(steps), label)
@@ -1007,7 +1026,15 @@ def gc(repo_path: str | os.PathLike, progress: Progress | None = None, prune_now
         "kept_until": until,
         "expire": expire,
         "steps": done,
+        "packs_merged": merged,
+        "packs_made": made,
     }
+
+
+def _progress_of(progress: Progress | None, label: str) -> Callable[[int, int], None] | None:
+    if progress is None:
+        return None
+    return lambda done, total: progress(done, total, label)
 
 
 def _git_has_cruft(git: str) -> bool:

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,6 +36,20 @@ PACK_EVERY = 64
 PACK_RETRY = 4
 
 
+#: Packs a repository has at most after a writer's ``close()`` (format.md 22).
+PACK_GOAL = 64
+
+
+#: Packs in the repository at which a writer stops and merges them itself
+#: (format.md 22): the background repack has fallen that far behind.
+PACK_LIMIT = 1024
+
+
+#: How long a writer waits for another process's maintenance run before it
+#: goes on without merging (it tries again :data:`PACK_EVERY` packs later).
+LOCK_WAIT = 120.0
+
+
 class Maintenance:
     """Keeps the repository packed without anyone running ``git gc``.
 
@@ -56,10 +70,18 @@ class Maintenance:
     ``git`` executable the small packs are merged with libgit2's pack builder.
     """
 
-    def __init__(self, path: Path, every: int = PACK_EVERY) -> None:
+    def __init__(self, path: Path, every: int = PACK_EVERY, limit: int = PACK_LIMIT, goal: int = PACK_GOAL) -> None:
         self.path = Path(path).resolve()  # the lock is removed by a child with another cwd
         self.every = every
+        self.limit = limit
+        self.goal = goal
         self.count = 0
+        # the repository's packs when last counted, plus this process's since:
+        # an estimate that never looks more than PACK_EVERY of ours behind
+        self.known = pack_count(self.path)
+        self.since = 0
+        self.stalls = 0  # times a writer waited for maintenance (format.md 22)
+        self.merges = 0  # ... and then merged packs itself
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self.git = shutil.which("git")
@@ -73,12 +95,43 @@ class Maintenance:
         waited for (format.md, 19)."""
         self._forked()
         self.count += n
+        self.since += n
+        if self.known + self.since >= self.limit:
+            self._merge_now()
         if self.count >= self.every and self._settled.is_set():
             self._settled.clear()
             closer.call_soon(self._start_behind)  # not on the pool's refill thread: a refill never waits for it
 
+    def _recount(self) -> int:
+        self.known, self.since = pack_count(self.path), 0
+        return self.known
+
+    def _merge_now(self) -> None:
+        """Back-pressure (format.md 22): the repository has :data:`PACK_LIMIT`
+        packs, so the background repack has fallen behind. The writer waits for
+        any running maintenance, then merges the small packs itself by copying
+        (no git, no deltas: tens of milliseconds), so that however fast updates
+        come, the count stays near the limit."""
+        self.settle()
+        if self._recount() < self.limit:
+            return
+        self.stalls += 1
+        self.wait()  # our own repack first: it holds the lock
+        if self._recount() < self.limit:
+            return
+        self.merges += 1
+        try:
+            with maintenance_lock(self.path, wait=LOCK_WAIT):
+                merge_small_packs(self.path)
+        except (RepositoryError, OSError, pygit2.GitError) as exc:  # writes go on; tried again later
+            _log.warning("merging small packs in %s failed: %s", self.path, exc)
+        self._recount()
+        if self.known >= self.limit:  # not merged (locked elsewhere, or packs git must merge): not on every update
+            self.since = -self.every
+
     def _start_behind(self) -> None:
         try:
+            self._recount()
             if self.start():
                 self.count = 0
             else:  # one is running: try again soon
@@ -151,12 +204,39 @@ class Maintenance:
             proc.wait()
 
     def close(self) -> None:
-        """Wait for a running repack, then merge what this process wrote since."""
+        """Wait for a running repack, then merge what this process wrote since;
+        then, if the repository still has more than :data:`PACK_GOAL` packs
+        (this process's or others'), consolidate them: at most PACK_GOAL after
+        ``close()``, however fast they were written (format.md 22)."""
         self.wait()
         if self.count:
             self.count = 0
             if self.start():
                 self.wait()
+        if pack_count(self.path) > self.goal:
+            self.consolidate()
+
+    def consolidate(self) -> None:
+        """Under the maintenance lock: merge the small packs by copying, then
+        ``git repack -d --geometric=2`` in the foreground (packs then number
+        at most log2 of the objects)."""
+        try:
+            with maintenance_lock(self.path, wait=LOCK_WAIT) as held:
+                merge_small_packs(self.path)
+                if self.git is not None and pack_count(self.path) > self.goal:
+                    subprocess.run(
+                        [self.git, "-c", "pack.threads=1", "-c", "pack.depth=10", "repack", "-dq", "--geometric=2"],
+                        cwd=self.path,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE,
+                        env={**os.environ, "GIT_DIR": str(self.path)},
+                        pass_fds=(held.fd,),
+                        check=True,
+                    )
+        except (RepositoryError, OSError, pygit2.GitError, subprocess.CalledProcessError) as exc:
+            _log.warning("consolidating the packs of %s failed: %s", self.path, exc)
+        self._recount()
 
 
 MAINTENANCE_LOCK = "gitckpt-maintenance.lock"
@@ -364,28 +444,132 @@ def maintenance_lock(path: str | os.PathLike, wait: float = 60.0) -> Iterator[Ma
         held.release()
 
 
-def _idx_object_ids(idx: Path) -> list[pygit2.Oid]:
-    data = idx.read_bytes()
-    if data[:4] != b"\xfftOc":
-        raise ValueError(f"{idx} is not a version 2 pack index")
-    n = int.from_bytes(data[8 + 255 * 4 : 8 + 256 * 4], "big")
-    base = 8 + 256 * 4
-    return [pygit2.Oid(raw=data[base + 20 * i : base + 20 * (i + 1)]) for i in range(n)]
+def pack_count(path: str | os.PathLike) -> int:
+    """How many packs the repository at ``path`` has (``pack-*.idx`` files: a
+    pack counts once its index exists, as for git)."""
+    try:
+        with os.scandir(os.path.join(path, "objects", "pack")) as it:
+            return sum(1 for e in it if e.name.startswith("pack-") and e.name.endswith(".idx"))
+    except FileNotFoundError:
+        return 0
 
 
-def merge_packs_in_process(path: Path, small: int = 1 << 20) -> None:
-    """Without a ``git`` executable: merge the small packs (under ``small``
-    bytes) into one with libgit2's pack builder, then remove them."""
+#: A pack at least this big is left to git: gitckpt's own packs hold one
+#: update each, and a pack merged by :func:`merge_small_packs` is usually smaller.
+SMALL_PACK = 64 << 20
+
+#: Bytes of source packs merged into one pack: far below the 2 GiB that 32-bit offsets allow.
+MERGE_BYTES = 512 << 20
+
+#: Source packs merged into one pack at most.
+MERGE_PACKS = 8192
+
+
+def merge_small_packs(
+    path: str | os.PathLike,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    small: int = SMALL_PACK,
+    batch_packs: int = MERGE_PACKS,
+    batch_bytes: int = MERGE_BYTES,
+) -> tuple[int, int]:
+    """Merge the repository's packs without deltas into a few, without mapping any (format.md 22).
+
+    The caller holds the maintenance lock. Candidates are packs under
+    ``small`` bytes with no ``.keep``, ``.promisor`` or ``.mtimes`` (cruft)
+    file, oldest first; each batch (at most ``batch_packs`` packs and
+    ``batch_bytes`` bytes) is streamed into one new pack by
+    :class:`packs.PackMerger`, which is synced and installed (pack, then index)
+    **before** its sources are deleted (index first), so a concurrent reader
+    finds every object in one or the other. The new pack gets the newest
+    mtime of its sources, so an unreachable object does not look older than
+    it is to ``gc``'s expiry (format.md 17.4). A pack with deltas (git's own),
+    or damaged, is skipped and left to git. Returns ``(packs merged, packs made)``.
+    ``progress(done, total)`` is called after each batch.
+    """
+    pack_dir = os.path.join(os.fspath(path), "objects", "pack")
+    try:
+        names = set(os.listdir(pack_dir))
+    except FileNotFoundError:
+        return 0, 0
+    found = []
+    for name in names:
+        if not (name.startswith("pack-") and name.endswith(".idx")):
+            continue
+        stem = name[:-4]
+        if any(stem + ext in names for ext in (".keep", ".promisor", ".mtimes")):
+            continue
+        try:
+            st = os.stat(os.path.join(pack_dir, stem + ".pack"))
+        except OSError:
+            continue
+        if st.st_size < small:
+            found.append((st.st_mtime, st.st_size, stem))
+    found.sort()
+    if len(found) < 2:
+        return 0, 0
+    batches: list[list[tuple[float, int, str]]] = [[]]
+    size = 0
+    for item in found:
+        if batches[-1] and (len(batches[-1]) >= batch_packs or size + item[1] > batch_bytes):
+            batches.append([])
+            size = 0
+        batches[-1].append(item)
+        size += item[1]
+    merged = made = done = 0
+    for chunk in batches:
+        if len(chunk) >= 2:
+            n = _merge_batch(pack_dir, chunk)
+            if n:
+                merged, made = merged + n, made + 1
+        done += len(chunk)
+        if progress:
+            progress(done, len(found))
+    return merged, made
+
+
+def _merge_batch(pack_dir: str, chunk: list[tuple[float, int, str]]) -> int:
+    merger = packs.PackMerger(pack_dir)
+    used: list[str] = []
+    newest = 0.0
+    try:
+        for mtime, _, stem in chunk:
+            base = os.path.join(pack_dir, stem)
+            try:
+                with open(base + ".idx", "rb") as fh:
+                    idx = fh.read()
+                with open(base + ".pack", "rb") as fh:
+                    data = fh.read()
+            except FileNotFoundError:  # removed meanwhile (a plain `git gc`): its objects are elsewhere
+                continue
+            try:
+                merger.add(idx, data)
+            except packs.NotMergeable as exc:
+                _log.info("pack %s left to git: %s", stem, exc)
+                continue
+            used.append(stem)
+            newest = max(newest, mtime)
+        if len(used) < 2:
+            merger.abort()
+            return 0
+        new = merger.finish(mtime=newest)
+    except BaseException:
+        merger.abort()
+        raise
+    for stem in used:
+        if stem == new:  # the very same objects in the very same order
+            continue
+        base = os.path.join(pack_dir, stem)
+        for ext in (".idx", ".pack", ".rev", ".bitmap"):  # the index first: readers stop using the pack
+            try:
+                os.unlink(base + ext)
+            except FileNotFoundError:
+                pass
+    return len(used)
+
+
+def merge_packs_in_process(path: Path, small: int = SMALL_PACK) -> None:
+    """Without a ``git`` executable: merge the small packs (gitckpt's, which have
+    no deltas) into one by copying their entries (:func:`merge_small_packs`)."""
     repo = pygit2.Repository(str(path))
-    pack_dir = Path(repo.path) / "objects" / "pack"
-    idxs = [p for p in pack_dir.glob("pack-*.idx") if p.with_suffix(".pack").stat().st_size < small]
-    if len(idxs) < 2:
-        return
-    pb = pygit2.PackBuilder(repo)
-    for idx in idxs:
-        for oid in _idx_object_ids(idx):
-            pb.add(oid)
-    pb.write(str(pack_dir))
-    for idx in idxs:
-        idx.unlink(missing_ok=True)  # the index first: readers stop using the pack
-        idx.with_suffix(".pack").unlink(missing_ok=True)
+    merge_small_packs(repo.path, small=small)

@@ -159,7 +159,7 @@ def write_pack(
     return stem, pack, idx
 
 
-def write_all(fd: int, data: bytes, offset: int | None = None) -> None:
+def write_all(fd: int, data: bytes | bytearray | memoryview, offset: int | None = None) -> None:
     """Write all of ``data`` (at ``offset``, or at the file position).
 
     ``os.write`` may write less than asked when the disk fills up, and say so
@@ -199,3 +199,157 @@ def put_file(path: str, data: bytes, fsync: bool = False, file: tuple[int, str] 
         except OSError:
             pass
         raise
+
+
+# -- merging packs without mapping them (format.md 22) ---------------------------------
+
+OBJ_TAG = 4
+_WHOLE = (OBJ_COMMIT, OBJ_TREE, OBJ_BLOB, OBJ_TAG)  # 6 and 7 are deltas
+
+
+class NotMergeable(ValueError):
+    """A pack :class:`PackMerger` cannot copy: it has deltas, 64-bit offsets, or is damaged."""
+
+
+def read_idx(data: bytes) -> tuple[list[bytes], list[int], list[int], bytes]:
+    """``(oids, crcs, offsets, pack checksum)`` of a version 2 pack index.
+
+    Raises :class:`NotMergeable` for anything else, or an index that needs
+    64-bit offsets (only packs over 2 GiB do)."""
+    import array
+
+    if data[:8] != b"\xfftOc\x00\x00\x00\x02" or len(data) < 8 + 1024 + 40:
+        raise NotMergeable("not a version 2 pack index")
+    n = int.from_bytes(data[8 + 255 * 4 : 8 + 256 * 4], "big")
+    base = 8 + 1024
+    if len(data) != base + 28 * n + 40:  # a 64-bit offset table makes it longer
+        raise NotMergeable("index with 64-bit offsets, or truncated")
+    if hashlib.sha1(data[:-20]).digest() != data[-20:]:
+        raise NotMergeable("index checksum mismatch")
+    oids = [data[base + 20 * i : base + 20 * i + 20] for i in range(n)]
+    words = array.array("I", data[base + 20 * n : base + 28 * n])
+    if words.itemsize != 4:  # pragma: no cover - every platform gitckpt runs on
+        raise NotMergeable("no 32-bit array type")
+    if struct.pack("=I", 1) != struct.pack(">I", 1):
+        words.byteswap()
+    return oids, list(words[:n]), list(words[n:]), data[-40:-20]
+
+
+class PackMerger:
+    """One new pack made of whole entries copied from other packs, without mapping them.
+
+    gitckpt's own packs (one per update) store every object whole, so an
+    entry's bytes (its header and zlib stream) are valid in any pack: copying
+    them needs neither inflating nor deltas, and each source pack is read with
+    plain ``read`` calls, one at a time, so merging thousands of packs holds one
+    file open and maps nothing (git maps every pack it opens, and fails past
+    ``vm.max_map_count``). Duplicate objects are copied once.
+
+    ``add`` copies a source (its index and pack bytes) or raises
+    :class:`NotMergeable` without changing anything; ``finish`` writes the
+    header, trailer and index, syncs both files and renames the pack and then
+    its index into place (a reader sees the pack complete or not at all), and
+    syncs the directory, so that the sources can be deleted afterwards.
+    """
+
+    def __init__(self, pack_dir: str) -> None:
+        self.dir = pack_dir
+        self.tmp = os.path.join(pack_dir, f"tmp_gitckpt_merge_{os.getpid()}_{os.urandom(6).hex()}")
+        self.fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o444)
+        self.size = 12
+        self.rows: dict[bytes, tuple[int, int]] = {}  # oid -> (crc, offset)
+        write_all(self.fd, b"PACK" + struct.pack(">II", 2, 0), 0)
+
+    def add(self, idx: bytes, pack: bytes) -> int:
+        """Copy the objects of one pack not copied yet; returns how many."""
+        oids, crcs, offsets, checksum = read_idx(idx)
+        n = len(oids)
+        if pack[:8] != b"PACK\x00\x00\x00\x02" or int.from_bytes(pack[8:12], "big") != n:
+            raise NotMergeable("not a version 2 pack, or not the one its index describes")
+        if pack[-20:] != checksum or hashlib.sha1(memoryview(pack)[:-20]).digest() != checksum:
+            raise NotMergeable("pack checksum mismatch")
+        order = sorted(range(n), key=offsets.__getitem__)
+        ends = [offsets[j] for j in order[1:]] + [len(pack) - 20]
+        view = memoryview(pack)
+        entries = []
+        for i, end in zip(order, ends):
+            start = offsets[i]
+            if not 12 <= start < end or (pack[start] >> 4) & 7 not in _WHOLE:
+                raise NotMergeable("a delta, or a bad offset")
+            entry = view[start:end]
+            if zlib.crc32(entry) & 0xFFFFFFFF != crcs[i]:
+                raise NotMergeable("entry checksum mismatch")
+            entries.append((oids[i], crcs[i], entry))
+        out = bytearray()
+        new: dict[bytes, tuple[int, int]] = {}
+        for oid, crc, entry in entries:
+            if oid in self.rows or oid in new:
+                continue
+            new[oid] = (crc, self.size + len(out))
+            out += entry
+        if self.size + len(out) >= 1 << 31:  # offsets fit in 31 bits: the caller keeps batches far smaller
+            raise NotMergeable("the merged pack would need 64-bit offsets")
+        write_all(self.fd, out, self.size)
+        self.size += len(out)
+        self.rows.update(new)
+        return len(new)
+
+    def finish(self, mtime: float | None = None) -> str:
+        """Install the merged pack (pack, then index); returns its ``pack-<sha>`` name."""
+        n = len(self.rows)
+        write_all(self.fd, b"PACK" + struct.pack(">II", 2, n), 0)
+        h = hashlib.sha1()
+        pos = 0
+        while pos < self.size:
+            chunk = os.pread(self.fd, min(1 << 22, self.size - pos), pos)
+            if not chunk:
+                raise OSError(errno.EIO, "merged pack shorter than written")
+            h.update(chunk)
+            pos += len(chunk)
+        checksum = h.digest()
+        write_all(self.fd, checksum, self.size)
+        os.fsync(self.fd)
+        os.close(self.fd)
+        self.fd = -1
+        rows = sorted(self.rows.items())
+        counts = [0] * 256
+        for oid, _ in rows:
+            counts[oid[0]] += 1
+        idx = bytearray(b"\xfftOc" + struct.pack(">I", 2))
+        idx += struct.pack(">256I", *itertools.accumulate(counts))
+        idx += b"".join(oid for oid, _ in rows)
+        idx += struct.pack(f">{n}I", *(crc for _, (crc, _) in rows))
+        idx += struct.pack(f">{n}I", *(off for _, (_, off) in rows))
+        idx += checksum
+        idx += hashlib.sha1(idx).digest()
+        stem = "pack-" + checksum.hex()
+        name = os.path.join(self.dir, stem)
+        if mtime is not None:
+            os.utime(self.tmp, (mtime, mtime))
+        os.rename(self.tmp, name + ".pack")
+        tmp_idx = self.tmp + "_idx"
+        fd = os.open(tmp_idx, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        try:
+            write_all(fd, idx)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if mtime is not None:
+            os.utime(tmp_idx, (mtime, mtime))
+        os.rename(tmp_idx, name + ".idx")
+        dfd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(dfd)  # the new names are on disk before any source is deleted
+        finally:
+            os.close(dfd)
+        return stem
+
+    def abort(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        for path in (self.tmp, self.tmp + "_idx"):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
