@@ -910,6 +910,11 @@ import _bench_recording_rows  # noqa: E402
 
 _bench_recording_rows.register(sys.modules[__name__])
 
+# a store's first operation in a new process (issue 14): its own module, registered here
+import _bench_store_cold  # noqa: E402
+
+_bench_store_cold.register(sys.modules[__name__])
+
 # -- machine ---------------------------------------------------------------------------------
 
 
