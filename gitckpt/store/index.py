@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
-from .format import us_to_datetime
+from .format import load_value, us_to_datetime
 
 _OPS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte")
 
@@ -33,7 +33,7 @@ class Rec:
     __slots__ = (
         "ns",
         "key",
-        "value",
+        "_value",
         "vbytes",
         "created",
         "updated",
@@ -51,7 +51,7 @@ class Rec:
     def __init__(self, ns, key, value, vbytes, created, updated, ttl, expires, index, oid) -> None:
         self.ns: tuple[str, ...] = ns
         self.key: str = key
-        self.value: dict = value  # never handed out: results get a fresh copy from vbytes
+        self._value: dict | None = value  # never handed out: results get a fresh copy from vbytes
         self.vbytes: bytes = vbytes
         self.created: int = created  # microseconds since the epoch (UTC)
         self.updated: int = updated
@@ -64,6 +64,15 @@ class Rec:
         self.vecs: list[list] = []  # [field, digest, row or None]
         self.oid = oid
         self.id = -1
+
+    @property
+    def value(self) -> dict:
+        """The value (decoded from ``vbytes`` on first use: a store loaded from its
+        cache file decodes only what a filter looks at)."""
+        v = self._value
+        if v is None:
+            v = self._value = load_value(self.vbytes)
+        return v
 
     @property
     def created_dt(self):
@@ -180,6 +189,7 @@ def does_match(match_type: str, path: tuple, ns: tuple[str, ...]) -> bool:
 
 class StoreIndex:
     def __init__(self, dims: int | None = None) -> None:
+        self.dims_config = dims  # the store's index config (None: the first vector's length)
         self.data: dict[tuple[str, ...], dict[str, Rec]] = {}
         self.names: list[tuple[str, ...]] = []  # sorted; namespaces holding at least one item
         self.n_ttl = 0  # items with an expiry: reads check expiry only when > 0
@@ -401,17 +411,22 @@ class StoreIndex:
         sel = np.flatnonzero(rowpos >= 0)
         if sel.size == 0:
             return []
-        q32 = query.astype(np.float32)
+        # Each dot product is the float64 sum of exact float32 x float64 products,
+        # one row at a time: the same float wherever the row sits in the matrix.
+        # (A BLAS matrix-vector product rounds a row differently by its position,
+        # so one item scored differently in a store with another history, or one
+        # loaded from the cache file; docs/format.md 24.)
+        q64 = query.astype(np.float64)
         if sel.size * 4 > n_rows:
-            dots = (self._mat[:n_rows] @ q32)[sel]
+            dots = np.multiply(self._mat[:n_rows], q64).sum(axis=1)[sel]
         else:
-            dots = self._mat[sel] @ q32
+            dots = np.multiply(self._mat[sel], q64).sum(axis=1)
         qnorm = float(np.sqrt(query.astype(np.float64) @ query.astype(np.float64)))
         norms = self._norm[sel]
         scores = np.zeros(sel.size, dtype=np.float64)
         nz = norms != 0
         with np.errstate(divide="ignore", invalid="ignore"):
-            scores[nz] = dots[nz].astype(np.float64) / (norms[nz] * qnorm)
+            scores[nz] = dots[nz] / (norms[nz] * qnorm)
         pos = rowpos[sel]
         order = np.lexsort((pos, -scores))
         # max pooling: an item ranks by its first (best) row in that order

@@ -55,6 +55,7 @@ from langgraph.store.base import (
 from ..errors import CorruptObjectError, GitckptError, InvalidInputError
 from ..git.locks import retry_cas
 from ..git.repo import BLOB, GitRepo, Oid
+from . import cache as _cache
 from .format import (
     DELETE,
     EXPIRE,
@@ -86,6 +87,13 @@ logger = logging.getLogger(__name__)
 REFRESH_SLACK = 0.01
 
 _US_PER_MIN = 60_000_000
+
+#: The index cache file (docs/format.md 24) is rewritten in the background once
+#: this many items (or a sixteenth of the store, if more) changed since it was
+#: written, and on close() once at least CACHE_ON_CLOSE did: a new process then
+#: reads at most that many item blobs on top of the file.
+CACHE_EVERY = 1000
+CACHE_ON_CLOSE = 100
 
 
 class _PutPlan:
@@ -150,6 +158,10 @@ class GitStore(BaseStore):
         self._tree: Oid | None = None
         self._loaded = False
         self._last_us = 0
+        # the index cache file (docs/format.md 24): only for the store branch itself
+        self._cache_file = _cache.cache_path(self.repo.gitdir) if ref == STORE_REF else None
+        self._changed = 0  # items changed since the commit the cache file reflects
+        self._cache_thread: threading.Thread | None = None
         self._closed = False
         self._sweeper: threading.Thread | None = None
         self._stop = threading.Event()
@@ -181,9 +193,15 @@ class GitStore(BaseStore):
             self._sync()
 
     def close(self) -> None:
-        """Stop the TTL sweeper and finish background packing. Safe to call twice."""
+        """Stop the TTL sweeper, save the index cache file if it is behind, and
+        finish background packing. Safe to call twice."""
         self.stop_ttl_sweeper()
         if not self._closed:
+            thread = self._cache_thread
+            if thread is not None:
+                thread.join()
+            if self._changed >= CACHE_ON_CLOSE:
+                self._write_cache()
             self._closed = True
             if self._owns_repo:
                 self.repo.close()
@@ -488,6 +506,11 @@ class GitStore(BaseStore):
             tip = repo.ref(self.ref)
             if tip == self._tip and self._loaded:
                 return
+            if not self._loaded and tip is not None and self._cache_file is not None:
+                self._load_cache(tip)
+                if tip == self._tip:
+                    self._loaded = True
+                    return
             tree = repo.commit_info(tip, "store commit").tree_id if tip is not None else None
             diff = repo.diff_trees(self._tree, tree)
             removed: list[tuple[tuple, str]] = []
@@ -518,6 +541,55 @@ class GitStore(BaseStore):
             self._idx.remove(ns, key)
         self._idx.append_sorted(added, vectors)
         self._tip, self._tree, self._loaded = tip, tree, True
+        self._changed += len(removed) + len(added)
+        self._cache_if_due()
+
+    # -- the index cache file (docs/format.md 24) ------------------------------------
+
+    def _load_cache(self, tip: Oid) -> None:
+        """Fill the empty index from the cache file, if there is a valid one whose
+        commit is still in the repository; the caller then diffs from its tree
+        to ``tip``'s like after another process's write."""
+        assert self._cache_file is not None and not self._idx.data
+        loaded = _cache.read(self._cache_file)
+        if loaded is None:
+            return
+        try:
+            if loaded.tip != tip and not self.repo.has(loaded.tip):
+                return  # written before a reset, and that commit is gone
+            if self.repo.commit_info(loaded.tip, "store commit").tree_id != loaded.tree:
+                return
+        except GitckptError:
+            return
+        if _cache.fill(self._idx, loaded):
+            self._tip, self._tree = loaded.tip, loaded.tree
+
+    def _cache_if_due(self) -> None:
+        """Rewrite the cache file in a background thread if enough changed."""
+        if self._cache_file is None or self._changed < CACHE_EVERY or self._closed:
+            return
+        if self._changed * 16 < len(self._idx) or (self._cache_thread is not None and self._cache_thread.is_alive()):
+            return
+        # not a daemon: an exiting interpreter waits for the write rather than leave half a temporary file
+        self._cache_thread = threading.Thread(target=self._write_cache, name="gitckpt-store-cache")
+        self._cache_thread.start()
+
+    def _write_cache(self) -> None:
+        """Save the index to the cache file: the columns are copied under the lock,
+        encoded and written (atomically) without it."""
+        path = self._cache_file
+        if path is None:
+            return
+        with self._lock:
+            if not self._loaded or self._tip is None or self._tree is None or len(self._idx) < _cache.MIN_ITEMS:
+                return
+            meta, vectors = _cache.snapshot(self._idx, self._tip, self._tree, self._idx.dims_config)
+            changed = self._changed
+        if _cache.write(path, _cache.encode(meta, vectors)):
+            with self._lock:
+                self._changed = max(0, self._changed - changed)
+        else:  # a read-only repository: work without the file, do not try again
+            self._cache_file = None
 
     def _read_item(self, oid, path: str) -> tuple[Rec, list]:
         body = unpack_item(self.repo.read_blob(oid, f"store item {path}"), f"store item {path}")
@@ -611,6 +683,8 @@ class GitStore(BaseStore):
                         rec.stored_expires = expires
                         idx.set_expiry(rec, max(expires, rec.expires or expires))
                 self._tip, self._tree = commit, new_tree
+                self._changed += len(log)
+                self._cache_if_due()
                 return len(log)
 
         with self._lock:
