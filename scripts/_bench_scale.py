@@ -110,7 +110,8 @@ def list_all(kind: str, path: str) -> dict:
     n = 0
     for tup in saver.list(None):
         c = tup.config["configurable"]
-        h.update(f"{c['thread_id']}|{c['checkpoint_ns']}|{c['checkpoint_id']}|{len(tup.pending_writes or ())}"
+        # ids differ between the two builds (their clock starts when a process does): the step stands for it
+        h.update(f"{c['thread_id']}|{c['checkpoint_ns']}|{tup.metadata.get('step')}|{len(tup.pending_writes or ())}"
                  f"|{len(tup.checkpoint['channel_values'].get('messages', ()))}\n".encode())
         n += 1
     seconds = time.perf_counter() - t
