@@ -915,6 +915,11 @@ import _bench_store_cold  # noqa: E402
 
 _bench_store_cold.register(sys.modules[__name__])
 
+# scale (issue 14): 1,000 threads, then reads in new processes: its own module, registered here
+import _bench_scale  # noqa: E402
+
+_bench_scale.register(sys.modules[__name__])
+
 # -- machine ---------------------------------------------------------------------------------
 
 
@@ -1169,7 +1174,8 @@ def profile(row: str, sizes: dict, workdir: Path, log: Callable[[str], None]) ->
             "latency": f"{sizes['latency_n']} puts and put_writes",
             "growth": f"the last {sizes['growth_window']} puts of {sizes['growth_n']:,}",
             "reads": f"a {sizes['thread_n']:,}-checkpoint thread", "store": f"{sizes['store_n']:,} items",
-            "recording": f"{sizes.get('record_turns')} turns"}[spec.group]
+            "recording": f"{sizes.get('record_turns')} turns",
+            "scale": f"{sizes.get('scale_threads')} threads x {sizes.get('scale_checkpoints')} checkpoints"}[spec.group]
     head = f"profile of {row} (gitckpt {gmode}; {what})\n"
     return head + full, head + top
 

@@ -104,6 +104,7 @@ class ThreadIndex:
     wrote: dict[tuple[str, str], dict[str, set[str]]] = field(default_factory=dict)
     last_line: dict[str, str] = field(default_factory=dict)  # ns -> line last appended here
     unsaved: int = 0  # commits indexed since the cache file was last written
+    weight: int = 1  # what ThreadIndexes' LRU counted it as (_weight), when it was put there
 
     # -- the cache file (a derived copy: deleting it only costs a walk) ------------
 
@@ -169,14 +170,40 @@ class ThreadIndex:
             if d.get("v") != CACHE_VERSION:
                 return None
             idx = cls()
+            # The file is untrusted bytes (anyone who can write the folder wrote it): msgpack
+            # without an ext_hook constructs nothing but builtins, and every column is checked
+            # for the types the index holds, so a crafted file is refused (None), never half-used.
+            if not (
+                _all_of(d["tips"], str)
+                and _all_of(d["tips"].values(), bytes)
+                and _all_of(d["heads"], str)
+                and all(
+                    type(v) is list and len(v) == 2 and type(v[0]) is str and _str_or_none(v[1:])
+                    for v in d["heads"].values()
+                )
+            ):
+                return None
             idx.tips = {ref: Oid(raw=raw) for ref, raw in d["tips"].items()}
             idx.heads = {ref: (v[0], v[1]) for ref, v in d["heads"].items()}
             c, lines = d["ckpt"], d["lines"]
             n = len(c["cid"])
             commits, trees = c["commit"], c["tree"]
             if not (
-                len(commits) == len(trees) == 20 * n
-                and all(len(c[k]) == n for k in ("ns", "parent", "step", "source", "run_id", "line"))
+                type(commits) is bytes
+                and type(trees) is bytes
+                and len(commits) == len(trees) == 20 * n
+                and all(
+                    type(c[k]) is list and len(c[k]) == n for k in ("ns", "parent", "step", "source", "run_id", "line")
+                )
+                and _all_of(c["ns"], str)
+                and _all_of(c["cid"], str)
+                and _all_of(lines, str)
+                and _str_or_none(c["parent"])
+                and _str_or_none(c["source"])
+                and _str_or_none(c["run_id"])
+                and _set_of_types(c["step"]) <= {int, type(None)}
+                and _set_of_types(c["line"]) <= {int}
+                and all(0 <= i < len(lines) for i in c["line"])
             ):
                 return None
             # C-level loops (map, zip, dict): this is most of a cold start on a long thread
@@ -202,6 +229,17 @@ class ThreadIndex:
                 ids.sort()
             w = d["writes"]
             raw_ids, counts = w["ids"], w["count"]
+            if not (
+                type(raw_ids) is bytes
+                and _set_of_types(counts) <= {int}
+                and all(k >= 0 for k in counts)
+                and _all_of(w["ns"], str)
+                and _all_of(w["cid"], str)
+                and type(d["seen"]) is bytes
+                and len(d["seen"]) % 20 == 0
+                and all(type(k) is list and len(k) == 2 and _all_of(k, str) for k in d["deleted"])
+            ):
+                return None
             if len(raw_ids) != 20 * sum(counts) or not len(w["ns"]) == len(w["cid"]) == len(counts):
                 return None
             at = range(0, len(raw_ids), 20)
@@ -314,15 +352,40 @@ class ThreadIndex:
                 self.delete(d_ns, d_cid)
 
 
-#: Thread indexes kept in memory (least recently used dropped first).
+def _set_of_types(values: Any) -> set[type]:
+    return set(map(type, values))  # C-level: checking a 10,000-item column costs ~0.1 ms
+
+
+def _all_of(values: Any, kind: type) -> bool:
+    return _set_of_types(values) <= {kind}
+
+
+def _str_or_none(values: Any) -> bool:
+    return _set_of_types(values) <= {str, type(None)}
+
+
+#: Sizes of the saver's caches that scale with the threads in use (format.md 15).
 CACHE_THREADS = 256
+#: Thread indexes kept in memory, least recently used dropped first, bounded by
+#: the commits they index (a thread counts as one more than its commits): one
+#: process serving 1,000 threads of 30 checkpoints holds every index, instead of
+#: walking each thread again whenever it comes round (format.md 23), and a few
+#: very long threads cannot hold more than about this many entries.
+CACHE_COMMITS = 400_000
 #: Threads with at least this many checkpoints keep an index cache file; it is
-#: rewritten on close() and after ``_SAVE_EVERY`` newly indexed commits or a
+#: rewritten on close() (and when evicted) and after ``_SAVE_EVERY`` newly indexed commits or a
 #: quarter of the thread, whichever is more (_due): rewriting it costs time in
 #: proportion to the thread, so saving it geometrically keeps the cost per put
-#: flat (it was 143 ms every 1,000 puts at 10,000 commits, measured).
-_SAVE_MIN = 200
+#: flat (it was 143 ms every 1,000 puts at 10,000 commits, measured). Ten, so
+#: that a new process listing 1,000 threads of 30 checkpoints reads 1,000 small
+#: files instead of walking 60,000 commits (format.md 23; was 200).
+_SAVE_MIN = 10
 _SAVE_EVERY = 1000
+
+
+def _weight(idx: ThreadIndex) -> int:
+    """What an index counts for in ThreadIndexes' LRU: the commits it knows, plus one."""
+    return min(CACHE_COMMITS, 1 + len(idx.seen))
 
 
 def _due(idx: ThreadIndex) -> bool:
@@ -354,7 +417,15 @@ class ThreadIndexes:
     def __init__(self, repo: GitRepo) -> None:
         self.repo = repo
         self.lock = repo.lock
-        self._indexes: LRU[str, ThreadIndex] = LRU(CACHE_THREADS, on_evict=self._evicted)
+        self._indexes: LRU[str, ThreadIndex] = LRU(
+            CACHE_COMMITS, getsizeof=lambda idx: idx.weight, on_evict=self._evicted
+        )
+
+    def _keep(self, thread_id: str, idx: ThreadIndex) -> None:
+        """Put ``idx`` in the LRU (again), weighed as it is now."""
+        self._indexes.pop(thread_id, None)  # takes off the weight it was put there with
+        idx.weight = _weight(idx)
+        self._indexes[thread_id] = idx
 
     def save(self) -> None:
         """Write the index cache files of the threads that changed."""
@@ -376,12 +447,14 @@ class ThreadIndexes:
         """
         idx = self._indexes.get(thread_id)
         if idx is not None and not refresh:
+            if len(idx.seen) > idx.weight + (idx.weight >> 2) + 16:  # grown by a quarter: weigh it again
+                self._keep(thread_id, idx)
             return idx
         refs = self.thread_refs(thread_id)
         if idx is None and refs:
             idx = self._load_index(thread_id)
             if idx is not None:
-                self._indexes[thread_id] = idx
+                self._keep(thread_id, idx)
         if idx is not None:
             if refs == idx.tips:
                 return idx
@@ -393,11 +466,12 @@ class ThreadIndexes:
                 for ref, tip in refs.items():
                     if idx.tips.get(ref) != tip:
                         self._walk(idx, ref, tip)
+                self._keep(thread_id, idx)
                 if _due(idx):
                     self._save_index(thread_id, idx)
                 return idx
         idx = self._build_index(refs)
-        self._indexes[thread_id] = idx
+        self._keep(thread_id, idx)
         if _due(idx):
             self._save_index(thread_id, idx)
         return idx

@@ -413,6 +413,12 @@ class GitSaver(BaseCheckpointSaver[str]):
             ns_filter = config["configurable"].get("checkpoint_ns")
             only = get_checkpoint_id(config)
         before_id = get_checkpoint_id(before) if before else None
+        # The indexes read here are held for the whole listing, not asked of the
+        # LRU again for each checkpoint: over many threads whose ids interleave,
+        # the LRU would drop and rebuild them over and over (format.md 23). They are
+        # the very objects this process's writers update, so a listing still sees
+        # what is written meanwhile, as it did.
+        held: dict[str, ThreadIndex] = {}
         if only is not None:
             if before_id is not None and only >= before_id:
                 return
@@ -421,16 +427,16 @@ class GitSaver(BaseCheckpointSaver[str]):
             sources = []
             with self.lock:
                 for thread_id in threads:
-                    idx = self.indexes.get(thread_id)
+                    idx = held[thread_id] = self.indexes.get(thread_id)
                     for ns in [ns_filter] if ns_filter is not None else idx.namespaces():
-                        sources.append(self._ids_desc(thread_id, ns, before_id))
+                        sources.append(self._ids_desc(thread_id, idx, ns, before_id))
         remaining = limit
         cheap = {"step", "source", "run_id"}
         for cid, thread_id, ns in heapq.merge(*sources, reverse=True):
             if remaining is not None and remaining <= 0:
                 break
             with self.lock:
-                idx = self.indexes.get(thread_id, refresh=False)
+                idx = held.get(thread_id) or self.indexes.get(thread_id, refresh=False)
                 entry = idx.ckpt.get((ns, cid))
                 if entry is None:
                     continue
@@ -450,13 +456,15 @@ class GitSaver(BaseCheckpointSaver[str]):
                 remaining -= 1
             yield tup
 
-    def _ids_desc(self, thread_id: str, ns: str, before: str | None) -> Iterator[tuple[str, str, str]]:
-        """``(cid, thread_id, ns)`` newest first below ``before``, fetched a few at a time."""
+    def _ids_desc(
+        self, thread_id: str, idx: ThreadIndex, ns: str, before: str | None
+    ) -> Iterator[tuple[str, str, str]]:
+        """``(cid, thread_id, ns)`` of ``idx`` newest first below ``before``, fetched a few at a time."""
         cursor = before
         n = 8
         while True:
             with self.lock:
-                batch = self.indexes.get(thread_id, refresh=False).ids_before(ns, cursor, n)
+                batch = idx.ids_before(ns, cursor, n)
             if not batch:
                 return
             for cid in batch:
