@@ -22,9 +22,11 @@ from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.base.id import uuid6
 
 from gitckpt import CorruptObjectError, GitSaver
+from gitckpt.git.repo import publish_all
 
 
 def git(repo, *args, check=True) -> subprocess.CompletedProcess:
+    publish_all()  # plain git sees what is published (format.md 21)
     return subprocess.run(["git", "--git-dir", str(repo), *args], check=check, capture_output=True, text=True)
 
 
@@ -317,7 +319,10 @@ def test_a_ref_lock_left_by_a_killed_writer_is_removed_and_puts_go_on(repo_path)
     waited = time.monotonic() - t0
     assert waited < 9  # the lock is stale once unchanged for REF_LOCK_STALE (5 s), inside the retries
     assert not lock.exists()
-    assert [t.checkpoint["id"] for t in saver.list({"configurable": {"thread_id": "t"}})] == ids[::-1]
+    listed = list(saver.list({"configurable": {"thread_id": "t"}}))
+    # the killed writer's put had returned (it stalled in publishing it, format.md 21): it is kept
+    assert [t.checkpoint["id"] for t in listed if t.metadata["step"] != 9] == ids[::-1]
+    assert len(listed) == 4
     saver.close()
     # an old stale lock (found after the crash, later): no wait at all, for the CLI's delete too
     lock.write_text(ids[0] + "\n")
@@ -360,6 +365,7 @@ def test_an_unheld_young_lock_is_waited_for_then_removed_and_packed_refs_lock_to
     saver = GitSaver(repo_path, auto_pack=False)
     a = put(saver, "p", None, values={"x": 0})
     put(saver, "q", None, values={"x": 0})
+    saver.publish()  # plain git sees what is published (format.md 21)
     git(repo_path, "pack-refs", "--all", "--prune")
     # a killed `git pack-refs` (or git gc) leaves packed-refs.lock; a killed git update-ref a ref lock
     (repo_path / "packed-refs.lock").write_text("")
@@ -470,8 +476,9 @@ def test_disk_full_is_a_storage_error_and_nothing_acknowledged_is_lost(small_fs)
     store = GitStore(repo)
     with pytest.raises(StorageError, match="No space left"):
         store.put(("ns",), "k", {"v": "x" * 20000})
-    # reading still works, and every acknowledged checkpoint is there
-    assert [t.checkpoint["id"] for t in GitSaver(repo).list({"configurable": {"thread_id": "t"}})] == acked[::-1]
+    # reading still works, and every acknowledged checkpoint is there (in the writer's log, and
+    # seen by it: what it could not publish for lack of space, others see once it can; format.md 21)
+    assert [t.checkpoint["id"] for t in saver.list({"configurable": {"thread_id": "t"}})] == acked[::-1]
     # gc on a full disk: a clear error and no maintenance lock left behind
     out = cli(repo, "gc")
     assert out.returncode == 1 and "Traceback" not in out.stderr and str(repo) in out.stderr
@@ -528,7 +535,7 @@ def test_a_journal_that_cannot_be_replayed_on_a_full_disk_does_not_stop_readers(
     reader = GitSaver(repo, auto_pack=False)  # opens: the replay fails, reading goes on
     assert reader.repo.recovery_error is not None
     assert any("replaying the journal" in r.getMessage() and "No space left" in r.getMessage() for r in caplog.records)
-    assert list((repo / journal.DIRNAME).glob("*" + journal.SUFFIX))  # kept for later
+    assert list((repo / journal.DIRNAME).glob("*" + journal.LOG_SUFFIX))  # kept for later
     assert [t.checkpoint["id"] for t in reader.list({"configurable": {"thread_id": "t"}})] == []  # as it is on disk
     out = cli(repo, "threads")
     assert out.returncode == 0, out.stderr
@@ -538,7 +545,7 @@ def test_a_journal_that_cannot_be_replayed_on_a_full_disk_does_not_stop_readers(
     # space again: the next write finishes the replay first, then writes
     new = put(reader, "t", expected[0][0], values={"x": 1})
     reader.close()
-    assert not list((repo / journal.DIRNAME).glob("*" + journal.SUFFIX))
+    assert not list((repo / journal.DIRNAME).glob("*" + journal.LOG_SUFFIX))
     got = history(repo, "t")
     assert got[0][0] == new and got[1:] == expected
 

@@ -15,6 +15,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 
 from gitckpt import GitSaver
+from gitckpt.git.repo import publish_all
 
 
 class State(TypedDict):
@@ -34,6 +35,7 @@ def seed_graph(checkpointer):
 
 
 def git(repo, *args) -> str:
+    publish_all()  # plain git sees what is published (format.md 21)
     return subprocess.run(["git", "--git-dir", str(repo), *args], check=True, capture_output=True, text=True).stdout
 
 
@@ -315,6 +317,7 @@ def test_encrypted_serializer(repo_path):
     graph.invoke({"foo": "secret"}, CFG)
     assert graph.get_state(CFG).values == {"foo": "b", "bar": ["a", "b"]}
     # nothing in the repository is readable without the key
+    publish_all()  # plain git sees what is published (format.md 21)
     blob = subprocess.run(
         ["git", "--git-dir", str(repo_path), "cat-file", "blob", "threads/1:channels/foo"], check=True, capture_output=True
     ).stdout

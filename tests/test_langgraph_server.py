@@ -447,7 +447,14 @@ class DevServer:
 
 
 def _refs(repo: Path) -> set[str]:
-    return set(pygit2.Repository(str(repo)).references)
+    # read as a gitckpt process reads: it waits for the server's leases (format.md 21)
+    from gitckpt.git.repo import GitRepo
+
+    r = GitRepo(repo, create=False, auto_pack=False)
+    try:
+        return set(r.refs("refs/"))
+    finally:
+        r.close()
 
 
 @pytest.mark.server

@@ -18,9 +18,11 @@ from gitckpt import GitSaver
 from gitckpt.git import packs
 from gitckpt.git.maintenance import PACK_GOAL, PACK_LIMIT, merge_small_packs, pack_count
 from tests.test_saver_storage import put
+from gitckpt.git.repo import publish_all
 
 
 def _git(repo: Path, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    publish_all()  # plain git sees what is published (format.md 21)
     return subprocess.run(["git", "--git-dir", str(repo), *args], capture_output=True, text=True, check=check, env=env)
 
 
@@ -153,9 +155,11 @@ def test_gc_repairs_thousands_of_packs_while_a_reader_reads(tmp_path):
     for i in range(n):
         parent = put(saver, "t", parent=parent, values={"i": i}, metadata={"step": i})
     saver.close()
+    own = pack_count(repo)  # log-first, updates that came together share a pack (format.md 21)
+    assert own >= 1
     ids = filler_packs(repo, 5000)
     count = pack_count(repo)
-    assert count == n + 5000
+    assert count == own + 5000
     (tmp_path / "ids").write_text("\n".join(raw.hex() for raw in ids))
     stop = tmp_path / "stop"
     reader = subprocess.Popen(
@@ -257,6 +261,7 @@ WRITER = textwrap.dedent(
     most, parent = 0, None
     for i in range(n):
         parent = put(saver, "t", parent=parent, values={"i": i}, metadata={"step": i})
+        saver.publish()  # a pack per update, as when updates come slower than the publisher (format.md 21)
         most = max(most, pack_count(repo))
     stalls = saver.repo._maint.stalls
     saver.close()
@@ -332,7 +337,8 @@ def test_close_consolidates_after_another_process_held_the_lock(tmp_path):
         parent = None
         for i in range(10):
             parent = put(saver, "t", parent=parent, values={"i": i}, metadata={"step": i})
-        assert pack_count(repo) == 160
+        saver.publish()  # its packs are written behind the log (format.md 21)
+        assert 150 < pack_count(repo) <= 160
         saver.close()  # its repack cannot start (held), so close() waits for the lock and merges
         assert holder.poll() is not None  # close() returned only after the holder released it
     finally:
@@ -348,8 +354,9 @@ def test_a_writer_meeting_too_many_packs_merges_them_itself(tmp_path):
     filler_packs(repo, PACK_LIMIT + 50)  # left by others, e.g. a writer killed before it could merge
     saver = GitSaver(repo)
     put(saver, "t", values={"i": 0}, metadata={"step": 0})
+    saver.publish()  # the update's pack is written behind the log (format.md 21)
     assert saver.repo._maint.merges == 1
-    assert pack_count(repo) <= 2  # the writer's first update merged them, by copying
+    assert pack_count(repo) <= 2  # the writer's first pack merged them, by copying
     saver.close()
     assert pack_count(repo) <= 2
     _git(repo, "fsck", "--strict")

@@ -22,6 +22,7 @@ from gitckpt.git import files as files_mod
 from gitckpt.git import locks as locks_mod
 from gitckpt.git import repo as repo_mod
 from gitckpt.git.repo import GitRepo
+from gitckpt.git.repo import publish_all
 
 needs_renameat2 = pytest.mark.skipif(files_mod.RENAMEAT2 is None, reason="no renameat2 here")
 
@@ -47,6 +48,7 @@ def pool_inodes(r: GitRepo, at_least: int) -> dict[int, str]:
 
 
 def git(path: Path, *args: str) -> str:
+    publish_all()  # plain git sees what is published (format.md 21)
     return subprocess.run(["git", "--git-dir", str(path), *args], check=True, capture_output=True,
                           text=True).stdout
 

@@ -190,8 +190,9 @@ def test_a_batch_that_loses_its_ref_race_is_redone_update_by_update(saver, repo_
     from test_saver_storage import put
 
     a = put(saver, "race", values={"x": 1})
+    saver.publish()  # no lease of this saver's is left for the rival to wait for (format.md 21)
     other = GitSaver(repo_path)
-    real_update_ref = saver.repo.update_ref
+    real_update_ref = saver.repo.log_update
     raced = []
 
     def update_ref_after_a_rival(name, old, new):
@@ -199,13 +200,13 @@ def test_a_batch_that_loses_its_ref_race_is_redone_update_by_update(saver, repo_
             raced.append(put(other, "race", parent=a, values={"x": "rival"}))  # a real, competing put
         return real_update_ref(name, old, new)
 
-    saver.repo.update_ref = update_ref_after_a_rival
+    saver.repo.log_update = update_ref_after_a_rival
     try:
         cfg = {"configurable": {"thread_id": "race", "checkpoint_ns": "", "checkpoint_id": a}}
         saver.put_writes(cfg, [("x", "w")], "task")
         b = put(saver, "race", parent=a, values={"x": 2})
     finally:
-        saver.repo.update_ref = real_update_ref
+        saver.repo.log_update = real_update_ref
     fresh = GitSaver(repo_path)
     ids = {t.checkpoint["id"] for t in fresh.list({"configurable": {"thread_id": "race"}})}
     assert ids == {a, b, raced[0]}

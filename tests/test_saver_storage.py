@@ -22,9 +22,11 @@ from gitckpt.checkpoint import format as fmt
 from gitckpt.git import names
 from gitckpt.errors import ConfigError
 from gitckpt.errors import InvalidInputError
+from gitckpt.git.repo import publish_all
 
 
 def git(repo, *args, check=True) -> subprocess.CompletedProcess:
+    publish_all()  # plain git sees what is published (format.md 21)
     return subprocess.run(["git", "--git-dir", str(repo), *args], check=check, capture_output=True, text=True)
 
 
@@ -148,6 +150,7 @@ def test_bad_paths_name_the_path(tmp_path):
 def test_missing_object_names_thread_and_checkpoint(repo_path, tmp_path):
     saver = GitSaver(repo_path, auto_pack=False)
     a = put(saver, "t1", values={"big": "v" * 1000})
+    saver.publish()  # its pack is written behind the log (format.md 21)
     # turn the packs into loose objects, then lose the channel's blob
     for pack in (repo_path / "objects" / "pack").glob("*.pack"):
         moved = tmp_path / pack.name
@@ -346,11 +349,13 @@ def test_a_repack_that_could_not_start_is_tried_again_soon(repo_path):
     parent = None
     for i in range(PACK_EVERY + 2):
         parent = put(saver, "t", parent=parent, values={"i": i}, metadata={"step": i})
+        saver.publish()  # a pack per update (format.md 21)
     saver.repo._maint.settle()  # repacks start on a background thread
     assert saver.repo._maint._proc is None  # it could not start: the lock is held
     lock.release()  # that run ended
     for i in range(PACK_RETRY):  # a few more updates, not another PACK_EVERY
         parent = put(saver, "t", parent=parent, values={"i": i}, metadata={"step": i})
+        saver.publish()
     saver.repo._maint.settle()
     assert saver.repo._maint._proc is not None
     saver.repo._maint.wait()
@@ -572,6 +577,7 @@ def test_pack_files_are_written_into_files_made_ahead_and_none_is_left(repo_path
     parent = None
     for i in range(20):
         parent = put(s, "t", parent=parent, values={"i": i}, metadata={"step": i})
+        s.publish()  # a pack per update (format.md 21)
     pack_dir = repo_path / "objects" / "pack"
     for _ in range(500):  # the background thread makes spare files after the puts took some
         if s.repo._pool._state["files"]:

@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from gitckpt.git.repo import publish_all
 
 #: The graph of the seed (LangGraph's "How to add cross-thread persistence"),
 #: shared verbatim by this process and the new one.
@@ -114,6 +115,7 @@ def load():
 
 
 def git(repo, *args) -> str:
+    publish_all()  # plain git sees what is published (format.md 21)
     return subprocess.run(["git", "--git-dir", str(repo), *args], capture_output=True, text=True, check=True).stdout
 
 

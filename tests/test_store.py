@@ -26,6 +26,7 @@ from langgraph.store.memory import InMemoryStore
 from gitckpt import CorruptObjectError, GitStore, InvalidInputError
 from gitckpt.git.repo import GitRepo
 from gitckpt.store.format import STORE_REF, decode_item_blob, parse_changes
+from gitckpt.git.repo import publish_all
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz"
 
@@ -51,6 +52,7 @@ class CountingEmbeddings(Embeddings):
 
 
 def git(repo: Path, *args: str) -> str:
+    publish_all()  # plain git sees what is published (format.md 21)
     out = subprocess.run(["git", "--git-dir", str(repo), *args], capture_output=True, text=True, check=True)
     return out.stdout
 

@@ -25,6 +25,7 @@ from tests.conftest import free_port
 from gitckpt.cli import cli
 from gitckpt.errors import NotFoundError
 from gitckpt.git.repo import GitRepo
+from gitckpt.git.repo import publish_all
 
 
 class State(TypedDict):
@@ -44,6 +45,7 @@ def cfg(thread: str = "1") -> dict:
 
 
 def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    publish_all()  # plain git sees what is published (format.md 21)
     return subprocess.run(["git", "--git-dir", str(repo), *args], check=check, capture_output=True, text=True)
 
 

@@ -157,7 +157,11 @@ class GitSaver(BaseCheckpointSaver[str]):
         self._decoded_cache_bytes = decoded_cache_bytes
         super().__init__(serde=serde)  # sets self.serde: the caches and the msgpack hook (below)
         self._owns_repo = not isinstance(path, GitRepo)
-        self.repo = path if isinstance(path, GitRepo) else GitRepo(path, durability=durability, auto_pack=auto_pack)
+        self.repo = (
+            path
+            if isinstance(path, GitRepo)
+            else GitRepo(path, durability=durability, auto_pack=auto_pack, log_first=True)
+        )
         if indexes is not None and indexes.repo is not self.repo:
             raise InvalidInputError("GitSaver(indexes=...): the indexes are of another repository object")
         self.indexes = indexes if indexes is not None else ThreadIndexes(self.repo)
@@ -221,10 +225,22 @@ class GitSaver(BaseCheckpointSaver[str]):
         """Nothing to set up: the repository is created on open. Safe to call twice."""
 
     def close(self) -> None:
-        """Save the thread indexes' cache files; close the repository if this saver opened it."""
+        """Publish what only the log holds, save the thread indexes' cache files,
+        and close the repository if this saver opened it."""
+        self.repo.publish()
         self.indexes.save()
         if self._owns_repo:
             self.repo.close()
+
+    def publish(self) -> None:
+        """Make every update that has returned visible to plain ``git`` now.
+
+        An update is durable when it returns (in the repository's log), and
+        other gitckpt processes see it at once; plain ``git`` sees it once it
+        is published, which a background thread does within 0.1 s and
+        :meth:`close` does for what is left (docs/format.md, 21). Call this
+        before running ``git`` on a repository this saver is writing."""
+        self.repo.publish()
 
     def threads(self) -> list[str]:
         """Every thread id in the repository, sorted."""
@@ -646,7 +662,7 @@ class GitSaver(BaseCheckpointSaver[str]):
         failed = set()
         for line, old in origin.items():
             try:
-                if not self.repo.update_ref(line, old, idx.tips[line]):
+                if not self.repo.log_update(line, old, idx.tips[line]):
                     failed.add(line)
             except BaseException as exc:
                 failed.add(line)
@@ -672,7 +688,7 @@ class GitSaver(BaseCheckpointSaver[str]):
             if built is None:
                 return True
             line, old, commit = built
-            if not self.repo.update_ref(line, old, commit):
+            if not self.repo.log_update(line, old, commit):
                 return None
             idx.record_tip(line, commit)
             update.record(idx, line, commit)

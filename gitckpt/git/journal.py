@@ -35,6 +35,10 @@ _fdatasync = getattr(os, "fdatasync", os.fsync)
 
 DIRNAME = "gitckpt-journal"
 SUFFIX = ".wal"
+#: The journals of log-first writers (format.md 21): records hold objects, not
+#: packs. Another suffix, so that a gitckpt older than the log-first update,
+#: which would stop at such a record and delete the file, never takes one.
+LOG_SUFFIX = ".log"
 
 #: Bytes preallocated per journal. An update's record is its new objects
 #: (a chat turn's are a few KiB); one larger than half of this bypasses the
@@ -53,15 +57,32 @@ _REC_SIZE = struct.calcsize(_REC_FMT)
 PackFiles = tuple[str, bytes, bytes]
 #: A ref move: (ref name, old id or None for a new ref, new id), ids as hex.
 RefMove = tuple[str, "str | None", str]
+#: An object as a log-first record holds it: (kind, content).
+LoggedObject = tuple[int, bytes]
 
 
 class Journal:
     """One process's journal file, created on first use and held under ``flock``."""
 
-    def __init__(self, gitdir: str, syncfs: Callable[[], None], capacity: int | None = None) -> None:
+    def __init__(
+        self,
+        gitdir: str,
+        syncfs: Callable[[], None],
+        capacity: int | None = None,
+        *,
+        suffix: str = SUFFIX,
+        sync: bool = True,
+        before_reset: Callable[[], None] | None = None,
+    ) -> None:
         self.dir = os.path.join(gitdir, DIRNAME)
         self.syncfs = syncfs
         self.capacity = capacity or CAPACITY
+        self.suffix = suffix
+        #: flush each record to disk (``fsync`` mode); without, a record is a
+        #: ``write`` into the page cache: it survives a crash of the process
+        self.sync = sync
+        #: log-first (format.md 21): publish what only the journal holds before it starts over
+        self.before_reset = before_reset
         self.path: str | None = None
         self.fd = -1
         self.pid = -1
@@ -87,21 +108,61 @@ class Journal:
         self.offset += len(head) + len(payload)
         return True
 
+    @staticmethod
+    def encode(objects: list[LoggedObject], refs: list[RefMove]) -> bytes:
+        """A log-first record's payload (format.md 21): an update's new objects and its ref moves."""
+        return msgpack.packb([[], [list(r) for r in refs], [list(o) for o in objects]], use_bin_type=True)
+
+    def room(self, payload: bytes) -> bool | None:
+        """Does ``payload`` fit after the last record? None: never (more than half the journal)."""
+        if _REC_SIZE + len(payload) > (self.capacity - _DATA_START) // 2:
+            return None
+        self._ensure_open()
+        return self.offset + _REC_SIZE + len(payload) <= self.capacity
+
+    def log(self, payload: bytes) -> None:
+        """Append one log-first record (:meth:`encode`); check :meth:`room` first."""
+        self.seq += 1
+        head = struct.pack(_REC_FMT, _REC, self.generation, self.seq, len(payload), 0)
+        crc = zlib.crc32(payload, zlib.crc32(head)) & 0xFFFFFFFF
+        head = struct.pack(_REC_FMT, _REC, self.generation, self.seq, len(payload), crc)
+        try:
+            packs.write_all(self.fd, head + payload, self.offset)
+            if self.sync:
+                _fdatasync(self.fd)
+        except BaseException:
+            self.seq -= 1  # the next record goes over it; a torn one is never read past
+            raise
+        self.offset += len(head) + len(payload)
+
     def checkpoint(self) -> None:
         """Make every git file written so far durable, then start the journal over."""
-        self.syncfs()
+        if self.before_reset is not None:
+            self.before_reset()
+        if self.fd < 0 or self.pid != os.getpid():
+            return
+        if self.sync:
+            self.syncfs()
+        self.restart()
+        self.checkpoints += 1
+
+    def restart(self) -> None:
+        """Start over: a new generation, so that no record written so far is read
+        again. Only once what the records hold is in git (and durable, in ``fsync`` mode)."""
+        if self.fd < 0 or self.pid != os.getpid():
+            return
         self.generation += 1
         self.seq = 0
         self.offset = _DATA_START
         self._write_header()
-        self.checkpoints += 1
 
     def close(self) -> None:
         """Make everything durable in git itself and delete the journal."""
         if self.fd < 0:
             return
         if self.pid == os.getpid():
-            self.syncfs()
+            if self.sync:
+                self.syncfs()
             try:
                 os.unlink(self.path)  # type: ignore[arg-type]
             except OSError:
@@ -128,16 +189,19 @@ class Journal:
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            # Real zeros, not fallocate: writing over allocated, written blocks
-            # needs no metadata change, so fdatasync is a data flush only.
-            packs.write_all(fd, bytes(self.capacity), 0)
+            if self.sync:
+                # Real zeros, not fallocate: writing over allocated, written blocks
+                # needs no metadata change, so fdatasync is a data flush only.
+                packs.write_all(fd, bytes(self.capacity), 0)
             self.fd, self.pid = fd, os.getpid()
             self.generation, self.seq, self.offset = 1, 0, _DATA_START
             self._write_header(sync=False)
-            os.fsync(fd)
-            path = os.path.join(self.dir, stem + SUFFIX)
+            if self.sync:
+                os.fsync(fd)
+            path = os.path.join(self.dir, stem + self.suffix)
             os.rename(tmp, path)
-            _fsync_dir(self.dir)
+            if self.sync:
+                _fsync_dir(self.dir)
             self.path = path
         except BaseException:
             os.close(fd)
@@ -151,7 +215,7 @@ class Journal:
     def _write_header(self, sync: bool = True) -> None:
         head = struct.pack(">16sQ", _HEADER, self.generation)
         packs.write_all(self.fd, struct.pack(_HEADER_FMT, _HEADER, self.generation, zlib.crc32(head) & 0xFFFFFFFF), 0)
-        if sync:
+        if sync and self.sync:
             _fdatasync(self.fd)
 
 
@@ -164,7 +228,14 @@ def _fsync_dir(path: str) -> None:
 
 
 def read_records(data: bytes) -> Iterator[tuple[list[PackFiles], list[RefMove]]]:
-    """The valid records of a journal's bytes, in order; stops at the first torn or stale one."""
+    """The valid records of a journal's bytes, in order, as ``(packs, ref moves)``;
+    stops at the first torn or stale one."""
+    for written, refs, _ in read_entries(data):
+        yield written, refs
+
+
+def read_entries(data: bytes) -> Iterator[tuple[list[PackFiles], list[RefMove], list[LoggedObject]]]:
+    """As :func:`read_records`, with the objects of log-first records (format.md 21)."""
     if len(data) < _HEADER_SIZE:
         return
     magic, generation, crc = struct.unpack_from(_HEADER_FMT, data, 0)
@@ -180,8 +251,13 @@ def read_records(data: bytes) -> Iterator[tuple[list[PackFiles], list[RefMove]]]
         if zlib.crc32(payload, zlib.crc32(head)) & 0xFFFFFFFF != crc:
             return
         try:
-            pk, refs = msgpack.unpackb(payload, raw=False)
-            yield [(str(a), bytes(b), bytes(c)) for a, b, c in pk], [(str(r), o, str(n_)) for r, o, n_ in refs]
+            pk, refs, *more = msgpack.unpackb(payload, raw=False)
+            objects = [(int(k), bytes(d)) for k, d in more[0]] if more else []
+            yield (
+                [(str(a), bytes(b), bytes(c)) for a, b, c in pk],
+                [(str(r), o, str(n_)) for r, o, n_ in refs],
+                objects,
+            )
         except (ValueError, TypeError, msgpack.UnpackException):
             return
         offset += _REC_SIZE + length
@@ -195,15 +271,15 @@ class Orphans:
         self.dir = os.path.join(gitdir, DIRNAME)
         self.claimed: list[tuple[str, int]] = []
 
-    def claim(self) -> list[tuple[list[PackFiles], list[RefMove]]]:
+    def claim(self) -> list[tuple[list[PackFiles], list[RefMove], list[LoggedObject]]]:
         try:
             names = sorted(os.listdir(self.dir))
         except (FileNotFoundError, NotADirectoryError):
             return []
-        records: list[tuple[list[PackFiles], list[RefMove]]] = []
+        records: list[tuple[list[PackFiles], list[RefMove], list[LoggedObject]]] = []
         for name in names:
             path = os.path.join(self.dir, name)
-            if not name.endswith((SUFFIX, ".tmp")):
+            if not name.endswith((SUFFIX, LOG_SUFFIX, ".tmp")):
                 continue
             try:
                 fd = os.open(path, os.O_RDWR)
@@ -224,7 +300,7 @@ class Orphans:
                 os.close(fd)
                 continue
             size = os.fstat(fd).st_size
-            records.extend(read_records(os.pread(fd, size, 0)))
+            records.extend(read_entries(os.pread(fd, size, 0)))
             self.claimed.append((path, fd))
         return records
 

@@ -11,13 +11,16 @@ an update writes come from ``files.py``; background packing is
 
 from __future__ import annotations
 
+import atexit
 import bisect
+import fcntl
 import logging
 import os
 import re
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -57,6 +60,18 @@ DURABILITY_MODES = ("os", "fsync")
 #: is younger than gc's expiry (gc.pruneExpire, at least an hour; format.md 17.4).
 FRESH_FOR = 3600.0
 
+
+#: Log-first updates (format.md 21): what only the log holds is published
+#: (packs, then refs) once no update came for PUBLISH_IDLE seconds, and at the
+#: latest PUBLISH_AFTER seconds after the oldest unpublished update.
+PUBLISH_IDLE = 0.005
+PUBLISH_AFTER = 0.1
+#: A process holds at most this many leased refs; the update that would lease
+#: one more publishes first (a writer of many threads publishes in batches).
+MAX_LEASES = 256
+#: How long a reader waits for another process's lease to be published
+#: before it reads what git has (the writer publishes within PUBLISH_AFTER).
+LEASE_WAIT = 5.0
 
 _SIG_NAME = "gitckpt"
 _SIG_EMAIL = "gitckpt@localhost"
@@ -148,6 +163,22 @@ class CommitInfo(NamedTuple):
     commit_time: int
 
 
+class _Lease:
+    """A ref this process holds the lock of while updates to it are only in the log
+    (format.md 21): the lock file always holds the newest value, so that
+    publishing is its rename over the ref."""
+
+    __slots__ = ("name", "lock", "fd", "base", "tip", "held")
+
+    def __init__(self, name: str, lock: str, fd: int, base: pygit2.Oid | None, held: int) -> None:
+        self.name = name
+        self.lock = lock
+        self.fd = fd
+        self.base = base  # the ref's value in git when the lease was taken
+        self.tip = base  # its value once published
+        self.held = held  # the old ref file, closed after the rename (format.md 9)
+
+
 def _keep(cache: LRU, key, value) -> None:
     """Put ``value`` in a bounded cache unless it is there or weighs over a quarter of it."""
     if key not in cache and cache.getsizeof(value) <= cache.maxsize // 4:
@@ -164,7 +195,13 @@ class GitRepo:
     """
 
     def __init__(
-        self, path: str | os.PathLike, *, create: bool = True, durability: str = "os", auto_pack: bool = True
+        self,
+        path: str | os.PathLike,
+        *,
+        create: bool = True,
+        durability: str = "os",
+        auto_pack: bool = True,
+        log_first: bool = False,
     ) -> None:
         if durability not in DURABILITY_MODES:
             raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
@@ -190,6 +227,29 @@ class GitRepo:
         # written since the last journal record or barrier wait here to go in it.
         self._journal = _journal.Journal(self.gitdir, self._syncfs) if durability == "fsync" else None
         self._unjournaled: list[_journal.PackFiles] = []
+        # Log-first updates (format.md 21; :meth:`log_update`): the log, the refs
+        # this process has leased, the objects only the log holds, and the publisher.
+        self._log = (
+            _journal.Journal(
+                self.gitdir,
+                self._syncfs,
+                suffix=_journal.LOG_SUFFIX,
+                sync=durability == "fsync",
+                before_reset=self._publish_locked,
+            )
+            if log_first
+            else None
+        )
+        self._leases: dict[str, _Lease] = {}
+        self._pending: dict[bytes, tuple[int, bytes]] = {}
+        self._oldest: float | None = None  # when the oldest unpublished update was logged
+        self._newest = 0.0
+        self._pub_cond = threading.Condition()
+        self._pub_thread: threading.Thread | None = None
+        self._pub_pid = -1
+        self._pub_stop = False
+        self.published = 0  # publishes done (tests read it)
+        self._stuck: dict[str, int] = {}  # ref locks waited for in vain: lock path -> inode
         #: A replay that could not finish (disk full, read-only): reading works, writing waits for it.
         self.recovery_error: StorageError | None = None
         self.recovered = self._recover()
@@ -275,6 +335,8 @@ class GitRepo:
     def _lookup(self, oid: pygit2.Oid, what: str):
         if oid.raw in self._staged:
             self.flush()
+        if oid.raw in self._pending:  # only in the log: libgit2 reads it once published
+            self.publish()
         try:
             return self.repo[oid]
         except (KeyError, ValueError, pygit2.GitError) as exc:
@@ -285,19 +347,25 @@ class GitRepo:
         return self._lookup(oid, what)
 
     def has(self, oid: pygit2.Oid) -> bool:
-        return oid.raw in self._staged or oid in self.repo
+        return oid.raw in self._staged or oid.raw in self._pending or oid in self.repo
 
     def descendant_of(self, tip: pygit2.Oid, oid: pygit2.Oid) -> bool:
         """``oid`` is a strict ancestor of ``tip``."""
         if tip.raw in self._staged or oid.raw in self._staged:
             self.flush()
+        if self._pending:
+            self.publish()
         return self.repo.descendant_of(tip, oid)
 
     def merge_base(self, a: pygit2.Oid, b: pygit2.Oid) -> pygit2.Oid | None:
+        if self._pending:
+            self.publish()
         return self.repo.merge_base(a, b)
 
     def walk_new(self, tip: pygit2.Oid, known: pygit2.Oid) -> Iterator[pygit2.Commit]:
         """The commits reachable from ``tip`` and not from ``known``, oldest first."""
+        if self._pending:
+            self.publish()
         walker = self.repo.walk(tip, SortMode.TOPOLOGICAL | SortMode.REVERSE)
         walker.hide(known)
         return iter(walker)
@@ -305,6 +373,8 @@ class GitRepo:
     def walk_new_many(self, tips: Iterable[pygit2.Oid], known: Iterable[pygit2.Oid]) -> Iterator[pygit2.Commit]:
         """The commits reachable from one of ``tips`` and from none of ``known``
         (those this repository has), oldest first."""
+        if self._pending:
+            self.publish()
         walker = self.repo.walk(None, SortMode.TOPOLOGICAL | SortMode.REVERSE)
         pushed = False
         for t in tips:
@@ -362,6 +432,12 @@ class GitRepo:
         """An object's content, read from the object database without building a pygit2 object."""
         if oid.raw in self._staged:
             self.flush()
+        logged = self._pending.get(oid.raw)
+        if logged is not None:  # only in the log so far (format.md 21)
+            got, data = logged
+            if got != kind:
+                raise CorruptObjectError(f"{what}: git object {oid} is not a {_KIND_NAMES.get(kind, kind)}")
+            return data
         try:
             got, data = self._odb.read(oid)
         except (KeyError, ValueError, pygit2.GitError) as exc:
@@ -392,7 +468,19 @@ class GitRepo:
     # -- refs -----------------------------------------------------------------
 
     def ref(self, name: str) -> pygit2.Oid | None:
-        """The object a ref points at (loose ref first, then packed-refs), or None."""
+        """The object a ref points at (loose ref first, then packed-refs), or None.
+
+        A ref this process has leased reads as its newest value; one another
+        process has leased is waited for until published (format.md 21)."""
+        if self._leases:
+            lease = self._leases.get(name)
+            if lease is not None:
+                return lease.tip
+        self._await_lease(name)
+        return self._disk_ref(name)
+
+    def _disk_ref(self, name: str) -> pygit2.Oid | None:
+        """The ref as git has it now (no lease looked at)."""
         path = os.path.join(self.gitdir, name)
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -415,7 +503,7 @@ class GitRepo:
         except (ValueError, UnicodeDecodeError):
             return None
 
-    def refs(self, *prefixes: str, names: Iterable[str] = ()) -> dict[str, pygit2.Oid]:
+    def refs(self, *prefixes: str, names: Iterable[str] = (), _again: bool = False) -> dict[str, pygit2.Oid]:
         """Every ref whose name starts with one of ``prefixes`` (directories, ending
         in ``/``), and the refs ``names`` that exist.
 
@@ -427,6 +515,7 @@ class GitRepo:
         while it moves from one to the other.
         """
         out: dict[str, pygit2.Oid] = {}
+        locked: list[str] = []
         for prefix in prefixes:
             stack = [(os.path.join(self.gitdir, prefix), prefix)]
             while stack:
@@ -442,6 +531,17 @@ class GitRepo:
                         oid = self._read_ref_file(entry.path)
                         if oid is not None:
                             out[name_prefix + entry.name] = oid
+                    elif name_prefix + entry.name[:-5] not in self._leases:
+                        locked.append(name_prefix + entry.name[:-5])
+        if locked:  # another process's leases (format.md 21): wait for them, then read again
+            waited = False
+            for name in locked:
+                waited = self._await_lease(name) or waited
+            if waited and not _again:
+                return self.refs(*prefixes, names=names, _again=True)
+        for name, lease in list(self._leases.items()):
+            if lease.tip is not None and name.startswith(prefixes):
+                out[name] = lease.tip
         for name in names:
             oid = self.ref(name)
             if oid is not None:
@@ -507,6 +607,8 @@ class GitRepo:
         """
         if journal:
             self._check_recovered()
+        if self._leases or self._pending:  # updates only in the log go first (format.md 21)
+            self.publish()
         path = os.path.join(self.gitdir, name)
         lock = path + ".lock"
         self.flush()
@@ -526,7 +628,7 @@ class GitRepo:
                     held = os.open(path, os.O_RDONLY)
                 except OSError:  # packed, or not there: nothing to free
                     pass
-            if self.ref(name) != old:
+            if self._disk_ref(name) != old:
                 return False
             content = str(new).encode() + b"\n"
             try:
@@ -563,6 +665,247 @@ class GitRepo:
                 raise storage_error(self.path, f"making ref {name} durable", exc) from exc
         return True
 
+    # -- log-first updates (format.md 21) ------------------------------------------
+    #
+    # An update is one record appended to this process's log (journal.py) and
+    # a lease on its ref: the ref's git lock, taken by the first update of a
+    # batch and held until a background thread (the publisher) has written
+    # the objects of every logged update as one pack and renamed the lock over
+    # the ref. Refs still move by compare-and-swap: the first update of a
+    # batch checks git's value under the lock, later ones the lease's.
+
+    def log_update(self, name: str, old: pygit2.Oid | None, new: pygit2.Oid) -> bool:
+        """Compare-and-swap, log first: as :meth:`update_ref`, but the update is
+        durable (in the log) when this returns, and in git once published
+        (:meth:`publish`; the publisher does it within :data:`PUBLISH_AFTER`).
+        Without a log (``log_first=False``) it is :meth:`update_ref`."""
+        log = self._log
+        if log is None:
+            return self.update_ref(name, old, new)
+        with self.lock:
+            self._check_recovered()
+            objects = list(self._staged.items())
+            payload = log.encode([kd for _, kd in objects], [(name, None if old is None else str(old), str(new))])
+            try:
+                room = log.room(payload)
+                if room is None:  # too large for the log: written the old way
+                    self.publish()
+                    return self.update_ref(name, old, new)
+                if not room:
+                    log.checkpoint()  # publishes what the log holds, and starts it over
+            except OSError as exc:
+                raise storage_error(self.path, f"updating ref {name}", exc) from exc
+            lease = self._leases.get(name)
+            taken = lease is None
+            if lease is None:
+                if len(self._leases) >= MAX_LEASES:
+                    self._publish_locked()
+                lease = self._take_lease(name, old)
+                if lease is None:
+                    return False
+            elif lease.tip != old:
+                return False
+            content = str(new).encode() + b"\n"
+            try:
+                log.log(payload)
+                packs.write_all(lease.fd, content, 0)  # the lock holds the value to publish (40 hex + newline)
+            except OSError as exc:
+                if taken:
+                    self._drop_lease(lease)
+                raise storage_error(self.path, f"updating ref {name}", exc) from exc
+            if taken:
+                self._leases[name] = lease
+            lease.tip = new
+            self._pending.update(self._staged)
+            self._written.update(self._staged)
+            self._staged.clear()
+            now = time.monotonic()
+            self._newest = now
+            if self._oldest is None:
+                self._oldest = now
+                self._wake_publisher()
+        return True
+
+    def _take_lease(self, name: str, old: pygit2.Oid | None) -> _Lease | None:
+        path = os.path.join(self.gitdir, name)
+        lock = path + ".lock"
+        try:
+            fd = take_ref_lock(lock, name, self._pool)
+        except OSError as exc:
+            raise storage_error(self.path, f"updating ref {name}", exc) from exc
+        if fd < 0:
+            return None
+        held = -1
+        if old is not None:
+            try:  # closed after the rename that publishes: the inode is freed off the update's path
+                held = os.open(path, os.O_RDONLY)
+            except OSError:
+                pass
+        lease = _Lease(name, lock, fd, old, held)
+        if self._disk_ref(name) != old:
+            self._drop_lease(lease)
+            return None
+        return lease
+
+    @staticmethod
+    def _drop_lease(lease: _Lease) -> None:
+        try:  # removed while its flock is held (format.md 17.2)
+            os.unlink(lease.lock)
+        except OSError:
+            pass
+        os.close(lease.fd)
+        if lease.held >= 0:
+            os.close(lease.held)
+
+    def publish(self) -> None:
+        """Make every update that only the log holds visible in git: its objects as
+        one pack, then each leased ref renamed into place (format.md 21)."""
+        if self._log is None or not (self._leases or self._pending):
+            return
+        with self.lock:
+            try:
+                self._publish_locked()
+            except OSError as exc:
+                raise storage_error(self.path, "publishing logged updates", exc) from exc
+
+    def _write_pending(self, objects: list[tuple[int, bytes, bytes]]) -> None:
+        pack_dir = os.path.join(self.gitdir, "objects", "pack")
+        try:
+            packs.write_pack(pack_dir, objects, files=self._pool.take)
+        except FileNotFoundError:
+            os.makedirs(pack_dir, exist_ok=True)
+            self._pool.prune()
+            packs.write_pack(pack_dir, objects, files=self._pool.take)
+        if self._maint:
+            self._maint.wrote(1)
+
+    def _publish_locked(self) -> None:
+        """:meth:`publish`, holding ``self.lock``."""
+        if self._pending:
+            self._write_pending([(kind, data, raw) for raw, (kind, data) in self._pending.items()])
+            self._pending.clear()
+        leases, self._leases = self._leases, {}
+        for i, lease in enumerate(leases.values()):
+            try:
+                if lease.tip == lease.base:  # nothing moved
+                    os.unlink(lease.lock)
+                else:
+                    os.rename(lease.lock, os.path.join(self.gitdir, lease.name))
+            except OSError:
+                for rest in list(leases.values())[i:]:  # still held: published next time
+                    self._leases[rest.name] = rest
+                raise
+            os.close(lease.fd)  # drops the flock, after the rename (format.md 17.2)
+            if lease.held >= 0:
+                closer.close_later(lease.held)
+        self._oldest = None
+        self.published += 1
+        if self._log is not None and not self._log.sync:
+            # os mode: what the log held is in git's files (a crash of the process
+            # keeps them), so it starts over; fsync mode waits for a checkpoint's syncfs
+            self._log.restart()
+
+    def _wake_publisher(self) -> None:
+        if self._pub_thread is None or self._pub_pid != os.getpid() or not self._pub_thread.is_alive():
+            self._pub_pid = os.getpid()
+            self._pub_stop = False
+            self._pub_thread = threading.Thread(target=self._publisher, name="gitckpt-publisher", daemon=True)
+            self._pub_thread.start()
+            _publishers.add(self)
+        with self._pub_cond:
+            self._pub_cond.notify()
+
+    def _publisher(self) -> None:
+        """The background publisher: packs what the log holds outside ``self.lock``
+        (the callers keep logging meanwhile), then publishes under it."""
+        while True:
+            with self._pub_cond:
+                while True:
+                    if self._pub_stop:
+                        return
+                    oldest = self._oldest
+                    if oldest is None:
+                        self._pub_cond.wait(5.0)
+                        continue
+                    now = time.monotonic()
+                    due = min(self._newest + PUBLISH_IDLE, oldest + PUBLISH_AFTER)
+                    if now >= due:
+                        break
+                    self._pub_cond.wait(due - now)
+            try:
+                with self.lock:
+                    objects = [(kind, data, raw) for raw, (kind, data) in self._pending.items()]
+                if len(objects) > 1:
+                    self._write_pending(objects)  # outside the lock
+                    with self.lock:
+                        for _, _, raw in objects:
+                            self._pending.pop(raw, None)
+                with self.lock:
+                    self._publish_locked()
+            except Exception as exc:  # the log still holds it all: tried again
+                _log.warning("publishing logged updates in %s failed (tried again): %s", self.path, exc)
+                time.sleep(0.5)
+
+    def _stop_publisher(self) -> None:
+        thread = self._pub_thread
+        if thread is None or self._pub_pid != os.getpid():
+            return
+        with self._pub_cond:
+            self._pub_stop = True
+            self._pub_cond.notify()
+        if thread is not threading.current_thread():
+            thread.join()
+        self._pub_thread = None
+        _publishers.discard(self)
+
+    def _await_lease(self, name: str) -> bool:
+        """Wait while another process holds ``name``'s lock (a lease it publishes
+        within PUBLISH_AFTER, format.md 21); True if there was a lock to look at.
+
+        Our own leases are published first, so that two processes waiting for
+        each other's never wait long. A lock nobody holds may be a dead
+        writer's lease: its log is replayed (:meth:`_recover`)."""
+        lock = os.path.join(self.gitdir, name) + ".lock"
+        try:
+            fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            ino = os.fstat(fd).st_ino
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                live = False
+            except BlockingIOError:
+                live = True
+            except OSError:
+                live = False
+        finally:
+            os.close(fd)
+        if not live:
+            if os.path.isdir(os.path.join(self.gitdir, _journal.DIRNAME)):
+                with self.lock:
+                    self._recover()
+            return True
+        if self._stuck.get(lock) == ino:  # waited for once already, in vain: read what git has
+            return False
+        if self._leases:
+            self.publish()
+        deadline = time.monotonic() + LEASE_WAIT
+        delay = 0.0005
+        while True:
+            try:
+                if os.stat(lock).st_ino != ino:
+                    break
+            except OSError:
+                break
+            if time.monotonic() >= deadline:  # a writer that hangs (stopped, or stuck in I/O)
+                _log.warning("the ref lock %s was held for %.0f s; reading what git has", lock, LEASE_WAIT)
+                self._stuck[lock] = ino
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.01)
+        return True
+
     def delete_ref(self, name: str, old: pygit2.Oid | None = None) -> bool:
         """Compare-and-swap deletion: remove ``name`` if it still points at ``old``
         (any value when ``old`` is None). False when it does not exist, moved,
@@ -574,6 +917,14 @@ class GitRepo:
         sees an older packed value once the loose one is gone.
         """
         self._check_recovered()
+        if self._log is not None:
+            # Published, and the log started over: a replay must not redo a
+            # logged move of a ref deleted since (format.md 21).
+            with self.lock:
+                try:
+                    self._log.checkpoint()
+                except OSError as exc:
+                    raise storage_error(self.path, f"publishing before deleting ref {name}", exc) from exc
         path = os.path.join(self.gitdir, name)
         lock = path + ".lock"
         try:
@@ -583,7 +934,7 @@ class GitRepo:
         if fd < 0:
             return False
         try:
-            cur = self.ref(name)
+            cur = self._disk_ref(name)
             if cur is None or (old is not None and cur != old):
                 return False
             if name in self._packed_refs()[0] and not self._unpack_ref(name):
@@ -666,6 +1017,14 @@ class GitRepo:
     # -- maintenance ----------------------------------------------------------
 
     def close(self) -> None:
+        if self._log is not None:
+            self._stop_publisher()
+            with self.lock:
+                try:
+                    self._publish_locked()
+                except OSError as exc:
+                    raise storage_error(self.path, "publishing logged updates", exc) from exc
+                self._log.close()
         self._pool.close()
         if self._maint:
             self._maint.close()
@@ -697,24 +1056,42 @@ class GitRepo:
         redone = 0
         try:
             pack_dir = os.path.join(self.gitdir, "objects", "pack")
-            for written, _ in records:
+            logged: dict[bytes, tuple[int, bytes, bytes]] = {}
+            for written, _, objects in records:
                 for stem, pack, idx in written:
                     _journal.restore_pack(pack_dir, stem, pack, idx)
-            moves = [m for _, refs in records for m in refs]
+                for kind, data in objects:  # log-first records (format.md 21)
+                    raw = packs.object_id(kind, data)
+                    logged[raw] = (kind, data, raw)
+            if logged:
+                os.makedirs(pack_dir, exist_ok=True)
+                _drop_damaged_packs(pack_dir, set(logged))
+                packs.write_pack(pack_dir, list(logged.values()))
+            moves = [m for _, refs, _ in records for m in refs]
+            _clear_dead_leases(self.gitdir, moves)
+            # Each ref follows its moves from the value it holds: a line of many
+            # logged updates is redone with one compare-and-swap.
+            follow: dict[tuple[str, str | None], str] = {}
+            for name, old, new in moves:
+                follow[(name, old)] = new
             changed = True
             while changed:
                 changed = False
-                for name, old, new in moves:
-                    cur = self.ref(name)
-                    want_old = None if old is None else pygit2.Oid(hex=old)
-                    if cur is not None and str(cur) == new or cur != want_old:
+                for name in dict.fromkeys(m[0] for m in moves):
+                    cur = self._disk_ref(name)
+                    target = None if cur is None else str(cur)
+                    seen: set[str | None] = set()
+                    while (name, target) in follow and target not in seen:
+                        seen.add(target)
+                        target = follow[(name, target)]
+                    if target is None or cur is not None and str(cur) == target:
                         continue
                     for _ in range(50):
-                        if self.update_ref(name, want_old, pygit2.Oid(hex=new), journal=False):
+                        if self.update_ref(name, cur, pygit2.Oid(hex=target), journal=False):
                             redone += 1
                             changed = True
                             break
-                        if self.ref(name) != want_old:
+                        if self._disk_ref(name) != cur:
                             break
                         time.sleep(0.02)
                     else:  # locked all along: leave the journal for the next process
@@ -814,6 +1191,112 @@ class GitRepo:
         if old != new:
             walk("", old, new)
         return out
+
+
+def _drop_damaged_packs(pack_dir: str, logged: set[bytes]) -> None:
+    """Remove packs a power loss damaged (format.md 21) whose every object a
+    replayed log holds: a publisher's pack is not flushed until the log is
+    checkpointed, so its index may survive with its pack empty or torn, and
+    git would look objects up in it. A pack whose ``.pack`` does not end with
+    the checksum its ``.idx`` names is damaged; one holding any object the logs
+    do not is left alone (for ``gitckpt verify`` to report)."""
+    try:
+        names = [n[:-4] for n in os.listdir(pack_dir) if n.startswith("pack-") and n.endswith(".idx")]
+    except OSError:
+        return
+    for stem in names:
+        base = os.path.join(pack_dir, stem)
+        try:
+            with open(base + ".idx", "rb") as fh:
+                idx = fh.read()
+            with open(base + ".pack", "rb") as fh:
+                head = fh.read(12)
+                fh.seek(0, os.SEEK_END)
+                size = fh.tell()
+                fh.seek(max(0, size - 20))
+                tail = fh.read(20)
+        except FileNotFoundError:
+            head, tail, size = b"", b"", 0
+        except OSError:
+            continue
+        if len(idx) >= 1072 and head[:4] == b"PACK" and size >= 32 and tail == idx[-40:-20]:
+            continue  # whole
+        if len(idx) < 1072 or idx[:4] != b"\xfftOc":
+            continue  # not an index gitckpt can read: git's business
+        n = int.from_bytes(idx[8 + 255 * 4 : 8 + 256 * 4], "big")
+        ids = idx[1032 : 1032 + 20 * n]
+        if len(ids) != 20 * n or any(ids[i : i + 20] not in logged for i in range(0, len(ids), 20)):
+            continue
+        for ext in (".idx", ".pack"):
+            try:
+                os.unlink(base + ext)
+            except OSError:
+                pass
+
+
+def _clear_dead_leases(gitdir: str, moves: list) -> None:
+    """Remove the ref locks a dead writer left (format.md 21): a lock no process
+    holds (flocks) whose content is a value the claimed journals moved its ref
+    to is that writer's lease, or its update's lock, never published."""
+    values: dict[str, set[str]] = {}
+    for name, _, new in moves:
+        values.setdefault(name, set()).add(new)
+    for name, news in values.items():
+        lock = os.path.join(gitdir, name) + ".lock"
+        try:
+            fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # held: a live writer's
+            if os.read(fd, 128).strip().decode("ascii", "replace") in news:
+                if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                    os.unlink(lock)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+class _Publishers:
+    """The repositories with a publisher, published at exit (format.md 21)."""
+
+    def __init__(self) -> None:
+        self._repos: weakref.WeakSet[GitRepo] = weakref.WeakSet()
+        self._registered = False
+
+    def add(self, repo: GitRepo) -> None:
+        self._repos.add(repo)
+        if not self._registered:
+            self._registered = True
+            atexit.register(self.publish_all)
+
+    def discard(self, repo: GitRepo) -> None:
+        self._repos.discard(repo)
+
+    def publish_all(self) -> None:
+        for repo in list(self._repos):
+            if repo._pub_pid != os.getpid():
+                continue
+            try:
+                repo._stop_publisher()
+                repo.publish()
+            except Exception as exc:  # the log keeps it: the next process replays it
+                _log.warning("publishing logged updates in %s at exit failed: %s", repo.path, exc)
+
+
+_publishers = _Publishers()
+
+
+def publish_all() -> None:
+    """Publish what every repository open in this process has only in its log
+    (format.md 21): before running plain ``git`` on a repository this process writes."""
+    for repo in list(_publishers._repos):
+        if repo._pub_pid == os.getpid():
+            repo.publish()
 
 
 def iter_commits(repo: GitRepo, tips: Iterable[pygit2.Oid], stop: set[bytes]) -> Iterator[CommitInfo]:
