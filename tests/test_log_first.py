@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from gitckpt import GitSaver
@@ -41,6 +43,24 @@ def git(path: Path, *args: str) -> str:
     return subprocess.run(["git", "--git-dir", str(path), *args], capture_output=True, text=True).stdout.strip()
 
 
+@contextmanager
+def holding_writer(code: str, path: Path, n: int) -> Iterator[list[str]]:
+    """A writer process that made ``n`` updates (their ids are yielded) and holds its
+    saver open until the block ends; then it closes the saver and must exit cleanly."""
+    child = subprocess.Popen([sys.executable, "-c", code, str(path), "os", str(n), "hold"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        yield json.loads(child.stdout.readline())
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.wait(timeout=60) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.stdin.close()
+        child.stdout.close()
+
+
 def listed(path: Path) -> list:
     with GitSaver(path) as s:
         return [(t.checkpoint["id"], t.pending_writes) for t in s.list({"configurable": {"thread_id": "t"}})]
@@ -65,10 +85,7 @@ def test_a_killed_writers_updates_are_replayed_on_the_next_open(tmp_path: Path) 
 
 def test_another_process_sees_every_update_that_returned_and_git_sees_it_once_published(tmp_path: Path) -> None:
     path = tmp_path / "a.git"
-    child = subprocess.Popen([sys.executable, "-c", WRITER, str(path), "os", "10", "hold"],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        ids = json.loads(child.stdout.readline())
+    with holding_writer(WRITER, path, 10) as ids:
         assert git(path, "rev-parse", "--verify", "-q", "refs/heads/threads/t") == ""  # leased, not published
         lock = path / "refs" / "heads" / "threads" / "t.lock"
         assert lock.exists()
@@ -79,14 +96,6 @@ def test_another_process_sees_every_update_that_returned_and_git_sees_it_once_pu
             assert reader.repo.ref("refs/heads/threads/t") is None
         finally:
             reader.close()
-        child.stdin.write("\n")
-        child.stdin.flush()
-        assert child.wait(timeout=60) == 0
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.stdin.close()
-        child.stdout.close()
     assert not lock.exists()
     assert git(path, "rev-list", "--count", "refs/heads/threads/t") == "20"  # close() published all
     assert [cid for cid, _ in listed(path)] == ids[::-1]
@@ -96,10 +105,7 @@ def test_a_reader_in_another_process_waits_for_the_background_publisher(tmp_path
     """The default publisher: a reader started right after the writer's updates returned sees them all."""
     path = tmp_path / "b.git"
     code = WRITER.replace("repo_mod.PUBLISH_IDLE = repo_mod.PUBLISH_AFTER = 3600.0", "repo_mod.PUBLISH_IDLE = 1.0")
-    child = subprocess.Popen([sys.executable, "-c", code, str(path), "os", "10", "hold"],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        ids = json.loads(child.stdout.readline())
+    with holding_writer(code, path, 10) as ids:
         reader = subprocess.run(
             [sys.executable, "-c",
              "import sys, json; from gitckpt import GitSaver; s = GitSaver(sys.argv[1]); "
@@ -114,14 +120,6 @@ def test_a_reader_in_another_process_waits_for_the_background_publisher(tmp_path
                 break
             time.sleep(0.05)
         assert git(path, "rev-list", "--count", "refs/heads/threads/t") == "20"
-        child.stdin.write("\n")
-        child.stdin.flush()
-        assert child.wait(timeout=60) == 0
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.stdin.close()
-        child.stdout.close()
 
 
 def test_two_processes_writing_one_thread_lose_nothing(tmp_path: Path) -> None:
