@@ -91,3 +91,15 @@ def test_store_item_paths_parse_back(namespace, key):
     assert store_fmt.is_item_path(path)
     parsed = store_fmt.parse_item_path(path)
     assert parsed is None or parsed == (namespace, key)  # None: a name shortened with a hash
+
+
+def test_a_trailer_value_with_nothing_to_escape_is_written_as_it_is():
+    """esc's fast path: printable ASCII without '%' is kept, anything else quoted."""
+    from gitckpt.git.trailers import esc, unesc
+
+    for c in map(chr, range(0x180)):
+        value = f"id{c}x"
+        out = esc(value)
+        assert unesc(out) == value
+        assert "\n" not in out and "\r" not in out
+        assert (out == value) == (c.isascii() and c.isprintable() and c != "%")

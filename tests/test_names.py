@@ -42,3 +42,22 @@ def test_line_refs_parse_back_to_their_thread(thread_id, ns, fork):
 def test_refs_that_are_not_lines_are_not_parsed():
     for ref in ("refs/heads/store", "refs/heads/threads/a/b", "refs/tags/threads/1", "refs/heads/forks/1"):
         assert fmt.parse_line_ref(ref) is None
+
+
+def test_the_fast_path_gives_what_the_escape_loop_gives():
+    """encode_* skip the per-character loop when a regex finds nothing to escape:
+    every character class must come out as the loop would make it."""
+    chars = [chr(c) for c in range(0x250)] + ["é", "字", "\U0001f600", "\u2028"]
+    for c in chars:
+        for value in (c, f"a{c}b", c * 3, f"{c}.lock", f".{c}."):
+            assert names.encode_tree_name(value) == _slow(value, lambda ch: ch not in names._TREE_UNSAFE), repr(value)
+            assert names.encode_ref_component(value) == _slow(value, names._REF_SAFE.__contains__), repr(value)
+
+
+def _slow(value: str, keep) -> str:
+    if value == "":
+        return "%e"
+    enc = names._fix_edges(names._escape(value, keep))
+    if keep is not names._REF_SAFE.__contains__ and enc.lower() == "git~1":
+        enc = "%67" + enc[1:]
+    return names._shorten(value, enc)
