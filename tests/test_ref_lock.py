@@ -155,10 +155,12 @@ def test_a_saver_under_many_updates_leaves_nothing_behind(tmp_path):
 
 
 @needs_renameat2
-def test_a_claimed_lock_is_flocked_and_looks_new(tmp_path):
-    """Another process tells a live lock from a dead one by its flock and its age
-    (format.md 17.2): a pooled file, made a while ago, is flocked and its time
-    set to now before it becomes the lock."""
+def test_a_claimed_lock_is_flocked_and_judged_by_its_flock_not_its_age(tmp_path):
+    """Another process tells a live lock from a dead one by its flock first
+    (format.md 17.2): a pooled file, made a while ago, is flocked before it
+    becomes the lock, so its age never makes it look stale while it is held;
+    once nobody holds it (a writer killed between claim and rename), the old
+    file is a dead lock and is taken over at once."""
     import fcntl
 
     r = GitRepo(tmp_path / "r.git", auto_pack=False)
@@ -168,22 +170,34 @@ def test_a_claimed_lock_is_flocked_and_looks_new(tmp_path):
     time.sleep(1.1)  # the pool's files are now older than a second
     lock = os.path.join(r.gitdir, "refs/heads/t.lock")
     fd = locks_mod.take_ref_lock(lock, "refs/heads/t", r._pool)
+    closed = False
     try:
         assert fd >= 0 and os.stat(lock).st_ino in made
-        assert time.time() - os.stat(lock).st_mtime < 1.0
+        assert os.stat(lock).st_mode & 0o777 == 0o644  # a ref file's mode, as git's
         other = os.open(lock, os.O_RDONLY)
         try:
             with pytest.raises(BlockingIOError):
                 fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
         finally:
             os.close(other)
+        old = time.time() - 3600  # however old it looks, it is held
+        os.utime(lock, (old, old))
         assert locks_mod._clear_stale_lock(lock) is False  # live: left alone
         assert locks_mod.take_ref_lock(lock, "refs/heads/t", r._pool) == -1  # exclusive
+        os.close(fd)  # its holder is gone (as after kill -9): an old, unheld lock is dead
+        closed = True
+        assert locks_mod._clear_stale_lock(lock) is True
+        assert not os.path.exists(lock)
     finally:
-        os.close(fd)
-        os.unlink(lock)
+        if not closed:
+            os.close(fd)
+        if os.path.exists(lock):
+            os.unlink(lock)
+    assert r.update_ref("refs/heads/t", c1, commit(r, "two", [c1]))
+    packs_dir = Path(r.gitdir) / "objects" / "pack"
+    assert all(p.stat().st_mode & 0o777 == 0o444 for p in packs_dir.glob("pack-*"))  # read-only, as git's
     r.close()
-    assert list((Path(r.gitdir) / "objects" / "pack").glob("tmp_gitckpt_*")) == []
+    assert list(packs_dir.glob("tmp_gitckpt_*")) == []
 
 
 def test_pool_files_deleted_by_git_prune_are_replaced(tmp_path):

@@ -204,7 +204,10 @@ class FilePool:
         try:
             for _ in range(max(0, self.size - len(st["files"]))):
                 path = os.path.join(self.dir, f"tmp_gitckpt_{os.getpid()}_{os.urandom(6).hex()}")
-                made.append((os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444), path))
+                # 0644: a ref lock is claimed from here as it is (no fchmod on the update's
+                # path, 2 µs alone, 22 µs measured inside a busy writer); a pack or an
+                # index written into one is made read-only as git's are (packs.put_file)
+                made.append((os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), path))
         except OSError:
             pass
         finally:

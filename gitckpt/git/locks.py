@@ -63,14 +63,12 @@ def take_ref_lock(lock: str, name: str, pool: FilePool | None = None) -> int:
         got: bool | None = None
         try:
             try:
-                os.fchmod(fd, 0o644)  # the pool's files are read-only; a ref file is not
-            except OSError:
-                pass
-            try:
                 fcntl.flock(fd, fcntl.LOCK_EX)  # before the claim: the lock is never seen unflocked
             except OSError:
-                pass
-            os.utime(fd)  # made a while ago: its age must not make it look stale (_clear_stale_lock)
+                # No flock here: the age rule alone judges it, and the file was made a
+                # while ago. (A flocked lock is never judged by its age, and once our
+                # flock is gone the lock is renamed, removed, or left by a dead writer.)
+                os.utime(fd)
             for attempt in range(2):
                 try:
                     got = claim(tmp, lock)

@@ -188,6 +188,7 @@ def put_file(path: str, data: bytes, fsync: bool = False, file: tuple[int, str] 
     try:
         try:
             write_all(fd, data)
+            os.fchmod(fd, 0o444)  # read-only, as git's packs are (the file pool's files are 0644)
             if fsync:
                 os.fsync(fd)
         finally:

@@ -742,10 +742,25 @@ class GitRepo:
             except OSError:
                 pass
         lease = _Lease(name, lock, fd, old, held)
-        if self._disk_ref(name) != old:
+        # The compare: read through the descriptor just opened (the ref file as it is
+        # under our lock) rather than opening it a second time.
+        if (self._ref_in(held, name) if held >= 0 else self._disk_ref(name)) != old:
             self._drop_lease(lease)
             return None
         return lease
+
+    def _ref_in(self, fd: int, name: str) -> pygit2.Oid | None:
+        """What the loose ref ``name``, open as ``fd``, points at (as :meth:`_disk_ref`)."""
+        try:
+            text = os.pread(fd, 128, 0).strip()
+        except OSError:
+            return None
+        if text.startswith(b"ref: "):  # symbolic: as _disk_ref resolves it
+            return self._disk_ref(name)
+        try:
+            return pygit2.Oid(hex=text.decode())
+        except (ValueError, UnicodeDecodeError):
+            return None
 
     @staticmethod
     def _drop_lease(lease: _Lease) -> None:
