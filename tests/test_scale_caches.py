@@ -255,3 +255,62 @@ def test_a_writer_over_many_threads_keeps_their_indexes_and_lists_them_all(repo_
     fresh = GitSaver(repo_path)
     assert listing(fresh, None) == got
     fresh.close()
+
+
+def test_a_round_robin_writer_carries_unchanged_channels_from_each_parent(repo_path):
+    """A put writes only the channels in ``new_versions`` and takes the others from
+    its parent (format.md 5), whose entries the saver remembers (26). Over 300
+    threads written round-robin, a channel written once at the first step must
+    be in every later checkpoint of every thread, read back by a new process
+    exactly as the writer put it; a fork from an old checkpoint (whose entry
+    the writer no longer holds) carries it too."""
+    saver = GitSaver(str(repo_path))
+    n, rounds = 300, 4
+    heads: dict[str, str] = {}
+    versions: dict[str, dict] = {}
+    for r in range(rounds):
+        for t in range(n):
+            tid = f"t{t}"
+            cp = empty_checkpoint()
+            cp["id"] = str(uuid6(clock_seq=r * n + t))
+            changed = {"static": f"set once on {tid}", "step": r} if r == 0 else {"step": r}
+            new_versions = {ch: saver.get_next_version(versions.get(tid, {}).get(ch), None) for ch in changed}
+            versions.setdefault(tid, {}).update(new_versions)
+            cp["channel_values"] = {"static": f"set once on {tid}", "step": r}
+            cp["channel_versions"] = dict(versions[tid])
+            config = {"configurable": {"thread_id": tid, "checkpoint_ns": ""}}
+            if tid in heads:
+                config["configurable"]["checkpoint_id"] = heads[tid]
+            saver.put(config, cp, {"source": "loop", "step": r, "parents": {}}, new_versions)
+            heads[tid] = cp["id"]
+    first = saver.get_tuple({"configurable": {"thread_id": "t7", "checkpoint_ns": ""}})
+    history = list(saver.list({"configurable": {"thread_id": "t7", "checkpoint_ns": ""}}))
+    old = history[-2].config["configurable"]["checkpoint_id"]  # the second checkpoint
+    cp = empty_checkpoint()
+    cp["id"] = str(uuid6(clock_seq=99_999))
+    v = saver.get_next_version(versions["t7"]["step"], None)
+    cp["channel_values"] = {"static": "set once on t7", "step": -1}
+    cp["channel_versions"] = {**history[-2].checkpoint["channel_versions"], "step": v}
+    saver.put({"configurable": {"thread_id": "t7", "checkpoint_ns": "", "checkpoint_id": old}}, cp,
+              {"source": "fork", "step": 2, "parents": {}}, {"step": v})
+    saver.close()
+    assert first.checkpoint["channel_values"] == {"static": "set once on t7", "step": rounds - 1}
+    code = (
+        "import json, sys\n"
+        "from gitckpt import GitSaver\n"
+        "s = GitSaver(sys.argv[1])\n"
+        "out = {}\n"
+        "for tup in s.list(None):\n"
+        "    c = tup.config['configurable']\n"
+        "    out.setdefault(c['thread_id'], []).append(tup.checkpoint['channel_values'])\n"
+        "s.close()\n"
+        "print(json.dumps(out))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code, str(repo_path)], capture_output=True, text=True, check=True)
+    seen = json.loads(run.stdout)
+    assert len(seen) == n
+    for t in range(n):
+        tid = f"t{t}"
+        steps = sorted(v["step"] for v in seen[tid])
+        assert steps == ([-1] if tid == "t7" else []) + list(range(rounds)), tid
+        assert all(v["static"] == f"set once on {tid}" for v in seen[tid]), tid
