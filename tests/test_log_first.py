@@ -144,3 +144,51 @@ s.close()
         got = [t.metadata["who"] + str(t.metadata["step"]) for t in s.list({"configurable": {"thread_id": "t"}})]
     assert sorted(got) == sorted(f"{w}{i}" for w in "ab" for i in range(40))
     assert subprocess.run(["git", "--git-dir", str(path), "fsck", "--strict"]).returncode == 0
+
+
+ROUND_ROBIN = r"""
+import sys
+from langgraph.checkpoint.base import empty_checkpoint
+from gitckpt import GitSaver
+path, durability = sys.argv[1], sys.argv[2]
+s = GitSaver(path, durability=durability, auto_pack=False)  # the background publisher as it is by default
+cfgs = [{"configurable": {"thread_id": f"t{t}", "checkpoint_ns": ""}} for t in range(200)]
+for r in range(10_000):
+    for t, cfg in enumerate(cfgs):
+        cp = empty_checkpoint()
+        cp["channel_values"] = {"x": f"{r}-{t}-" + "v" * 2000}  # the log fills and starts over, too
+        cp["channel_versions"] = {"x": r + 1}
+        cfgs[t] = s.put(cfg, cp, {"step": r}, {"x": r + 1})
+        s.put_writes(cfgs[t], [("x", r)], task_id=f"task{r}")
+        print(f"t{t} {cfgs[t]['configurable']['checkpoint_id']}", flush=True)
+"""
+
+
+def test_a_writer_killed_while_its_publisher_publishes_loses_no_returned_update(tmp_path: Path) -> None:
+    """The background publisher renames leases outside the repository lock while
+    the writer goes on logging (format.md 27), and starts the log over only under
+    the lock. A writer of 200 threads round-robin is killed (SIGKILL) after 1,500
+    updates returned, in the middle of that: the next open replays its log and
+    every update that returned is there, in both durability modes."""
+    for durability in ("os", "fsync"):
+        path = tmp_path / f"{durability}.git"
+        child = subprocess.Popen([sys.executable, "-c", ROUND_ROBIN, str(path), durability],
+                                 stdout=subprocess.PIPE, text=True)
+        returned: list[tuple[str, str]] = []
+        try:
+            for line in child.stdout:
+                returned.append(tuple(line.split()))
+                if len(returned) == 1_500:
+                    child.kill()
+                    break
+        finally:
+            child.kill()
+            child.wait(timeout=60)
+            child.stdout.close()
+        assert len(returned) == 1_500
+        with GitSaver(path) as s:  # opening replays the dead writer's log
+            for thread_id, cid in returned:
+                got = s.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": "", "checkpoint_id": cid}})
+                assert got is not None, (durability, thread_id, cid)
+                assert got.pending_writes and got.pending_writes[0][1:] == ("x", got.metadata["step"])
+        assert subprocess.run(["git", "--git-dir", str(path), "fsck", "--strict"], capture_output=True).returncode == 0
