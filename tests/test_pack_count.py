@@ -362,3 +362,32 @@ def test_a_writer_meeting_too_many_packs_merges_them_itself(tmp_path):
     _git(repo, "fsck", "--strict")
     assert checkpoints(repo) == [0]
     assert _git(repo, "rev-list", "--count", "refs/heads/filler").stdout.strip() == str(PACK_LIMIT + 50)
+
+
+def test_the_background_repack_compresses_what_updates_stored(tmp_path):
+    """An update's pack holds its objects stored, not compressed (packs.py: the
+    caller does not pay for zlib). ``git repack --geometric`` alone would reuse
+    that data as it is, so the packs merged behind a writer stayed as large as
+    the data itself (format.md 28); the background repack recompresses (-F)."""
+    import random
+
+    repo = tmp_path / "r.git"
+    saver = GitSaver(repo)
+    parent = None
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi".split()
+    for i in range(200):
+        rnd = random.Random(i)  # a document of its own (no delta finds much) that zlib shrinks ~3x
+        doc = " ".join(rnd.choice(words) for _ in range(600))
+        parent = put(saver, "t", parent=parent, values={"doc": doc}, metadata={"step": i})
+        saver.publish()  # a pack per update (format.md 21): the background repack runs every 64
+    saver.close()  # waits for the background repack, and repacks what came after it
+    size = in_pack = 0
+    for idx in (repo / "objects" / "pack").glob("*.idx"):
+        for line in _git(repo, "verify-pack", "-v", str(idx)).stdout.splitlines():
+            cols = line.split()
+            if len(cols) == 5 and cols[1] == "blob" and int(cols[2]) > 3000:  # whole documents (not deltas)
+                size += int(cols[2])
+                in_pack += int(cols[3])
+    assert size > 100 * 3000, size  # most documents are stored whole
+    assert in_pack < size / 2, (in_pack, size)
+    assert checkpoints(repo) == list(range(199, -1, -1))
