@@ -272,20 +272,38 @@ class GitSaver(BaseCheckpointSaver[str]):
     def _load_blob(self, oid: Oid, what: str, keep: bool = True) -> Any:
         """The decoded value of a blob: a fresh copy of the cached one, or decoded now.
         ``keep=False`` (a scan, format.md 25) leaves the caches as they were."""
-        if keep or self._decoded.data:  # a scan skips an empty cache
-            hit, value = self._decoded.get(oid, keep)
-            if hit:
-                return value
-        data = self.repo.read_blob(oid, what, keep=keep)
         if not keep:
-            return self._load(data, what, False)
+            return self._scan_blob(oid, what)
+        hit, value = self._decoded.get(oid)
+        if hit:
+            return value
+        data = self.repo.read_blob(oid, what)
         value = self._load(data, what)
         self._decoded.put(oid, value, len(data))
         return value
 
-    def _load(self, data: bytes, what: str, keep: bool = True) -> Any:
+    def _scan_blob(self, oid: Oid, what: str) -> Any:
+        """A scan's ``_load_blob`` in one call (it runs for every blob of a listing):
+        a copy of a kept value, or decoded, and nothing kept."""
+        if self._decoded.data:
+            hit, value = self._decoded.get(oid, False)
+            if hit:
+                return value
+            hook = self._msgpack_scan_hook
+        else:  # nothing kept at all: the serializer's own loads_typed, as with no cache
+            hook = None
+        data = self.repo.read_blob(oid, what, keep=False)
         try:
-            return self._loads(fmt.unpack_value(data), keep)
+            typed = fmt.unpack_value(data)
+            if hook is not None and typed[0] == "msgpack":
+                return ormsgpack.unpackb(typed[1], ext_hook=hook, option=ormsgpack.OPT_NON_STR_KEYS)
+            return self.serde.loads_typed(typed)
+        except Exception as exc:
+            raise CorruptObjectError(f"{what}: cannot decode the stored value ({exc}){_serde_hint(data)}") from exc
+
+    def _load(self, data: bytes, what: str) -> Any:
+        try:
+            return self._loads(fmt.unpack_value(data))
         except Exception as exc:
             raise CorruptObjectError(f"{what}: cannot decode the stored value ({exc}){_serde_hint(data)}") from exc
 
@@ -457,8 +475,8 @@ class GitSaver(BaseCheckpointSaver[str]):
         else:
             sources = []
             with self.lock:
-                for thread_id in threads:
-                    idx = held[thread_id] = self.indexes.get(thread_id)
+                held = self.indexes.get_many(threads)
+                for thread_id, idx in held.items():
                     for ns in [ns_filter] if ns_filter is not None else idx.namespaces():
                         sources.append(self._ids_desc(thread_id, idx, ns, before_id))
         remaining = limit

@@ -486,7 +486,7 @@ class GitRepo:
         if entries is None:
             data = self._read_raw(oid, packs.OBJ_TREE, what)
             try:
-                entries = {name: (pygit2.Oid(raw=raw), mode) for name, (raw, mode) in packs.parse_tree(data).items()}
+                entries = packs.parse_tree(data, pygit2.Oid)
             except ValueError as exc:
                 raise CorruptObjectError(f"{what}: git object {oid} is not a valid tree ({exc})") from exc
             if not keep:
