@@ -161,6 +161,16 @@ def test_corrupt_hostile_and_foreign_cache_files_are_ignored(built, tmp_path):
     def line_out_of_range(d):
         d["ckpt"]["line"][0] = 10**6
 
+    def negative_line(d):
+        d["ckpt"]["line"][-1] = -1
+
+    def negative_write_count(d):
+        d["writes"]["count"][0] = -1
+        d["writes"]["count"][1] += 2  # the ids still add up
+
+    def seen_not_bytes(d):
+        d["seen"] = [d["seen"][:20]]
+
     def short_ids(d):
         d["seen"] = d["seen"][:-1]
 
@@ -178,6 +188,9 @@ def test_corrupt_hostile_and_foreign_cache_files_are_ignored(built, tmp_path):
         _crafted(good, ext_in_a_column),
         _crafted(good, bool_steps),
         _crafted(good, line_out_of_range),
+        _crafted(good, negative_line),
+        _crafted(good, negative_write_count),
+        _crafted(good, seen_not_bytes),
         _crafted(good, short_ids),
         _crafted(good, head_of_wrong_type),
     ]

@@ -62,6 +62,9 @@ CHUNK = 32
 GROUP = 64
 #: Lists shorter than this are one blob.
 CHUNK_MIN = 2 * CHUNK
+#: A listing reads its first checkpoints like ``get_tuple``; past this many it is
+#: a scan and leaves the caches as they were (format.md 25).
+SCAN_AFTER = 64
 
 
 class _Update:
@@ -204,13 +207,9 @@ class GitSaver(BaseCheckpointSaver[str]):
         # A serializer that declares its msgpack branch is LangGraph's with a hook of its
         # own (gitckpt.trust's strict one: the CLI's and verify's) is wrapped the same way.
         plain = type(value) is JsonPlusSerializer and not getattr(value, "_custom_unpack_ext_hook", True)
-        self._msgpack_hook = (
-            self._decoded.ext_hook(inner)
-            if (plain or getattr(type(value), "gitckpt_wraps_ext_hook", False))
-            and inner is not None
-            and self._decoded_cache_bytes > 0
-            else None
-        )
+        wrap = (plain or getattr(type(value), "gitckpt_wraps_ext_hook", False)) and self._decoded_cache_bytes > 0
+        self._msgpack_hook = self._decoded.ext_hook(inner) if wrap and inner is not None else None
+        self._msgpack_scan_hook = self._decoded.ext_hook(inner, keep=False) if wrap and inner is not None else None
 
     # -- construction ---------------------------------------------------------
 
@@ -273,8 +272,11 @@ class GitSaver(BaseCheckpointSaver[str]):
 
     # -- reading --------------------------------------------------------------
 
-    def _load_blob(self, oid: Oid, what: str) -> Any:
-        """The decoded value of a blob: a fresh copy of the cached one, or decoded now."""
+    def _load_blob(self, oid: Oid, what: str, keep: bool = True) -> Any:
+        """The decoded value of a blob: a fresh copy of the cached one, or decoded now.
+        ``keep=False`` (a scan, format.md 25) leaves the caches as they were."""
+        if not keep:
+            return self._scan_blob(oid, what)
         hit, value = self._decoded.get(oid)
         if hit:
             return value
@@ -283,99 +285,130 @@ class GitSaver(BaseCheckpointSaver[str]):
         self._decoded.put(oid, value, len(data))
         return value
 
+    def _scan_blob(self, oid: Oid, what: str) -> Any:
+        """A scan's ``_load_blob`` in one call (it runs for every blob of a listing):
+        a copy of a kept value, or decoded, and nothing kept."""
+        if self._decoded.data:
+            hit, value = self._decoded.get(oid, False)
+            if hit:
+                return value
+            hook = self._msgpack_scan_hook
+        else:  # nothing kept at all: the serializer's own loads_typed, as with no cache
+            hook = None
+        data = self.repo.read_blob(oid, what, keep=False)
+        try:
+            typed = fmt.unpack_value(data)
+            if hook is not None and typed[0] == "msgpack":
+                return ormsgpack.unpackb(typed[1], ext_hook=hook, option=ormsgpack.OPT_NON_STR_KEYS)
+            return self.serde.loads_typed(typed)
+        except Exception as exc:
+            raise CorruptObjectError(f"{what}: cannot decode the stored value ({exc}){_serde_hint(data)}") from exc
+
     def _load(self, data: bytes, what: str) -> Any:
         try:
             return self._loads(fmt.unpack_value(data))
         except Exception as exc:
             raise CorruptObjectError(f"{what}: cannot decode the stored value ({exc}){_serde_hint(data)}") from exc
 
-    def _loads(self, typed: tuple[str, bytes]) -> Any:
+    def _loads(self, typed: tuple[str, bytes], keep: bool = True) -> Any:
         """``serde.loads_typed``; for LangGraph's own serializer, its msgpack branch
-        with the hook that decodes each message once."""
-        if self._msgpack_hook is not None and typed[0] == "msgpack":
-            return ormsgpack.unpackb(typed[1], ext_hook=self._msgpack_hook, option=ormsgpack.OPT_NON_STR_KEYS)
+        with the hook that decodes each message once (``keep=False``: a scan's
+        hook, which uses the cache and adds nothing to it)."""
+        if keep:
+            hook = self._msgpack_hook
+        else:  # nothing kept at all: the serializer's own loads_typed, as with no cache
+            hook = self._msgpack_scan_hook if self._decoded.data else None
+        if hook is not None and typed[0] == "msgpack":
+            return ormsgpack.unpackb(typed[1], ext_hook=hook, option=ormsgpack.OPT_NON_STR_KEYS)
         return self.serde.loads_typed(typed)
 
-    def _tree_of(self, entry: Entry, what: str) -> dict[str, tuple[Oid, int]]:
-        return self.repo.tree_entries(entry.tree, what)
+    def _tree_of(self, entry: Entry, what: str, keep: bool = True) -> dict[str, tuple[Oid, int]]:
+        return self.repo.tree_entries(entry.tree, what, keep=keep)
 
-    def _read_list(self, key: tuple, oid: Oid, what: str) -> list:
+    def _read_list(self, key: tuple, oid: Oid, what: str, keep: bool = True) -> list:
         items: list = []
         chunk_oids: list[Oid] = []
         group_oids: list[Oid] = []
-        for gname, (goid, _) in sorted(self.repo.tree_entries(oid).items()):
+        for gname, (goid, _) in sorted(self.repo.tree_entries(oid, keep=keep).items()):
             group_oids.append(goid)
-            for cname, (coid, _) in sorted(self.repo.tree_entries(goid).items()):
-                part = self._load_blob(coid, what)
+            for cname, (coid, _) in sorted(self.repo.tree_entries(goid, keep=keep).items()):
+                part = self._load_blob(coid, what, keep)
                 if not isinstance(part, list):
                     raise CorruptObjectError(f"{what}: chunk {gname}/{cname} is not a list")
                 items.extend(part)
                 chunk_oids.append(coid)
-        full = len(items) // CHUNK
-        self._remember_chunks(key, items[: full * CHUNK], chunk_oids[:full], group_oids)
+        if keep:
+            full = len(items) // CHUNK
+            self._remember_chunks(key, items[: full * CHUNK], chunk_oids[:full], group_oids)
         return items
 
-    def _read_channel(self, thread_id: str, ns: str, ch: str, oid: Oid, mode: int, what: str) -> Any:
+    def _read_channel(self, thread_id: str, ns: str, ch: str, oid: Oid, mode: int, what: str, keep: bool = True) -> Any:
         """A stored channel value: a chunked list (a tree) or one blob."""
         what = f"{what} channel {ch!r}"
         if mode == TREE:
-            return self._read_list((thread_id, ns, ch), oid, what)
-        return self._load_blob(oid, what)
+            return self._read_list((thread_id, ns, ch), oid, what, keep)
+        return self._load_blob(oid, what, keep)
 
     def _read_checkpoint(
-        self, thread_id: str, ns: str, cid: str, entry: Entry
+        self, thread_id: str, ns: str, cid: str, entry: Entry, keep: bool = True
     ) -> tuple[Checkpoint, CheckpointMetadata]:
         what = f"thread {thread_id!r} checkpoint {cid}"
-        tree = self._tree_of(entry, what)
+        tree = self._tree_of(entry, what, keep)
         try:
             cp_oid, md_oid = tree["checkpoint"][0], tree["metadata"][0]
         except KeyError as exc:
             raise CorruptObjectError(f"{what}: commit {entry.commit} has no {exc} file") from exc
-        checkpoint = self._load_blob(cp_oid, what)
-        metadata = self._load_blob(md_oid, what)
+        checkpoint = self._load_blob(cp_oid, what, keep)
+        metadata = self._load_blob(md_oid, what, keep)
         for name, value in (("checkpoint", checkpoint), ("metadata", metadata)):
             if not isinstance(value, dict):  # a crafted or foreign blob: say so, no AttributeError
                 raise CorruptObjectError(f"{what}: its {name} blob holds a {type(value).__name__}, not a map")
         values: dict[str, Any] = {}
         if "channels" in tree:
-            entries = self.repo.tree_entries(tree["channels"][0])
+            entries = self.repo.tree_entries(tree["channels"][0], keep=keep)
             by_name = {names.encode_tree_name(ch): ch for ch in checkpoint.get("channel_versions", {})}
             for name, (oid, mode) in entries.items():
                 ch = by_name.get(name) or names.decode(name)
                 if ch is None:
                     continue
-                values[ch] = self._read_channel(thread_id, ns, ch, oid, mode, what)
-            self._remember_base(
-                (thread_id, ns, cid),
-                entries,
-                checkpoint.get("channel_versions", {}),
-                checkpoint.get("versions_seen", {}),
-            )
+                values[ch] = self._read_channel(thread_id, ns, ch, oid, mode, what, keep)
+            if keep:
+                self._remember_base(
+                    (thread_id, ns, cid),
+                    entries,
+                    checkpoint.get("channel_versions", {}),
+                    checkpoint.get("versions_seen", {}),
+                )
         checkpoint["channel_values"] = values
         return checkpoint, metadata
 
-    def _write_blobs(self, idx: ThreadIndex, ns: str, cid: str) -> dict[str, Oid]:
+    def _write_blobs(self, idx: ThreadIndex, ns: str, cid: str, keep: bool = True) -> dict[str, Oid]:
         """``{tree entry name: blob}`` of every pending write recorded for a checkpoint."""
-        return self.indexes.write_blobs(idx.writes.get((ns, cid), ()), cid)
+        return self.indexes.write_blobs(idx.writes.get((ns, cid), ()), cid, keep=keep)
 
-    def _pending_writes(self, thread_id: str, idx: ThreadIndex, ns: str, cid: str) -> list[PendingWrite]:
+    def _pending_writes(
+        self, thread_id: str, idx: ThreadIndex, ns: str, cid: str, keep: bool = True
+    ) -> list[PendingWrite]:
         what = f"thread {thread_id!r} checkpoint {cid} pending write"
         rows = []
-        for oid in self._write_blobs(idx, ns, cid).values():
+        for oid in self._write_blobs(idx, ns, cid, keep).values():
             typed = None
             try:
-                task_id, widx, channel, task_path, typed = fmt.unpack_write(self.repo.read_blob(oid, what))
-                value = self._loads(typed)
+                task_id, widx, channel, task_path, typed = fmt.unpack_write(self.repo.read_blob(oid, what, keep=keep))
+                value = self._loads(typed, keep)
             except CorruptObjectError:
                 raise
             except Exception as exc:
                 raise CorruptObjectError(f"{what}: cannot decode blob {oid} ({exc}){_serde_hint(typed)}") from exc
-            rows.append((writes_sort_key(task_path, task_id, widx), (task_id, channel, value)))
-        rows.sort(key=lambda r: r[0])
-        return [w for _, w in rows]
+            rows.append((task_path, task_id, widx, (task_id, channel, value)))
+        if len(rows) > 1:
+            rows.sort(key=lambda r: writes_sort_key(r[0], r[1], r[2]))
+        return [r[3] for r in rows]
 
-    def _tuple(self, thread_id: str, idx: ThreadIndex, ns: str, cid: str, entry: Entry) -> CheckpointTuple:
-        checkpoint, metadata = self._read_checkpoint(thread_id, ns, cid, entry)
+    def _tuple(
+        self, thread_id: str, idx: ThreadIndex, ns: str, cid: str, entry: Entry, keep: bool = True
+    ) -> CheckpointTuple:
+        checkpoint, metadata = self._read_checkpoint(thread_id, ns, cid, entry, keep)
         return CheckpointTuple(
             config={"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid}},
             checkpoint=checkpoint,
@@ -385,7 +418,7 @@ class GitSaver(BaseCheckpointSaver[str]):
                 if entry.parent
                 else None
             ),
-            pending_writes=self._pending_writes(thread_id, idx, ns, cid),
+            pending_writes=self._pending_writes(thread_id, idx, ns, cid, keep),
         )
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
@@ -445,11 +478,14 @@ class GitSaver(BaseCheckpointSaver[str]):
         else:
             sources = []
             with self.lock:
-                for thread_id in threads:
-                    idx = held[thread_id] = self.indexes.get(thread_id)
+                held = self.indexes.get_many(threads)
+                for thread_id, idx in held.items():
                     for ns in [ns_filter] if ns_filter is not None else idx.namespaces():
                         sources.append(self._ids_desc(thread_id, idx, ns, before_id))
         remaining = limit
+        # the first checkpoints are read like get_tuple's; the rest, and every one of a
+        # listing of all threads, as a scan that leaves the caches as they were (format.md 25)
+        read, scan_after = 0, SCAN_AFTER if config is not None else 0
         cheap = {"step", "source", "run_id"}
         for cid, thread_id, ns in heapq.merge(*sources, reverse=True):
             if remaining is not None and remaining <= 0:
@@ -467,10 +503,11 @@ class GitSaver(BaseCheckpointSaver[str]):
                             fields = self._metadata(thread_id, cid, entry)
                         if not all(fields.get(k) == v for k, v in filter.items()):
                             continue
-                    tup = self._tuple(thread_id, idx, ns, cid, entry)
+                    tup = self._tuple(thread_id, idx, ns, cid, entry, read < scan_after)
                 except CorruptObjectError as exc:  # format.md 17.5: the rest of the history is still listed
                     logger.warning("list() left out a damaged checkpoint (run `gitckpt verify`): %s", exc)
                     continue
+            read += 1
             if remaining is not None:
                 remaining -= 1
             yield tup

@@ -25,6 +25,7 @@ import marshal
 import operator
 import pickle
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -192,6 +193,7 @@ def _build(template: Any) -> Any:
 
 
 _UNCACHEABLE = object()
+_peek = OrderedDict.get  # LRU.get marks the entry used; this does not
 
 
 def _weight(entry: tuple[Any, int]) -> int:
@@ -217,8 +219,10 @@ class DecodedCache:
         # values a chat re-reads at every turn are kept from the second turn.
         self._once: LRU[Any, None] = LRU(8192)
 
-    def get(self, oid: Any) -> tuple[bool, Any]:
-        hit = self.data.get(oid)
+    def get(self, oid: Any, touch: bool = True) -> tuple[bool, Any]:
+        """``(True, a new copy)`` or ``(False, None)``; ``touch=False`` leaves the
+        entry's place in the LRU as it was (a scan's read, format.md 25)."""
+        hit = self.data.get(oid) if touch else _peek(self.data, oid)
         if hit is None or hit[0] is _UNCACHEABLE:
             return False, None
         return True, thaw(hit[0])
@@ -241,7 +245,7 @@ class DecodedCache:
         if entry[1] <= self.max_bytes:
             self.data[oid] = entry
 
-    def ext_hook(self, decode: Callable[[int, bytes], Any]) -> Callable[[int, bytes], Any]:
+    def ext_hook(self, decode: Callable[[int, bytes], Any], keep: bool = True) -> Callable[[int, bytes], Any]:
         """A msgpack ``ext_hook`` that decodes each extension value once.
 
         LangGraph's serializer writes every LangChain message (every pydantic
@@ -252,6 +256,8 @@ class DecodedCache:
         for bytes seen for the first time, and its result is kept, by those
         bytes, as a template; the next occurrence is rebuilt from it. Values
         that cannot be templated are decoded every time, as before.
+        ``keep=False`` gives a scan's hook: it uses what is kept and keeps
+        nothing new (format.md 25).
         """
         get, put = self.get, self.put
 
@@ -263,7 +269,13 @@ class DecodedCache:
             put(data, value, len(data), at_once=True)
             return value
 
-        return hook
+        kept = self.data
+
+        def scan_hook(code: int, data: bytes) -> Any:
+            hit = _peek(kept, data)
+            return decode(code, data) if hit is None or hit[0] is _UNCACHEABLE else thaw(hit[0])
+
+        return hook if keep else scan_hook
 
     def clear(self) -> None:
         self.data.clear()

@@ -21,6 +21,7 @@ import struct
 import threading
 import zlib
 from collections.abc import Callable
+from typing import Any
 
 OBJ_COMMIT, OBJ_TREE, OBJ_BLOB = 1, 2, 3
 _NAMES = {OBJ_COMMIT: b"commit", OBJ_TREE: b"tree", OBJ_BLOB: b"blob"}
@@ -49,9 +50,10 @@ def tree_bytes(entries: dict[str, tuple[bytes, int]]) -> bytes:
     return b"".join([row[1] for row in rows])
 
 
-def parse_tree(data: bytes) -> dict[str, tuple[bytes, int]]:
-    """The entries of a git tree object's content: ``name -> (raw oid, mode)``."""
-    out: dict[str, tuple[bytes, int]] = {}
+def parse_tree(data: bytes, oid: Callable[..., Any] | None = None) -> dict[str, tuple[Any, int]]:
+    """The entries of a git tree object's content: ``name -> (raw oid, mode)``, or
+    ``name -> (oid(raw=raw oid), mode)`` (one pass, no second dict: a scan reads a tree per object)."""
+    out: dict[str, tuple[Any, int]] = {}
     pos, n = 0, len(data)
     find = data.find
     while pos < n:
@@ -59,7 +61,11 @@ def parse_tree(data: bytes) -> dict[str, tuple[bytes, int]]:
         nul = find(b"\x00", sp)
         if sp < 0 or nul < 0 or nul + 21 > n:
             raise ValueError("truncated tree entry")
-        out[data[sp + 1 : nul].decode("utf-8", "surrogateescape")] = (data[nul + 1 : nul + 21], int(data[pos:sp], 8))
+        raw = data[nul + 1 : nul + 21]
+        out[data[sp + 1 : nul].decode("utf-8", "surrogateescape")] = (
+            raw if oid is None else oid(raw=raw),
+            int(data[pos:sp], 8),
+        )
         pos = nul + 21
     return out
 

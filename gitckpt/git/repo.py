@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -179,6 +180,13 @@ class _Lease:
         self.held = held  # the old ref file, closed after the rename (format.md 9)
 
 
+_peek = OrderedDict.get  # a cached value without marking it used (LRU.get does)
+#: A scan keeps the last blobs it read up to this size, up to this many (format.md 25):
+#: checkpoints next to each other share the blobs of the channels that did not change.
+_SCAN_RECENT_BYTES = 4096
+_SCAN_RECENT = 256
+
+
 def _keep(cache: LRU, key, value) -> None:
     """Put ``value`` in a bounded cache unless it is there or weighs over a quarter of it."""
     if key not in cache and cache.getsizeof(value) <= cache.maxsize // 4:
@@ -222,6 +230,8 @@ class GitRepo:
         self._staged: dict[bytes, tuple[int, bytes]] = {}
         self._blob_cache: LRU[pygit2.Oid, bytes] = LRU(64 << 20, getsizeof=len)
         self._tree_cache: LRU[pygit2.Oid, dict] = LRU(65536)
+        # small blobs a scan read lately (read_blob(keep=False)): a plain dict, emptied when full
+        self._scan_recent: dict[pygit2.Oid, bytes] = {}
         self._commit_cache: LRU[pygit2.Oid, CommitInfo] = LRU(65536)
         # fsync mode: updates are made durable by a journal (journal.py); packs
         # written since the last journal record or barrier wait here to go in it.
@@ -435,9 +445,9 @@ class GitRepo:
 
     def _read_raw(self, oid: pygit2.Oid, kind: int, what: str) -> bytes:
         """An object's content, read from the object database without building a pygit2 object."""
-        if oid.raw in self._staged:
+        if self._staged and oid.raw in self._staged:
             self.flush()
-        logged = self._pending.get(oid.raw)
+        logged = self._pending.get(oid.raw) if self._pending else None
         if logged is not None:  # only in the log so far (format.md 21)
             got, data = logged
             if got != kind:
@@ -451,22 +461,41 @@ class GitRepo:
             raise CorruptObjectError(f"{what}: git object {oid} is not a {_KIND_NAMES.get(kind, kind)}")
         return data
 
-    def read_blob(self, oid: pygit2.Oid, what: str = "blob") -> bytes:
+    def read_blob(self, oid: pygit2.Oid, what: str = "blob", *, keep: bool = True) -> bytes:
+        """A blob's bytes. ``keep=False`` (a scan: format.md 25) neither adds it to
+        the cache nor marks a cached one as recently used."""
+        if not keep:
+            data = _peek(self._blob_cache, oid)
+            if data is None:
+                recent = self._scan_recent
+                data = recent.get(oid)
+                if data is None:
+                    data = self._read_raw(oid, packs.OBJ_BLOB, what)
+                    if len(data) <= _SCAN_RECENT_BYTES:
+                        if len(recent) >= _SCAN_RECENT:
+                            recent.clear()
+                        recent[oid] = data
+            return data
         data = self._blob_cache.get(oid)
         if data is None:
             data = self._read_raw(oid, packs.OBJ_BLOB, what)
             _keep(self._blob_cache, oid, data)
         return data
 
-    def tree_entries(self, oid: pygit2.Oid, what: str = "tree") -> dict[str, tuple[pygit2.Oid, int]]:
-        """A tree as ``{name: (oid, filemode)}`` (a fresh dict: callers may change it)."""
-        entries = self._tree_cache.get(oid)
+    def tree_entries(
+        self, oid: pygit2.Oid, what: str = "tree", *, keep: bool = True
+    ) -> dict[str, tuple[pygit2.Oid, int]]:
+        """A tree as ``{name: (oid, filemode)}`` (a fresh dict: callers may change it).
+        ``keep=False``: as :meth:`read_blob`'s."""
+        entries = self._tree_cache.get(oid) if keep else _peek(self._tree_cache, oid)
         if entries is None:
             data = self._read_raw(oid, packs.OBJ_TREE, what)
             try:
-                entries = {name: (pygit2.Oid(raw=raw), mode) for name, (raw, mode) in packs.parse_tree(data).items()}
+                entries = packs.parse_tree(data, pygit2.Oid)
             except ValueError as exc:
                 raise CorruptObjectError(f"{what}: git object {oid} is not a valid tree ({exc})") from exc
+            if not keep:
+                return entries  # new: the caller may change it
             _keep(self._tree_cache, oid, entries)
         return dict(entries)
 
