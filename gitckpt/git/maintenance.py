@@ -57,9 +57,10 @@ class Maintenance:
     :data:`PACK_EVERY` packs a process writes, it starts
     ``git repack -d -F --geometric=2`` in the background: small packs (and any
     loose objects, e.g. from plain git) are rolled into larger ones with git's
-    delta compression (a growing message list then costs little) and zlib
-    (``-F``: an update's pack stores its objects uncompressed, and without it
-    git would reuse them as they are, format.md 28), combined
+    delta compression (a growing message list then costs little; ``-F``: git
+    would otherwise reuse most objects of an update's pack as they are, whole,
+    format.md 28; no zlib, and a window of 4, so that neither reading nor the
+    repack itself costs more), combined
     geometrically, so the work stays proportional to what is new. Geometric
     repacking keeps every object it rolls up, reachable or not, so it never
     races with a writer that has written objects but not yet moved its ref.
@@ -178,8 +179,8 @@ class Maintenance:
                     [
                         "sh",
                         "-c",
-                        f'nice -n 10 "{self.git}" -c pack.threads=1 -c pack.depth=10 '
-                        f'repack -d -q -F --geometric=2; rm -f "{lock}"',
+                        f'nice -n 10 "{self.git}" -c pack.threads=1 -c pack.depth=10 -c pack.compression=0 '
+                        f'-c pack.window=4 repack -d -q -F --geometric=2; rm -f "{lock}"',
                     ],
                     cwd=self.path,
                     stdin=subprocess.DEVNULL,
@@ -227,7 +228,20 @@ class Maintenance:
                 merge_small_packs(self.path)
                 if self.git is not None and pack_count(self.path) > self.goal:
                     subprocess.run(
-                        [self.git, "-c", "pack.threads=1", "-c", "pack.depth=10", "repack", "-dqF", "--geometric=2"],
+                        [
+                            self.git,
+                            "-c",
+                            "pack.threads=1",
+                            "-c",
+                            "pack.depth=10",
+                            "-c",
+                            "pack.compression=0",
+                            "-c",
+                            "pack.window=4",
+                            "repack",
+                            "-dqF",
+                            "--geometric=2",
+                        ],
                         cwd=self.path,
                         stdin=subprocess.DEVNULL,
                         stdout=subprocess.DEVNULL,

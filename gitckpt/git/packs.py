@@ -92,8 +92,8 @@ def _deflate(data: bytes) -> bytes:
     Stored, not compressed: valid for git, costing a copy and an Adler-32
     instead of 25-110 µs an object (measured: compression was 80 % of writing a
     put's pack); these small packs live only until the background ``git
-    repack -F`` recompresses them, with deltas (maintenance.py; without ``-F``
-    git would reuse the stored data as it is, format.md 28), so the space they take in
+    repack -F`` rolls them up with deltas (maintenance.py; without ``-F`` git
+    reused most of them whole, format.md 28), so the space they take in
     the meantime is bounded by PACK_EVERY packs. Written by hand (RFC 1950/1951):
     0.5 µs for 300 bytes and 3.4 µs for 10 KB, against 1.0 and 4.2 µs with
     ``zlib.compressobj(0)`` (measured).
