@@ -46,3 +46,16 @@ def test_the_weight_it_counts_is_the_weight_it_holds(ops):
         else:
             c.pop(key)
         assert c.currsize == sum(c.values()) <= 12
+
+
+def test_peek_reads_without_marking_used():
+    """A scan reads through ``peek`` (format.md 25): the LRU order, and so what is
+    evicted next, is as if the scan had not read."""
+    c = LRU(2)
+    c["a"], c["b"] = 1, 2
+    assert c.peek("a") == 1 and c.peek("z") is None and c.peek("z", 0) == 0
+    c["c"] = 3  # "a" was only peeked: it is still the least recently used
+    assert list(c) == ["b", "c"]
+    assert c.get("b") == 2
+    c["d"] = 4
+    assert list(c) == ["b", "d"]

@@ -23,12 +23,9 @@ is a bisect and a slice: no lookup walks the history.
 from __future__ import annotations
 
 import bisect
-import gc
 import os
 import struct
-import threading
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, islice, repeat
 from typing import Any, NamedTuple
@@ -37,7 +34,8 @@ import msgpack
 
 from ..errors import CorruptObjectError
 from ..git import names
-from ..git.cache import LRU
+from ..git.cache import LRU, gc_paused
+from ..git.files import write_atomic
 from ..git.repo import CommitInfo, GitRepo, Oid, iter_commits
 from . import format as fmt
 
@@ -379,21 +377,6 @@ def _split_ids(raw: bytes) -> list[bytes]:
     return out
 
 
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """The garbage collector paused for a block that builds objects which all live on
-    (an index): collecting there would only walk the heap again. Nested blocks are
-    one pause; the collector runs again when the outermost ends."""
-    paused = gc.isenabled()
-    if paused:
-        gc.disable()
-    try:
-        yield
-    finally:
-        if paused:
-            gc.enable()
-
-
 def _set_of_types(values: Any) -> set[type]:
     return set(map(type, values))  # C-level: checking a 10,000-item column costs ~0.1 ms
 
@@ -566,19 +549,8 @@ class ThreadIndexes:
         return idx
 
     def _save_index(self, thread_id: str, idx: ThreadIndex) -> None:
-        path = self._index_path(thread_id)
-        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-        try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(tmp, "wb") as fh:
-                fh.write(idx.to_bytes())
-            os.replace(tmp, path)
-            idx.unsaved = 0
-        except OSError:  # a read-only repository still works, just without the cache
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+        if write_atomic(self._index_path(thread_id), idx.to_bytes()):
+            idx.unsaved = 0  # (a read-only repository still works, just without the cache)
 
     def _walk(self, idx: ThreadIndex, ref: str, tip: Oid) -> None:
         found = list(iter_commits(self.repo, [tip], idx.seen))

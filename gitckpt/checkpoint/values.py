@@ -25,7 +25,6 @@ import marshal
 import operator
 import pickle
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -193,7 +192,6 @@ def _build(template: Any) -> Any:
 
 
 _UNCACHEABLE = object()
-_peek = OrderedDict.get  # LRU.get marks the entry used; this does not
 
 
 def _weight(entry: tuple[Any, int]) -> int:
@@ -222,7 +220,7 @@ class DecodedCache:
     def get(self, oid: Any, touch: bool = True) -> tuple[bool, Any]:
         """``(True, a new copy)`` or ``(False, None)``; ``touch=False`` leaves the
         entry's place in the LRU as it was (a scan's read, format.md 25)."""
-        hit = self.data.get(oid) if touch else _peek(self.data, oid)
+        hit = self.data.get(oid) if touch else self.data.peek(oid)
         if hit is None or hit[0] is _UNCACHEABLE:
             return False, None
         return True, thaw(hit[0])
@@ -269,10 +267,10 @@ class DecodedCache:
             put(data, value, len(data), at_once=True)
             return value
 
-        kept = self.data
+        peek = self.data.peek
 
         def scan_hook(code: int, data: bytes) -> Any:
-            hit = _peek(kept, data)
+            hit = peek(data)
             return decode(code, data) if hit is None or hit[0] is _UNCACHEABLE else thaw(hit[0])
 
         return hook if keep else scan_hook

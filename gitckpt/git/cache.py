@@ -9,8 +9,10 @@ operation is several Python calls (format.md 15 gives the callgrind counts).
 
 from __future__ import annotations
 
+import gc
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -37,6 +39,10 @@ class LRU(OrderedDict[K, V], Generic[K, V]):
         self.currsize = 0
         self._weigh = getsizeof
         self._on_evict = on_evict
+
+    #: The value or ``default``, without marking it used (a scan's read, format.md 25):
+    #: ``OrderedDict.get`` itself, so it runs at C speed.
+    peek = OrderedDict.get
 
     def getsizeof(self, value: V) -> int:
         return self._weigh(value) if self._weigh is not None else 1
@@ -77,3 +83,18 @@ class LRU(OrderedDict[K, V], Generic[K, V]):
     def clear(self) -> None:
         OrderedDict.clear(self)
         self.currsize = 0
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The garbage collector paused for a block that builds objects which all live on
+    (an index loaded from its cache file): collecting there would only walk the heap
+    again. Nested blocks are one pause; the collector runs again when the outermost ends."""
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()

@@ -70,6 +70,25 @@ def claim(src: str, dst: str) -> bool | None:
     return None  # EINVAL/ENOSYS (not supported here), EXDEV (objects/ elsewhere), ...
 
 
+def write_atomic(path: str, data: bytes) -> bool:
+    """Write ``data`` to ``path`` atomically: a temporary file beside it, then a rename
+    (its folder is made if need be). False if it could not: the repository's derived
+    files (index caches) are optional, and a read-only repository works without them."""
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        return False
+
+
 class _Closer:
     """Closes file descriptors, and runs small file-system chores, on a background thread.
 

@@ -21,7 +21,6 @@ import sys
 import threading
 import time
 import weakref
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -180,7 +179,6 @@ class _Lease:
         self.held = held  # the old ref file, closed after the rename (format.md 9)
 
 
-_peek = OrderedDict.get  # a cached value without marking it used (LRU.get does)
 #: A scan keeps the last blobs it read up to this size, up to this many (format.md 25):
 #: checkpoints next to each other share the blobs of the channels that did not change.
 _SCAN_RECENT_BYTES = 4096
@@ -465,7 +463,7 @@ class GitRepo:
         """A blob's bytes. ``keep=False`` (a scan: format.md 25) neither adds it to
         the cache nor marks a cached one as recently used."""
         if not keep:
-            data = _peek(self._blob_cache, oid)
+            data = self._blob_cache.peek(oid)
             if data is None:
                 recent = self._scan_recent
                 data = recent.get(oid)
@@ -487,7 +485,7 @@ class GitRepo:
     ) -> dict[str, tuple[pygit2.Oid, int]]:
         """A tree as ``{name: (oid, filemode)}`` (a fresh dict: callers may change it).
         ``keep=False``: as :meth:`read_blob`'s."""
-        entries = self._tree_cache.get(oid) if keep else _peek(self._tree_cache, oid)
+        entries = self._tree_cache.get(oid) if keep else self._tree_cache.peek(oid)
         if entries is None:
             data = self._read_raw(oid, packs.OBJ_TREE, what)
             try:

@@ -29,17 +29,16 @@ refresh this process holds but has not written.
 
 from __future__ import annotations
 
-import gc
 import itertools
 import os
 import struct
-import threading
 import zlib
 from typing import Any
 
 import msgpack
 import numpy as np
 
+from ..git.cache import gc_paused
 from ..git.repo import Oid
 from .index import Rec, StoreIndex
 
@@ -144,24 +143,6 @@ def encode(meta: dict, vectors: bytes) -> bytes:
     return MAGIC + _HEAD.pack(VERSION, len(body), len(vectors), crc) + body + vectors
 
 
-def write(path: str, data: bytes) -> bool:
-    """Write ``data`` to ``path`` atomically (a temporary file, then a rename).
-    False if it could not (a read-only repository works without the file)."""
-    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-        return True
-    except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        return False
-
-
 # -- reading ----------------------------------------------------------------------
 
 
@@ -226,16 +207,11 @@ def _ints_in(column: list, low: int, high: int) -> np.ndarray | None:
 def fill(idx: StoreIndex, loaded: Loaded) -> bool:
     """Build the empty index ``idx`` from ``loaded``; False (``idx`` left empty)
     if any column has the wrong type or length."""
-    paused = gc.isenabled()
-    if paused:  # everything built here lives on: collecting would only walk it again
-        gc.disable()
     try:
-        ok = _fill(idx, loaded.meta, loaded.vectors)
+        with gc_paused():  # everything built here lives on: collecting would only walk it again
+            ok = _fill(idx, loaded.meta, loaded.vectors)
     except (KeyError, TypeError, ValueError, OverflowError):
         ok = False
-    finally:
-        if paused:
-            gc.enable()
     if not ok:
         idx.__init__(idx.dims_config)  # type: ignore[misc]
     return ok

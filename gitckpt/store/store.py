@@ -53,6 +53,7 @@ from langgraph.store.base import (
 )
 
 from ..errors import CorruptObjectError, GitckptError, InvalidInputError
+from ..git.files import write_atomic
 from ..git.locks import retry_cas
 from ..git.repo import BLOB, GitRepo, Oid
 from . import cache as _cache
@@ -585,7 +586,7 @@ class GitStore(BaseStore):
                 return
             meta, vectors = _cache.snapshot(self._idx, self._tip, self._tree, self._idx.dims_config)
             changed = self._changed
-        if _cache.write(path, _cache.encode(meta, vectors)):
+        if write_atomic(path, _cache.encode(meta, vectors)):
             with self._lock:
                 self._changed = max(0, self._changed - changed)
         else:  # a read-only repository: work without the file, do not try again
