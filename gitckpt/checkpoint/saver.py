@@ -25,7 +25,7 @@ import heapq
 import logging
 import random
 import threading
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -208,8 +208,9 @@ class GitSaver(BaseCheckpointSaver[str]):
         # own (gitckpt.trust's strict one: the CLI's and verify's) is wrapped the same way.
         plain = type(value) is JsonPlusSerializer and not getattr(value, "_custom_unpack_ext_hook", True)
         wrap = (plain or getattr(type(value), "gitckpt_wraps_ext_hook", False)) and self._decoded_cache_bytes > 0
-        self._msgpack_hook = self._decoded.ext_hook(inner) if wrap and inner is not None else None
-        self._msgpack_scan_hook = self._decoded.ext_hook(inner, keep=False) if wrap and inner is not None else None
+        hooks = (self._decoded.ext_hook(inner), self._decoded.ext_hook(inner, keep=False)) if wrap and inner else None
+        self._msgpack_hook: Callable[[int, bytes], Any] | None = hooks[0] if hooks else None
+        self._msgpack_scan_hook: Callable[[int, bytes], Any] | None = hooks[1] if hooks else None
 
     # -- construction ---------------------------------------------------------
 
@@ -276,7 +277,11 @@ class GitSaver(BaseCheckpointSaver[str]):
         """The decoded value of a blob: a fresh copy of the cached one, or decoded now.
         ``keep=False`` (a scan, format.md 25) leaves the caches as they were."""
         if not keep:
-            return self._scan_blob(oid, what)
+            if self._decoded.data:
+                hit, value = self._decoded.get(oid, False)
+                if hit:
+                    return value
+            return self._load(self.repo.read_blob(oid, what, keep=False), what, keep=False)
         hit, value = self._decoded.get(oid)
         if hit:
             return value
@@ -285,28 +290,9 @@ class GitSaver(BaseCheckpointSaver[str]):
         self._decoded.put(oid, value, len(data))
         return value
 
-    def _scan_blob(self, oid: Oid, what: str) -> Any:
-        """A scan's ``_load_blob`` in one call (it runs for every blob of a listing):
-        a copy of a kept value, or decoded, and nothing kept."""
-        if self._decoded.data:
-            hit, value = self._decoded.get(oid, False)
-            if hit:
-                return value
-            hook = self._msgpack_scan_hook
-        else:  # nothing kept at all: the serializer's own loads_typed, as with no cache
-            hook = None
-        data = self.repo.read_blob(oid, what, keep=False)
+    def _load(self, data: bytes, what: str, keep: bool = True) -> Any:
         try:
-            typed = fmt.unpack_value(data)
-            if hook is not None and typed[0] == "msgpack":
-                return ormsgpack.unpackb(typed[1], ext_hook=hook, option=ormsgpack.OPT_NON_STR_KEYS)
-            return self.serde.loads_typed(typed)
-        except Exception as exc:
-            raise CorruptObjectError(f"{what}: cannot decode the stored value ({exc}){_serde_hint(data)}") from exc
-
-    def _load(self, data: bytes, what: str) -> Any:
-        try:
-            return self._loads(fmt.unpack_value(data))
+            return self._loads(fmt.unpack_value(data), keep)
         except Exception as exc:
             raise CorruptObjectError(f"{what}: cannot decode the stored value ({exc}){_serde_hint(data)}") from exc
 

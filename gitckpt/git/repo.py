@@ -523,11 +523,16 @@ class GitRepo:
         except (FileNotFoundError, NotADirectoryError):
             return self._packed_refs()[0].get(name)
         try:
-            text = os.read(fd, 128).strip()
+            text = os.read(fd, 128)
         except IsADirectoryError:
             return None
         finally:
             os.close(fd)
+        return self._ref_value(name, text)
+
+    def _ref_value(self, name: str, text: bytes) -> pygit2.Oid | None:
+        """What a loose ref file's content ``text`` points ``name`` at."""
+        text = text.strip()
         if text.startswith(b"ref: "):  # symbolic: let libgit2 resolve it
             try:
                 target = self.repo.references[name].resolve().target
@@ -790,14 +795,8 @@ class GitRepo:
     def _ref_in(self, fd: int, name: str) -> pygit2.Oid | None:
         """What the loose ref ``name``, open as ``fd``, points at (as :meth:`_disk_ref`)."""
         try:
-            text = os.pread(fd, 128, 0).strip()
+            return self._ref_value(name, os.pread(fd, 128, 0))
         except OSError:
-            return None
-        if text.startswith(b"ref: "):  # symbolic: as _disk_ref resolves it
-            return self._disk_ref(name)
-        try:
-            return pygit2.Oid(hex=text.decode())
-        except (ValueError, UnicodeDecodeError):
             return None
 
     @staticmethod
@@ -832,12 +831,16 @@ class GitRepo:
         if self._maint:
             self._maint.wrote(1)
 
-    def _publish_locked(self) -> None:
-        """:meth:`publish`, holding ``self.lock``."""
-        self._finish_publishing()  # what the publisher detached goes first (its objects are written)
+    def _flush_pending(self) -> None:
+        """Write the objects only the log holds as one pack (hold ``self.lock``)."""
         if self._pending:
             self._write_pending([(kind, data, raw) for raw, (kind, data) in self._pending.items()])
             self._pending.clear()
+
+    def _publish_locked(self) -> None:
+        """:meth:`publish`, holding ``self.lock``."""
+        self._finish_publishing()  # what the publisher detached goes first (its objects are written)
+        self._flush_pending()
         leases, self._leases = self._leases, {}
         for i, lease in enumerate(leases.values()):
             try:
@@ -870,9 +873,7 @@ class GitRepo:
         over here (a record logged during the renames would be lost with it): the
         publisher does a locked publish, which does, once the log is half full."""
         with self.lock:
-            if self._pending:
-                self._write_pending([(kind, data, raw) for raw, (kind, data) in self._pending.items()])
-                self._pending.clear()
+            self._flush_pending()
             if self._leases:
                 with self._plock:
                     self._publishing.update(self._leases)
