@@ -98,3 +98,10 @@ def gc_paused() -> Iterator[None]:
     finally:
         if paused:
             gc.enable()
+
+
+def only_types(values: Any, *types: type) -> bool:
+    """Every item of ``values`` is exactly of one of ``types`` (no subclass: ``True``
+    is not an ``int`` here). For the columns of a cache file, which are untrusted
+    bytes decoded by plain msgpack: C-level, ~0.1 ms for a 10,000-item column."""
+    return set(map(type, values)) <= set(types)

@@ -38,7 +38,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from ..git.cache import gc_paused
+from ..git.cache import gc_paused, only_types
 from ..git.repo import Oid
 from .index import Rec, StoreIndex
 
@@ -191,7 +191,7 @@ def parse(data: bytes) -> Loaded | None:
 
 
 def _only(column: Any, n: int, *types: type) -> bool:
-    return type(column) is list and len(column) == n and set(map(type, column)) <= set(types)
+    return type(column) is list and len(column) == n and only_types(column, *types)
 
 
 def _ints_in(column: list, low: int, high: int) -> np.ndarray | None:
