@@ -192,3 +192,52 @@ def test_a_writer_killed_while_its_publisher_publishes_loses_no_returned_update(
                 assert got is not None, (durability, thread_id, cid)
                 assert got.pending_writes and got.pending_writes[0][1:] == ("x", got.metadata["step"])
         assert subprocess.run(["git", "--git-dir", str(path), "fsck", "--strict"], capture_output=True).returncode == 0
+
+
+BUSY_WRITER = r"""
+import sys, time
+import gitckpt.git.repo as repo_mod
+from langgraph.checkpoint.base import empty_checkpoint
+from gitckpt import GitSaver
+repo_mod.GitRepo._wake_publisher = lambda self: None  # no publisher thread: only the writer publishes
+s = GitSaver(sys.argv[1], auto_pack=False)
+cfg = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+i, oldest, end = 0, 0.0, time.monotonic() + 2.0
+while time.monotonic() < end:
+    cp = empty_checkpoint()
+    cp["channel_values"] = {"x": i}
+    cp["channel_versions"] = {"x": i + 1}
+    cfg = s.put(cfg, cp, {"step": i}, {"x": i + 1})
+    i += 1
+    if s.repo._oldest is not None:  # how long the oldest unpublished update has waited
+        oldest = max(oldest, time.monotonic() - s.repo._oldest)
+    time.sleep(0.001)  # a busy writer: gaps far below PUBLISH_IDLE
+print(i, s.repo.published, round(oldest, 3), flush=True)
+s.close()
+"""
+
+
+def test_a_busy_writer_publishes_for_itself(tmp_path: Path) -> None:
+    """format.md 29: while a writer goes on writing, its own updates publish what is older
+    than PUBLISH_AFTER, so plain git follows it without any publisher thread."""
+    path = tmp_path / "busy.git"
+    child = subprocess.Popen([sys.executable, "-c", BUSY_WRITER, str(path)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: list[int] = []
+    try:
+        while child.poll() is None:
+            count = git(path, "rev-list", "--count", "refs/heads/threads/t")
+            if count:
+                seen.append(int(count))
+            time.sleep(0.05)
+    finally:
+        out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    written, published, oldest = out.split()
+    assert len(set(seen)) >= 4, seen  # plain git saw it move, again and again, while it wrote
+    assert seen == sorted(seen) and seen[-1] <= int(written)
+    assert int(published) >= 4
+    # nothing waited much longer than PUBLISH_AFTER (0.1 s) to be published (measured: 0.10 s).
+    # Before the writer published for itself, without the thread nothing was published in 2 s.
+    assert float(oldest) < 0.5, oldest
+    assert git(path, "rev-list", "--count", "refs/heads/threads/t") == written  # close() published the rest

@@ -61,9 +61,10 @@ DURABILITY_MODES = ("os", "fsync")
 FRESH_FOR = 3600.0
 
 
-#: Log-first updates (format.md 21): what only the log holds is published
-#: (packs, then refs) once no update came for PUBLISH_IDLE seconds, and at the
-#: latest PUBLISH_AFTER seconds after the oldest unpublished update.
+#: Log-first updates (format.md 21, 29): what only the log holds is published
+#: (packs, then refs) PUBLISH_AFTER seconds after the oldest unpublished update:
+#: by the writer's next update if it goes on writing, else by the publisher
+#: thread once no update came for PUBLISH_IDLE seconds.
 PUBLISH_IDLE = 0.005
 PUBLISH_AFTER = 0.1
 #: A process holds at most this many leased refs; the update that would lease
@@ -718,7 +719,8 @@ class GitRepo:
     def log_update(self, name: str, old: pygit2.Oid | None, new: pygit2.Oid) -> bool:
         """Compare-and-swap, log first: as :meth:`update_ref`, but the update is
         durable (in the log) when this returns, and in git once published
-        (:meth:`publish`; the publisher does it within :data:`PUBLISH_AFTER`).
+        (:meth:`publish`; within :data:`PUBLISH_AFTER`, by a later update or
+        the publisher thread, format.md 29).
         Without a log (``log_first=False``) it is :meth:`update_ref`."""
         log = self._log
         if log is None:
@@ -767,6 +769,14 @@ class GitRepo:
             if self._oldest is None:
                 self._oldest = now
                 self._wake_publisher()
+            elif now - self._oldest >= PUBLISH_AFTER:
+                # A busy writer publishes for itself (format.md 29): a publisher
+                # thread woken while the writer runs costs it the GIL's handovers.
+                try:
+                    self._publish_locked()
+                except OSError as exc:  # the update is in the log; published later
+                    self._oldest = now  # tried again after PUBLISH_AFTER, not at every update
+                    _log.warning("publishing logged updates in %s failed (tried again): %s", self.path, exc)
         return True
 
     def _take_lease(self, name: str, old: pygit2.Oid | None) -> _Lease | None:
@@ -923,8 +933,9 @@ class GitRepo:
             self._pub_cond.notify()
 
     def _publisher(self) -> None:
-        """The background publisher: packs what the log holds outside ``self.lock``
-        (the callers keep logging meanwhile), then publishes under it."""
+        """The background publisher, for a writer that went quiet (a busy one
+        publishes itself, format.md 29): packs what the log holds outside
+        ``self.lock``, then publishes under it."""
         while True:
             with self._pub_cond:
                 while True:
@@ -935,9 +946,11 @@ class GitRepo:
                         self._pub_cond.wait(5.0)
                         continue
                     now = time.monotonic()
-                    due = min(self._newest + PUBLISH_IDLE, oldest + PUBLISH_AFTER)
+                    due = oldest + PUBLISH_AFTER
                     if now >= due:
-                        break
+                        if now - self._newest >= PUBLISH_IDLE:
+                            break  # the writer went quiet: publish for it
+                        due = now + PUBLISH_IDLE  # it writes on: its next update publishes
                     self._pub_cond.wait(due - now)
             try:
                 with self.lock:
