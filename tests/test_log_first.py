@@ -241,3 +241,37 @@ def test_a_busy_writer_publishes_for_itself(tmp_path: Path) -> None:
     # Before the writer published for itself, without the thread nothing was published in 2 s.
     assert float(oldest) < 0.5, oldest
     assert git(path, "rev-list", "--count", "refs/heads/threads/t") == written  # close() published the rest
+
+
+STORE_WRITER = r"""
+import json, os, signal, sys
+import gitckpt.git.repo as repo_mod
+from gitckpt import GitStore
+repo_mod.PUBLISH_IDLE = repo_mod.PUBLISH_AFTER = 3600.0  # nothing published: the log holds it all
+path, durability, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = GitStore(path, durability=durability)
+for i in range(n):
+    s.put(("memories", "u1"), f"k{i}", {"text": f"fact {i}", "n": i})
+s.delete(("memories", "u1"), "k0")
+print(json.dumps(sorted(item.key for item in s.search(("memories",), limit=1000))), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_store_writers_items_are_replayed_on_the_next_open(tmp_path: Path) -> None:
+    """format.md 30: a GitStore write is one log record too; a crash loses none that returned."""
+    from gitckpt import GitStore
+
+    for durability in ("os", "fsync"):
+        path = tmp_path / f"store-{durability}.git"
+        out = subprocess.run([sys.executable, "-c", STORE_WRITER, str(path), durability, "40"],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == -9, out.stderr
+        keys = json.loads(out.stdout)
+        assert keys == sorted(f"k{i}" for i in range(1, 40))
+        assert git(path, "rev-parse", "--verify", "-q", "refs/heads/store") == ""  # only in its log
+        with GitStore(path) as s:  # opening replays the log
+            assert sorted(item.key for item in s.search(("memories",), limit=1000)) == keys
+            assert s.get(("memories", "u1"), "k39").value == {"text": "fact 39", "n": 39}
+        assert git(path, "rev-list", "--count", "refs/heads/store") == "41"  # 40 puts and a delete
+        assert subprocess.run(["git", "--git-dir", str(path), "fsck", "--strict"]).returncode == 0

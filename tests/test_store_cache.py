@@ -23,6 +23,7 @@ import pytest
 from gitckpt import GitStore
 from gitckpt.store import cache
 from gitckpt.store import store as store_mod
+from gitckpt.git.repo import publish_all
 
 DIMS = 16
 N = 1_200  # above cache.MIN_ITEMS: a store this big gets a file
@@ -145,6 +146,7 @@ def file_tip(path: Path) -> str | None:
 
 
 def git(path: Path, *args: str) -> str:
+    publish_all()  # plain git sees what is published (format.md 21, 30)
     return subprocess.run(["git", "--git-dir", str(path), *args], capture_output=True, text=True,
                           check=True).stdout.strip()
 

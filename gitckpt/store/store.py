@@ -143,7 +143,8 @@ class GitStore(BaseStore):
         super().__init__()
         self.ref = ref
         self._owns_repo = not isinstance(path, GitRepo)
-        self.repo = path if isinstance(path, GitRepo) else GitRepo(path, durability=durability)
+        # log first, as GitSaver's (format.md 30); a given repository keeps its own mode
+        self.repo = path if isinstance(path, GitRepo) else GitRepo(path, durability=durability, log_first=True)
         self.index_config: dict[str, Any] | None = None
         self.embeddings: Any = None  # langchain Embeddings, when index= is given
         if index:
@@ -670,7 +671,7 @@ class GitStore(BaseStore):
                     new_tree = repo.tree({})
                 parents = [self._tip] if self._tip is not None else []
                 commit = repo.commit(new_tree, parents, commit_message(log, when_us=self._tick()))
-                if not repo.update_ref(self.ref, self._tip, commit):
+                if not repo.log_update(self.ref, self._tip, commit):  # one log record (format.md 30)
                     return None
                 for entry in apply:
                     if entry[0] == "put":
