@@ -151,7 +151,7 @@ import sys
 from langgraph.checkpoint.base import empty_checkpoint
 from gitckpt import GitSaver
 path, durability = sys.argv[1], sys.argv[2]
-s = GitSaver(path, durability=durability, auto_pack=False)  # the background publisher as it is by default
+s = GitSaver(path, durability=durability, auto_pack=False)  # publishing as it is by default
 cfgs = [{"configurable": {"thread_id": f"t{t}", "checkpoint_ns": ""}} for t in range(200)]
 for r in range(10_000):
     for t, cfg in enumerate(cfgs):
@@ -165,11 +165,11 @@ for r in range(10_000):
 
 
 def test_a_writer_killed_while_its_publisher_publishes_loses_no_returned_update(tmp_path: Path) -> None:
-    """The background publisher renames leases outside the repository lock while
-    the writer goes on logging (format.md 27), and starts the log over only under
-    the lock. A writer of 200 threads round-robin is killed (SIGKILL) after 1,500
-    updates returned, in the middle of that: the next open replays its log and
-    every update that returned is there, in both durability modes."""
+    """A busy writer publishes for itself every PUBLISH_AFTER (format.md 29) and, in
+    `os` mode, starts its log over each time; with 2 KB values the log also fills.
+    A writer of 200 threads round-robin is killed (SIGKILL) after 1,500 updates
+    returned, among those publishes: the next open replays its log and every
+    update that returned is there, in both durability modes."""
     for durability in ("os", "fsync"):
         path = tmp_path / f"{durability}.git"
         child = subprocess.Popen([sys.executable, "-c", ROUND_ROBIN, str(path), durability],

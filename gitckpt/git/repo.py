@@ -250,11 +250,6 @@ class GitRepo:
             else None
         )
         self._leases: dict[str, _Lease] = {}
-        # Leases the publisher took out of _leases and renames outside self.lock
-        # (format.md 27); _plock guards them and the one being renamed.
-        self._publishing: dict[str, _Lease] = {}
-        self._renaming: str | None = None
-        self._plock = threading.Condition()
         self._pending: dict[bytes, tuple[int, bytes]] = {}
         self._oldest: float | None = None  # when the oldest unpublished update was logged
         self._newest = 0.0
@@ -509,10 +504,6 @@ class GitRepo:
             lease = self._leases.get(name)
             if lease is not None:
                 return lease.tip
-        if self._publishing:
-            lease = self._publishing.get(name)
-            if lease is not None:
-                return lease.tip
         self._await_lease(name)
         return self._disk_ref(name)
 
@@ -573,15 +564,15 @@ class GitRepo:
                         oid = self._read_ref_file(entry.path)
                         if oid is not None:
                             out[name_prefix + entry.name] = oid
-                    elif (ref := name_prefix + entry.name[:-5]) not in self._leases and ref not in self._publishing:
-                        locked.append(ref)
+                    elif name_prefix + entry.name[:-5] not in self._leases:
+                        locked.append(name_prefix + entry.name[:-5])
         if locked:  # another process's leases (format.md 21): wait for them, then read again
             waited = False
             for name in locked:
                 waited = self._await_lease(name) or waited
             if waited and not _again:
                 return self.refs(*prefixes, names=names, _again=True)
-        for name, lease in [*self._publishing.items(), *self._leases.items()]:  # a lease's value is newer
+        for name, lease in list(self._leases.items()):  # a lease's value is newer
             if lease.tip is not None and name.startswith(prefixes):
                 out[name] = lease.tip
         for name in names:
@@ -649,7 +640,7 @@ class GitRepo:
         """
         if journal:
             self._check_recovered()
-        if self._leases or self._pending or self._publishing:  # updates only in the log go first (format.md 21)
+        if self._leases or self._pending:  # updates only in the log go first (format.md 21)
             self.publish()
         path = os.path.join(self.gitdir, name)
         lock = path + ".lock"
@@ -741,9 +732,7 @@ class GitRepo:
             lease = self._leases.get(name)
             taken = lease is None
             if lease is None:
-                if self._publishing or self._renaming is not None:
-                    self._finish_publishing(name)  # its lock is still ours: renamed first
-                if len(self._leases) + len(self._publishing) >= MAX_LEASES:  # two descriptors each
+                if len(self._leases) >= MAX_LEASES:  # two descriptors each
                     self._publish_locked()
                 lease = self._take_lease(name, old)
                 if lease is None:
@@ -822,7 +811,7 @@ class GitRepo:
     def publish(self) -> None:
         """Make every update that only the log holds visible in git: its objects as
         one pack, then each leased ref renamed into place (format.md 21)."""
-        if self._log is None or not (self._leases or self._pending or self._publishing):
+        if self._log is None or not (self._leases or self._pending):
             return
         with self.lock:
             try:
@@ -849,7 +838,6 @@ class GitRepo:
 
     def _publish_locked(self) -> None:
         """:meth:`publish`, holding ``self.lock``."""
-        self._finish_publishing()  # what the publisher detached goes first (its objects are written)
         self._flush_pending()
         leases, self._leases = self._leases, {}
         for i, lease in enumerate(leases.values()):
@@ -875,52 +863,6 @@ class GitRepo:
         os.close(lease.fd)  # drops the flock, after the rename (format.md 17.2)
         if lease.held >= 0:
             closer.close_later(lease.held)
-
-    def _publish_detached(self) -> None:
-        """The publisher's publish (format.md 27): the objects written and the
-        leases taken out of ``_leases`` under ``self.lock``, then renamed over their
-        refs outside it, so callers keep logging meanwhile. The log is not started
-        over here (a record logged during the renames would be lost with it): the
-        publisher does a locked publish, which does, once the log is half full."""
-        with self.lock:
-            self._flush_pending()
-            if self._leases:
-                with self._plock:
-                    self._publishing.update(self._leases)
-                self._leases = {}
-            self._oldest = None
-        self._finish_publishing()
-        with self.lock:
-            self.published += 1
-
-    def _finish_publishing(self, name: str | None = None) -> None:
-        """Rename detached leases: all of them, or only ``name``'s; waits for one
-        that another thread is renaming. Each is renamed by exactly one thread."""
-        while True:
-            with self._plock:
-                while self._renaming is not None and (name is None or self._renaming == name):
-                    self._plock.wait()
-                if name is None:
-                    if not self._publishing:
-                        return
-                    lease = self._publishing.pop(next(iter(self._publishing)))
-                else:
-                    if name not in self._publishing:
-                        return
-                    lease = self._publishing.pop(name)
-                self._renaming = lease.name
-            try:
-                self._rename_lease(lease)
-            except OSError:
-                with self._plock:  # still held: tried again by the next publish
-                    self._publishing[lease.name] = lease
-                raise
-            finally:
-                with self._plock:
-                    self._renaming = None
-                    self._plock.notify_all()
-            if name is not None:
-                return
 
     def _wake_publisher(self) -> None:
         if self._pub_thread is None or self._pub_pid != os.getpid() or not self._pub_thread.is_alive():
@@ -960,12 +902,8 @@ class GitRepo:
                     with self.lock:
                         for _, _, raw in objects:
                             self._pending.pop(raw, None)
-                log = self._log
-                if log is not None and not log.sync and log.offset > log.capacity // 2:
-                    with self.lock:  # os mode: a locked publish starts the log over
-                        self._publish_locked()
-                else:
-                    self._publish_detached()
+                with self.lock:
+                    self._publish_locked()
             except Exception as exc:  # the log still holds it all: tried again
                 _log.warning("publishing logged updates in %s failed (tried again): %s", self.path, exc)
                 time.sleep(0.5)
@@ -1012,7 +950,7 @@ class GitRepo:
             return True
         if self._stuck.get(lock) == ino:  # waited for once already, in vain: read what git has
             return False
-        if self._leases or self._publishing:
+        if self._leases:
             self.publish()
         deadline = time.monotonic() + LEASE_WAIT
         delay = 0.0005
