@@ -267,11 +267,9 @@ class DecodedCache:
             put(data, value, len(data), at_once=True)
             return value
 
-        peek = self.data.peek
-
         def scan_hook(code: int, data: bytes) -> Any:
-            hit = peek(data)
-            return decode(code, data) if hit is None or hit[0] is _UNCACHEABLE else thaw(hit[0])
+            hit, value = get(data, False)
+            return value if hit else decode(code, data)
 
         return hook if keep else scan_hook
 

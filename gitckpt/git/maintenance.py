@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import threading
@@ -48,6 +49,14 @@ PACK_LIMIT = 1024
 #: How long a writer waits for another process's maintenance run before it
 #: goes on without merging (it tries again :data:`PACK_EVERY` packs later).
 LOCK_WAIT = 120.0
+#: The repack both the background and ``close()`` run (format.md 9, 28): one thread,
+#: short delta chains, objects deltified afresh (-F: git would otherwise reuse an
+#: update's whole objects as they are), no zlib and a window of 4 (reads and the
+#: repack itself cost no more than without -F), packs combined geometrically.
+REPACK_ARGS = (
+    "-c", "pack.threads=1", "-c", "pack.depth=10", "-c", "pack.compression=0", "-c", "pack.window=4",
+    "repack", "-d", "-F", "--geometric=2",
+)  # fmt: skip
 
 
 class Maintenance:
@@ -179,8 +188,7 @@ class Maintenance:
                     [
                         "sh",
                         "-c",
-                        f'nice -n 10 "{self.git}" -c pack.threads=1 -c pack.depth=10 -c pack.compression=0 '
-                        f'-c pack.window=4 repack -d -q -F --geometric=2; rm -f "{lock}"',
+                        f'nice -n 10 "{self.git}" {shlex.join(REPACK_ARGS)} -q; rm -f "{lock}"',
                     ],
                     cwd=self.path,
                     stdin=subprocess.DEVNULL,
@@ -228,20 +236,7 @@ class Maintenance:
                 merge_small_packs(self.path)
                 if self.git is not None and pack_count(self.path) > self.goal:
                     subprocess.run(
-                        [
-                            self.git,
-                            "-c",
-                            "pack.threads=1",
-                            "-c",
-                            "pack.depth=10",
-                            "-c",
-                            "pack.compression=0",
-                            "-c",
-                            "pack.window=4",
-                            "repack",
-                            "-dqF",
-                            "--geometric=2",
-                        ],
+                        [self.git, *REPACK_ARGS, "-q"],
                         cwd=self.path,
                         stdin=subprocess.DEVNULL,
                         stdout=subprocess.DEVNULL,
