@@ -5,25 +5,23 @@ without mapping them all. Real repositories, real git, real processes."""
 from __future__ import annotations
 
 import json
+import operator
 import os
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
-
-import pygit2
-
-import operator
 from typing import Annotated, TypedDict
 
+import pygit2
 from langgraph.graph.message import add_messages
 
 from gitckpt import GitSaver
 from gitckpt.git import packs
 from gitckpt.git.maintenance import PACK_GOAL, PACK_LIMIT, merge_small_packs, pack_count
-from tests.test_saver_storage import put
 from gitckpt.git.repo import publish_all
+from tests.test_saver_storage import put
 
 
 def _git(repo: Path, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
