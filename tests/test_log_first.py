@@ -322,3 +322,24 @@ def test_python_threads_publishing_for_each_other_lose_nothing(tmp_path: Path) -
         for rows in json.loads(reader.stdout):
             assert rows == [[i, [[f"task{i}", "x", i * 10]]] for i in range(149, -1, -1)]
         assert subprocess.run(["git", "--git-dir", str(path), "fsck", "--strict"]).returncode == 0
+
+
+def test_a_store_write_reaches_plain_git_on_publish(tmp_path: Path) -> None:
+    """format.md 30: until it is published a store write is in the log only (other
+    gitckpt processes wait for it); ``GitStore.publish()`` shows it to plain git."""
+    import gitckpt.git.repo as repo_mod
+    from gitckpt import GitStore
+
+    path = tmp_path / "s.git"
+    old = repo_mod.PUBLISH_IDLE, repo_mod.PUBLISH_AFTER
+    repo_mod.PUBLISH_IDLE = repo_mod.PUBLISH_AFTER = 3600.0  # nothing published behind the writes
+    try:
+        with GitStore(path) as s:
+            s.put(("memories", "u1"), "k", {"text": "a fact"})
+            assert git(path, "rev-parse", "--verify", "-q", "refs/heads/store") == ""
+            s.publish()
+            tip = git(path, "rev-parse", "--verify", "-q", "refs/heads/store")
+            assert tip and git(path, "log", "--format=%s", "-1", tip) == "put memories/u1: k"
+            assert git(path, "ls-tree", "-r", "--name-only", tip).endswith("/k")
+    finally:
+        repo_mod.PUBLISH_IDLE, repo_mod.PUBLISH_AFTER = old

@@ -240,8 +240,9 @@ class GitSaver(BaseCheckpointSaver[str]):
 
         An update is durable when it returns (in the repository's log), and
         other gitckpt processes see it at once; plain ``git`` sees it once it
-        is published, which a background thread does within 0.1 s and
-        :meth:`close` does for what is left (docs/format.md, 21). Call this
+        is published about 0.1 s later (by a later update, or by a background
+        thread once the writer is quiet) and by :meth:`close` for what is left
+        (docs/format.md, 21, 29). Call this
         before running ``git`` on a repository this saver is writing."""
         self.repo.publish()
 

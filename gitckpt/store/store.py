@@ -194,6 +194,13 @@ class GitStore(BaseStore):
         with self._lock:
             self._sync()
 
+    def publish(self) -> None:
+        """Make every write that has returned visible to plain ``git`` now (as
+        :meth:`GitSaver.publish`: a write is one log record, published about
+        0.1 s later or by :meth:`close`; docs/format.md, 30). Call this before
+        running ``git`` on a repository this store is writing."""
+        self.repo.publish()
+
     def close(self) -> None:
         """Stop the TTL sweeper, save the index cache file if it is behind, and
         finish background packing. Safe to call twice."""
